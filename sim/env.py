@@ -1,0 +1,139 @@
+"""DrivingEnv: the world as one gymnasium.Env.
+
+obs    = {"camera": (stack, H, W[, 3]) uint8, "speed": ego speed in m/s}
+action = [steer, accel] in [-1, 1]  (mapped to physical units by the scenario's ActionSpec)
+reward = metres of progress along the road during the step (a convenience; evaluation uses metrics)
+info   = the expert's action for the returned observation (the BC label) and the per-step facts the
+         metrics need: crashed, on_road, progress, lane_offset, speed, heading, x, y, time.
+An episode terminates on a crash or when the scenario itself ends (merge passed, intersection
+crossed) and is truncated at the scenario's max_steps. Leaving the road does not end it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+from sim.camera import Camera, CameraConfig
+from sim.expert import Expert, ExpertConfig
+from sim.scenarios import Scenario, get_scenario, make_core_env
+
+MAX_SPEED = 40.0  # highway-env's kinematic limit, m/s
+
+
+class DrivingEnv(gymnasium.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 5}
+
+    def __init__(
+        self,
+        scenario: str | Scenario = "highway",
+        camera: CameraConfig | dict | None = None,
+        expert: bool | dict = True,
+        env_overrides: dict | None = None,
+        render_mode: str | None = None,
+    ):
+        self.scenario = get_scenario(scenario) if isinstance(scenario, str) else scenario
+        cam_cfg = camera if isinstance(camera, CameraConfig) else CameraConfig(**(camera or {}))
+        self.camera = Camera(cam_cfg)
+        self.core = make_core_env(self.scenario, env_overrides)
+        self.expert: Expert | None = None
+        if expert is not False:
+            overrides = {**self.scenario.expert, **(expert if isinstance(expert, dict) else {})}
+            self.expert = Expert(ExpertConfig.from_dict(overrides), self.scenario.action)
+        self.observation_space = spaces.Dict({
+            "camera": spaces.Box(0, 255, shape=cam_cfg.obs_shape, dtype=np.uint8),
+            "speed": spaces.Box(-MAX_SPEED, MAX_SPEED, shape=(), dtype=np.float32),
+        })
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": self.scenario.policy_frequency}
+        self._step = 0
+        self._progress = 0.0
+        self._frames = None
+
+    @property
+    def road(self):
+        return self.core.unwrapped.road
+
+    @property
+    def ego(self):
+        return self.core.unwrapped.vehicle
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        # highway-env draws traffic from its own generator: seed it from ours so that an unseeded
+        # reset after a seeded one is still reproducible.
+        core_seed = int(self.np_random.integers(0, 2**31 - 1)) if seed is None else int(seed)
+        self.core.reset(seed=core_seed)
+        self._step = 0
+        self._progress = 0.0
+        if self.expert is not None:
+            self.expert.reset(self.core)
+        self._frames = self.camera.reset(self.road, self.ego)
+        return self._obs(), self._info()
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (2,):
+            raise ValueError(f"action must be [steer, accel] with shape (2,), got shape {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action must be finite, got {action}")
+        ego = self.ego
+        before = ego.position.copy()
+        lane = self.road.network.get_lane(ego.lane_index) if ego.lane_index else None
+        _, _, terminated, _, _ = self.core.step(self.scenario.action.to_highway(action))
+        ego = self.ego
+        moved = ego.position - before
+        if lane is not None:
+            heading = lane.heading_at(lane.local_coordinates(before)[0])
+            ds = float(moved @ np.array([np.cos(heading), np.sin(heading)]))
+        else:
+            ds = float(np.linalg.norm(moved))
+        self._progress += ds
+        self._step += 1
+        truncated = self._step >= self.scenario.max_steps and not terminated
+        self._frames = self.camera.step(self.road, ego)
+        return self._obs(), ds, bool(terminated), bool(truncated), self._info()
+
+    def _obs(self) -> dict:
+        return {"camera": self._frames,
+                "speed": np.array(np.clip(self.ego.speed, -MAX_SPEED, MAX_SPEED), dtype=np.float32)}
+
+    def _info(self) -> dict:
+        ego = self.ego
+        lane_offset = 0.0
+        if ego.lane_index is not None:
+            lane_offset = float(self.road.network.get_lane(ego.lane_index).local_coordinates(ego.position)[1])
+        info = {
+            "step": self._step,
+            "time": self._step / self.scenario.policy_frequency,
+            "crashed": bool(ego.crashed),
+            "on_road": bool(ego.on_road),
+            "progress": float(self._progress),
+            "lane_offset": lane_offset,
+            "speed": float(ego.speed),
+            "heading": float(ego.heading),
+            "x": float(ego.position[0]),
+            "y": float(ego.position[1]),
+            "lane": "/".join(str(x) for x in ego.lane_index) if ego.lane_index else "",
+        }
+        if self.expert is not None:
+            info["expert_action"] = self.expert.act(self.core).astype(np.float32)
+            info["expert_saturated"] = self.expert.saturated
+        return info
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self.core.render()
+        return None
+
+    def close(self):
+        self.core.close()
+
+    def spec_dict(self) -> dict:
+        """Everything a consumer needs to interpret observations and actions."""
+        return {"scenario": self.scenario.as_dict(), "camera": asdict(self.camera.config),
+                "action": self.scenario.action.as_dict(),
+                "expert": self.expert.config.as_dict() if self.expert else None}

@@ -1,0 +1,221 @@
+"""Named scenarios: a highway-env id plus a complete, explicit config, and the fixes that make each
+of them work with 2-D continuous control [steer, accel].
+
+highway-env scenarios compute rewards from the discrete meta-action (`action in [0, 2]`), which
+raises on a 2-D array; and their stock observation types (pandas-backed kinematics, occupancy grids)
+cost more than the simulation. `make_core_env` therefore builds a subclass of the stock env whose
+reward, reward-info and observation are inert: this stack computes its own camera frames and metrics.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import gymnasium
+import numpy as np
+
+from sim.actions import ActionSpec
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    env_id: str
+    description: str
+    env_config: dict
+    simulation_frequency: int
+    policy_frequency: int
+    max_steps: int
+    action: ActionSpec
+    expert: dict = field(default_factory=dict)  # ExpertConfig overrides for this scenario
+
+    @property
+    def dt(self) -> float:
+        return 1.0 / self.policy_frequency
+
+    def highway_config(self, overrides: dict | None = None) -> dict:
+        """The full config handed to highway-env: ours, then user overrides (validated keys)."""
+        cfg = copy.deepcopy(self.env_config)
+        cfg.update(
+            simulation_frequency=self.simulation_frequency,
+            policy_frequency=self.policy_frequency,
+            duration=self.max_steps / self.policy_frequency,
+            action=self.action.highway_action_config(),
+            offscreen_rendering=True,
+            # Off-road never ends an episode here: metrics count off-road time instead.
+            offroad_terminal=False,
+        )
+        for key, value in (overrides or {}).items():
+            if key not in cfg and key not in _stock_config_keys(self.env_id):
+                raise ValueError(
+                    f"unknown highway-env config key {key!r} for scenario {self.name!r} "
+                    f"({self.env_id}); known keys: {sorted(set(cfg) | _stock_config_keys(self.env_id))}"
+                )
+            cfg[key] = value
+        return cfg
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "env_id": self.env_id,
+            "description": self.description,
+            "simulation_frequency": self.simulation_frequency,
+            "policy_frequency": self.policy_frequency,
+            "max_steps": self.max_steps,
+            "action": self.action.as_dict(),
+            "expert": dict(self.expert),
+            "env_config": copy.deepcopy(self.env_config),
+        }
+
+
+_HIGHWAY_ACTION = ActionSpec(steer_range=0.15, accel_range=6.0)
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            name="highway",
+            env_id="highway-fast-v0",
+            description="3-lane straight highway, 20 vehicles; traffic-traffic collisions off (fast)",
+            env_config={
+                "lanes_count": 3,
+                "vehicles_count": 20,
+                "vehicles_density": 1.0,
+                "ego_spacing": 1.5,
+                "initial_lane_id": None,
+                "controlled_vehicles": 1,
+            },
+            simulation_frequency=10,
+            policy_frequency=5,
+            max_steps=200,
+            action=_HIGHWAY_ACTION,
+            expert={"target_speed": 30.0, "lane_changes": True},
+        ),
+        Scenario(
+            name="highway-dense",
+            env_id="highway-v0",
+            description="4-lane straight highway, 50 vehicles, full collision checks",
+            env_config={
+                "lanes_count": 4,
+                "vehicles_count": 50,
+                "vehicles_density": 1.0,
+                "ego_spacing": 2.0,
+                "initial_lane_id": None,
+                "controlled_vehicles": 1,
+            },
+            simulation_frequency=10,
+            policy_frequency=5,
+            max_steps=200,
+            action=_HIGHWAY_ACTION,
+            expert={"target_speed": 30.0, "lane_changes": True},
+        ),
+        Scenario(
+            name="merge",
+            env_id="merge-v0",
+            description="2-lane highway with an on-ramp merging into the right lane; ends at x=370 m",
+            env_config={"vehicles_count": 3, "lanes_count": 2},
+            simulation_frequency=15,
+            policy_frequency=5,
+            max_steps=100,
+            action=_HIGHWAY_ACTION,
+            expert={"target_speed": 30.0, "lane_changes": True},
+        ),
+        Scenario(
+            name="roundabout",
+            env_id="roundabout-v0",
+            description="2-lane roundabout (radius 20 m), ego enters from the south and exits north",
+            env_config={"incoming_vehicle_destination": None},
+            simulation_frequency=15,
+            policy_frequency=5,
+            max_steps=75,
+            action=ActionSpec(steer_range=0.6, accel_range=6.0),
+            expert={"target_speed": 12.0, "lane_changes": False, "destination": "nxs",
+                    "yield_to_crossing": True},
+        ),
+        Scenario(
+            name="racetrack",
+            env_id="racetrack-v0",
+            description="closed 2-lane circuit with tight curves and one other vehicle",
+            env_config={"other_vehicles": 1, "speed_limit": 10.0, "terminate_off_road": False},
+            simulation_frequency=15,
+            policy_frequency=5,
+            max_steps=200,
+            action=ActionSpec(steer_range=0.6, accel_range=6.0),
+            expert={"target_speed": 12.0, "lane_changes": False},
+        ),
+        Scenario(
+            name="intersection",
+            env_id="intersection-v0",
+            description="4-way intersection with cross traffic; ego turns left (destination o1)",
+            env_config={"destination": "o1", "initial_vehicle_count": 10, "spawn_probability": 0.6},
+            simulation_frequency=15,
+            policy_frequency=5,
+            max_steps=75,
+            action=ActionSpec(steer_range=0.8, accel_range=6.0),
+            expert={"target_speed": 9.0, "lane_changes": False, "destination": "o1",
+                    "yield_to_crossing": True},
+        ),
+    ]
+}
+
+
+class UnknownScenarioError(ValueError):
+    pass
+
+
+def get_scenario(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise UnknownScenarioError(
+            f"unknown scenario {name!r}; known scenarios: {', '.join(SCENARIOS)}"
+        ) from None
+
+
+@lru_cache(maxsize=None)
+def _stock_class(env_id: str):
+    import highway_env  # noqa: F401  (registers the ids)
+
+    return gymnasium.envs.registration.load_env_creator(gymnasium.spec(env_id).entry_point)
+
+
+@lru_cache(maxsize=None)
+def _stock_config_keys(env_id: str) -> frozenset:
+    return frozenset(_stock_class(env_id).default_config())
+
+
+@lru_cache(maxsize=None)
+def _continuous_class(env_id: str):
+    """The stock env with reward, reward-info and observation made inert (see module doc)."""
+    from highway_env.envs.common.observation import ObservationType
+
+    stock = _stock_class(env_id)
+
+    class _NullObservation(ObservationType):
+        def space(self):
+            return gymnasium.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+
+        def observe(self):
+            return np.zeros(1, dtype=np.float32)
+
+    def define_spaces(self):
+        stock.define_spaces(self)
+        self.observation_type = _NullObservation(self)
+        self.observation_space = self.observation_type.space()
+
+    return type(
+        f"Continuous{stock.__name__}",
+        (stock,),
+        {
+            "define_spaces": define_spaces,
+            "_reward": lambda self, action: 0.0,
+            "_rewards": lambda self, action: {},
+            "_info": lambda self, obs, action=None: {},
+        },
+    )
+
+
+def make_core_env(scenario: Scenario, overrides: dict | None = None):
+    """A highway-env env (not wrapped) for `scenario`, ready for 2-D continuous actions."""
+    return _continuous_class(scenario.env_id)(config=scenario.highway_config(overrides))
