@@ -1,0 +1,111 @@
+"""The `driving` command. Thin: parses arguments and config overrides, calls importable functions."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from driving.errors import UserError
+
+
+def _split_config(args: list[str]) -> tuple[str | None, list[str]]:
+    """`[CONFIG.yaml] [key=value ...]` -> (config path or None, overrides)."""
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    return None, args
+
+
+def cmd_collect(ns) -> int:
+    from driving.config import load_config, to_yaml
+    from driving.data.collect import CollectConfig, collect
+    from driving.data.format import Dataset
+    from driving.data.stats import dataset_stats, format_stats
+
+    path, overrides = _split_config(ns.args)
+    cfg = load_config(CollectConfig, path, overrides)
+    if ns.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    root = collect(cfg, progress=not ns.quiet)
+    print(format_stats(dataset_stats(Dataset.open(root))))
+    return 0
+
+
+def cmd_data_info(ns) -> int:
+    from driving.data.format import Dataset
+    from driving.data.stats import dataset_stats, format_stats
+
+    ds = Dataset.open(ns.dataset)
+    if ns.validate:
+        ds.validate()
+    stats = dataset_stats(ds)
+    print(json.dumps(stats) if ns.json else format_stats(stats))
+    return 0
+
+
+def cmd_data_show(ns) -> int:
+    from driving.data.contact_sheet import write_contact_sheet
+    from driving.data.format import Dataset
+
+    ds = Dataset.open(ns.dataset)
+    out = Path(ns.out) if ns.out else Path(ns.dataset) / "contact_sheet.png"
+    write_contact_sheet(ds, out, n=ns.frames, columns=ns.columns, seed=ns.seed)
+    print(out)
+    return 0
+
+
+def cmd_scenarios(ns) -> int:
+    from sim import SCENARIOS
+
+    for s in SCENARIOS.values():
+        print(f"{s.name:15} {s.env_id:18} {s.policy_frequency:>2} Hz  {s.max_steps:>4} steps  {s.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="driving", description="End-to-end driving: collect, inspect data.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("collect", help="expert demonstrations -> a dataset folder",
+                       description="driving collect [CONFIG.yaml] [key=value ...]  "
+                                   "(keys: scenario, episodes, workers, seed, out, max_steps, "
+                                   "camera.*, noise.*, expert.*, env.*)")
+    c.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value")
+    c.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_collect)
+
+    d = sub.add_parser("data", help="inspect a dataset").add_subparsers(dest="data_command", required=True)
+    i = d.add_parser("info", help="counts, outcomes, action and speed statistics")
+    i.add_argument("dataset")
+    i.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    i.add_argument("--validate", action="store_true", help="read every episode file fully")
+    i.set_defaults(func=cmd_data_info)
+    s = d.add_parser("show", help="PNG contact sheet of sampled frames with their actions")
+    s.add_argument("dataset")
+    s.add_argument("--out", help="PNG path (default: DATASET/contact_sheet.png)")
+    s.add_argument("--frames", type=int, default=24)
+    s.add_argument("--columns", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_data_show)
+
+    sc = sub.add_parser("scenarios", help="list the named scenarios")
+    sc.set_defaults(func=cmd_scenarios)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        return ns.func(ns)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Configs: dataclasses are the schema, YAML files fill them, `key.sub=value` overrides on top.
+
+OmegaConf does the merging and type checking; this module turns its errors into one clear line.
+"""
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from driving.errors import UserError
+
+T = TypeVar("T")
+
+
+def _known_keys(schema, prefix: str = "") -> list[str]:
+    keys = []
+    for f in fields(schema):
+        t = f.type if not isinstance(f.type, str) else None
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        if is_dataclass(default):
+            keys += _known_keys(type(default), prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+        del t
+    return keys
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
+    """Schema defaults <- YAML file <- `key=value` overrides, validated against the schema."""
+    try:
+        cfg = OmegaConf.structured(schema)
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise UserError(f"config file {path} not found: pass an existing YAML file or none")
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise UserError(f"override {bad[0]!r} is not key=value (e.g. episodes=20)")
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or getattr(e, "key", None)
+        msg = str(e).splitlines()[0]
+        if "not in struct" in msg or "Key" in msg and "not" in msg:
+            raise UserError(f"unknown config key {key!r}; known keys: {', '.join(_known_keys(schema))}") from None
+        raise UserError(f"bad config value for {key!r}: {msg}") from None
+    except (TypeError, ValueError) as e:  # raised by a dataclass's own validation
+        raise UserError(f"bad config: {e}") from None
+    return obj
+
+
+def to_yaml(obj) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(obj))
+
+
+def to_dict(obj) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(obj), resolve=True)
