@@ -55,6 +55,13 @@ def cmd_data_show(ns) -> int:
     return 0
 
 
+def cmd_demo(ns) -> int:
+    from driving.demo import run_demo
+
+    run_demo(ns.out, ns.overrides, progress=not ns.quiet)
+    return 0
+
+
 def cmd_scenarios(ns) -> int:
     from sim import SCENARIOS
 
@@ -64,7 +71,7 @@ def cmd_scenarios(ns) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="driving", description="End-to-end driving: collect, inspect data.")
+    p = argparse.ArgumentParser(prog="driving", description="End-to-end driving: collect demonstrations, inspect data.")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("collect", help="expert demonstrations -> a dataset folder",
@@ -89,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--columns", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_data_show)
+
+    dm = sub.add_parser("demo", help="the whole pipeline on built-in defaults (README's main job)")
+    dm.add_argument("overrides", nargs="*", metavar="key=value", help="collect config overrides")
+    dm.add_argument("--out", default="runs/demo")
+    dm.add_argument("-q", "--quiet", action="store_true")
+    dm.set_defaults(func=cmd_demo)
 
     sc = sub.add_parser("scenarios", help="list the named scenarios")
     sc.set_defaults(func=cmd_scenarios)

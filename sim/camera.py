@@ -15,12 +15,14 @@ import cv2
 import numpy as np
 
 # Classes drawn, with their grayscale value and RGB colour. The ego is the brightest thing in the
-# frame and traffic sits between road and markings, so each stays distinct in grayscale.
+# frame and traffic sits between road and markings, so the filled shapes stay distinct in grayscale
+# (anti-aliased edges and 1-px markings blend with what is under them).
 PALETTE = {
     "offroad": (0, (24, 64, 24)),
     "road": (80, (90, 90, 90)),
     "marking": (190, (235, 235, 235)),
     "traffic": (135, (60, 110, 220)),
+    "obstacle": (135, (200, 60, 60)),
     "ego": (255, (255, 210, 0)),
 }
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
@@ -162,7 +164,8 @@ class Camera:
         right = np.array([-forward[1], forward[0]])
         k = 1.0 / c.metres_per_pixel
         rot = np.stack([right * k, -forward * k])
-        origin = np.array([c.width / 2.0, c.ego_row * c.height])
+        # OpenCV pixel centres are integers: pixel i covers [i - 0.5, i + 0.5].
+        origin = np.array([c.width / 2.0 - 0.5, c.ego_row * c.height - 0.5])
         offset = origin - rot @ np.asarray(position, dtype=np.float64)
         return np.concatenate([rot, offset[:, None]], axis=1)
 
@@ -187,10 +190,16 @@ class Camera:
                     < self._view_radius + geo.marking_radii)
             if near.any():
                 segs = _to_fixed(geo.markings[near].reshape(-1, 2), m).reshape(-1, 2, 2)
+                # Crisp 1-px lines: anti-aliasing would halve their value where a marking falls
+                # between two pixel centres, and they would vanish into the road.
                 cv2.polylines(img, list(segs), False, self._colours["marking"], 1,
-                              lineType=cv2.LINE_AA, shift=_SHIFT)
+                              lineType=cv2.LINE_8, shift=_SHIFT)
         traffic = [v for v in road.vehicles if v is not ego
                    and np.linalg.norm(v.position - centre) < self._view_radius + v.LENGTH]
+        for o in road.objects:  # static obstacles (e.g. the end of merge's ramp) can be hit
+            if o.collidable and np.linalg.norm(o.position - centre) < self._view_radius + o.LENGTH:
+                cv2.fillConvexPoly(img, _to_fixed(_box(o), m), self._colours["obstacle"],
+                                   lineType=cv2.LINE_AA, shift=_SHIFT)
         for v in traffic:
             cv2.fillConvexPoly(img, _to_fixed(_box(v), m), self._colours["traffic"],
                                lineType=cv2.LINE_AA, shift=_SHIFT)

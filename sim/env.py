@@ -37,7 +37,7 @@ class DrivingEnv(gymnasium.Env):
         self.scenario = get_scenario(scenario) if isinstance(scenario, str) else scenario
         cam_cfg = camera if isinstance(camera, CameraConfig) else CameraConfig(**(camera or {}))
         self.camera = Camera(cam_cfg)
-        self.core = make_core_env(self.scenario, env_overrides)
+        self.core = make_core_env(self.scenario, env_overrides, render_mode=render_mode)
         self.expert: Expert | None = None
         if expert is not False:
             overrides = {**self.scenario.expert, **(expert if isinstance(expert, dict) else {})}

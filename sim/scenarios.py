@@ -148,7 +148,8 @@ SCENARIOS: dict[str, Scenario] = {
             name="intersection",
             env_id="intersection-v0",
             description="4-way intersection with cross traffic; ego turns left (destination o1)",
-            env_config={"destination": "o1", "initial_vehicle_count": 10, "spawn_probability": 0.6},
+            env_config={"destination": "o1", "initial_vehicle_count": 10, "spawn_probability": 0.6,
+                        "other_vehicles_type": "sim.traffic.IntersectionIDMVehicle"},
             simulation_frequency=15,
             policy_frequency=5,
             max_steps=75,
@@ -216,6 +217,7 @@ def _continuous_class(env_id: str):
     )
 
 
-def make_core_env(scenario: Scenario, overrides: dict | None = None):
+def make_core_env(scenario: Scenario, overrides: dict | None = None, render_mode: str | None = None):
     """A highway-env env (not wrapped) for `scenario`, ready for 2-D continuous actions."""
-    return _continuous_class(scenario.env_id)(config=scenario.highway_config(overrides))
+    return _continuous_class(scenario.env_id)(config=scenario.highway_config(overrides),
+                                              render_mode=render_mode)
