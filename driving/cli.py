@@ -55,6 +55,22 @@ def cmd_data_show(ns) -> int:
     return 0
 
 
+def cmd_train(ns) -> int:
+    from driving.config import load_config, to_yaml
+    from driving.train import TrainConfig, train
+
+    path, overrides = _split_config(ns.args)
+    cfg = load_config(TrainConfig, path, overrides)
+    if ns.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    result = train(cfg, progress=not ns.quiet)
+    print(f"trained {result['run_dir']} to step {result['step']}: "
+          + "  ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith(("loss", "val_loss"))))
+    print(f"checkpoint: {result['run_dir']}/checkpoints/last")
+    return 0 if result["ranks_agree"] else 1
+
+
 def cmd_demo(ns) -> int:
     from driving.demo import run_demo
 
@@ -82,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_collect)
+
+    t = sub.add_parser("train", help="dataset -> checkpoints (GPU when present)",
+                       description="driving train [CONFIG.yaml] [key=value ...]  (keys: dataset, model, "
+                                   "steps, batch_size, device, seed, out, net.*, optim.*, augment.*, "
+                                   "loss, loss_weights, val_every, checkpoint_every, wandb.mode, ...)")
+    t.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("data", help="inspect a dataset").add_subparsers(dest="data_command", required=True)
     i = d.add_parser("info", help="counts, outcomes, action and speed statistics")

@@ -1,0 +1,83 @@
+"""What every policy network shares: input normalisation inside the model (so a checkpoint carries
+it), frame-stack and speed inputs, outputs bounded to [-1, 1], an optional auxiliary speed head."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    """Options of the network (its architecture is picked by name: `model=` in the train config)."""
+
+    stack: int = 2  # frames per input (1..K), newest last
+    use_speed: bool = True  # ego speed as an input to the head
+    aux_speed: bool = True  # auxiliary head predicting the ego speed from frames only
+    dropout: float = 0.1
+    width: float = 1.0  # channel multiplier
+    weights: str | None = None  # optional local path to backbone weights (never downloaded)
+
+
+@dataclass
+class InputSpec:
+    """Shapes and normalisation of the model's inputs, taken from the dataset."""
+
+    height: int
+    width: int
+    channels: int  # 1 grayscale, 3 RGB
+    frame_mean: float = 0.0
+    frame_std: float = 255.0
+    speed_mean: float = 0.0
+    speed_std: float = 1.0
+
+
+class Policy(nn.Module):
+    """frames uint8 (B, K, H, W[, C]) + speed (B,) -> (action (B, 2) in [-1, 1], speed prediction)."""
+
+    def __init__(self, cfg: ModelConfig, spec: InputSpec, backbone: nn.Module, features: int):
+        super().__init__()
+        self.cfg, self.spec = cfg, spec
+        self.name = ""
+        self.backbone = backbone
+        self.register_buffer("frame_mean", torch.tensor(float(spec.frame_mean)))
+        self.register_buffer("frame_std", torch.tensor(float(spec.frame_std)))
+        self.register_buffer("speed_mean", torch.tensor(float(spec.speed_mean)))
+        self.register_buffer("speed_std", torch.tensor(float(spec.speed_std)))
+        extra = 1 if cfg.use_speed else 0
+        self.head = nn.Sequential(
+            nn.Linear(features + extra, 200), nn.ELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(200, 50), nn.ELU(), nn.Linear(50, 10), nn.ELU(), nn.Linear(10, 2),
+        )
+        self.speed_head = nn.Linear(features, 1) if cfg.aux_speed else None
+
+    @property
+    def in_channels(self) -> int:
+        return self.cfg.stack * self.spec.channels
+
+    def normalise(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, K, H, W[, C]) -> float (B, K*C, H, W), standardised."""
+        if frames.dim() == 5:  # RGB: channels last in frames, first in the network
+            frames = frames.permute(0, 1, 4, 2, 3)
+        b = frames.shape[0]
+        x = frames.reshape(b, -1, frames.shape[-2], frames.shape[-1]).float()
+        return (x - self.frame_mean) / self.frame_std
+
+    def forward(self, frames: torch.Tensor, speed: torch.Tensor | None = None, normalised: bool = False):
+        x = frames if normalised else self.normalise(frames)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"model expects {self.in_channels} input channels "
+                             f"(stack {self.cfg.stack} x {self.spec.channels}), got {x.shape[1]}")
+        f = self.backbone(x)
+        z = f
+        if self.cfg.use_speed:
+            if speed is None:
+                raise ValueError("this model takes the ego speed as input: pass speed")
+            s = (speed.float().reshape(-1, 1) - self.speed_mean) / self.speed_std
+            z = torch.cat([f, s.to(f.dtype)], dim=1)
+        action = torch.tanh(self.head(z))
+        speed_pred = None
+        if self.speed_head is not None:
+            speed_pred = self.speed_head(f).squeeze(1) * self.speed_std + self.speed_mean
+        return action, speed_pred

@@ -1,0 +1,82 @@
+"""`load_policy(path)`: a checkpoint back as an object with `act(obs) -> [steer, accel]`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from driving import checkpoint
+from driving.errors import UserError
+from driving.models import InputSpec, ModelConfig, build_model
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available: use device=cpu or auto")
+    return dev
+
+
+class LoadedPolicy:
+    """A trained policy. `act` takes one observation or a batch:
+    obs = {"camera": (K, H, W[, 3]) or (B, K, H, W[, 3]) uint8, "speed": float or (B,)}."""
+
+    def __init__(self, model, meta: dict, device: torch.device, path: Path):
+        self.model = model.eval()
+        self.meta = meta
+        self.device = device
+        self.path = path
+        self.stack = model.cfg.stack
+        cam = meta["camera"]
+        self.frame_shape = (cam["height"], cam["width"], 3) if cam["rgb"] else (cam["height"], cam["width"])
+
+    @property
+    def camera(self) -> dict:
+        return self.meta["camera"]
+
+    def check_camera(self, camera: dict) -> None:
+        """Raise if an environment's camera config would give frames this model was not trained on."""
+        keys = ("height", "width", "metres_per_pixel", "rgb", "heading_up", "ego_row")
+        diff = [f"{k}: {self.camera[k]!r} trained, {camera.get(k)!r} given" for k in keys
+                if camera.get(k) != self.camera[k]]
+        if diff:
+            raise UserError(f"camera config does not match the model at {self.path} ({'; '.join(diff)}): "
+                            "use the checkpoint's camera")
+
+    @torch.no_grad()
+    def act(self, obs: dict) -> np.ndarray:
+        frames = np.asarray(obs["camera"])
+        single = frames.ndim == len(self.frame_shape) + 1
+        if single:
+            frames = frames[None]
+        if tuple(frames.shape[2:]) != self.frame_shape:
+            raise UserError(f"observation frames have shape {frames.shape[2:]}, the model at {self.path} "
+                            f"takes {self.frame_shape}: use the checkpoint's camera config")
+        if frames.shape[1] < self.stack:
+            raise UserError(f"observation has {frames.shape[1]} stacked frames, the model needs "
+                            f"{self.stack}: set camera.stack >= {self.stack}")
+        frames = frames[:, -self.stack:]
+        speed = np.asarray(obs.get("speed", 0.0), dtype=np.float32).reshape(-1)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        s = torch.from_numpy(speed).to(self.device)
+        action, _ = self.model(x, s)
+        out = action.float().cpu().numpy()
+        return out[0] if single else out
+
+    __call__ = act
+
+
+def load_policy(path: str | Path, device: str = "auto") -> LoadedPolicy:
+    """Rebuild a policy from a checkpoint folder (or `last`, or a run folder) on `device`."""
+    ckpt = checkpoint.resolve(path)
+    meta = checkpoint.load_meta(ckpt)
+    dev = pick_device(device)
+    model = build_model(meta["model"], ModelConfig(**meta["net"]), InputSpec(**meta["input"]))
+    model.load_state_dict(checkpoint.load_tensors(ckpt, "weights.pt"))
+    return LoadedPolicy(model.to(dev), meta, dev, ckpt)

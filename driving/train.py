@@ -1,0 +1,382 @@
+"""Behaviour cloning: frames (+ speed) -> the expert's [steer, accel].
+
+Read top to bottom: config, setup (device, data, model, optimiser, resume), the loop (sample ->
+augment -> forward -> weighted loss -> step), validation, checkpoints, logs. Runs on one device, or
+under `torchrun --nproc-per-node N` with DDP (each rank samples its own indices; gradients are
+averaged; rank 0 writes).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from driving import atomic, checkpoint
+from driving.config import to_dict
+from driving.data.format import Dataset
+from driving.data.tensors import AugmentConfig, DeviceData, augment, fingerprint, split_episodes
+from driving.errors import UserError
+from driving.models import InputSpec, ModelConfig, build_model
+from driving.policy import pick_device
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # online | offline | disabled ; offline works with no network
+    project: str = "driving"
+    entity: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "data/highway"
+    out: str = "runs/pilotnet"
+    model: str = "pilotnet"  # pilotnet | resnet18
+    net: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = 2000
+    batch_size: int = 64
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    loss: str = "l1"  # l1 | mse
+    loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])  # steer, accel
+    standardise_outputs: bool = True  # divide each output's error by its label std
+    aux_speed_weight: float = 0.05
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    val_fraction: float = 0.1
+    val_every: int = 500
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    amp: bool = True  # bf16 autocast on CUDA
+    channels_last: bool = True  # on CUDA
+    compile: bool = False
+    threads: int = 0  # CPU threads for torch; 0 = torch's default
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self):
+        if self.loss not in ("l1", "mse"):
+            raise ValueError(f"loss must be l1 or mse, got {self.loss!r}")
+        if len(self.loss_weights) != 2:
+            raise ValueError("loss_weights must be [steer, accel]")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError("val_fraction must be in [0, 1)")
+
+
+# Keys that may change between an interrupted run and its resumption without changing the result.
+_RUN_ONLY = ("steps", "device", "log_every", "val_every", "checkpoint_every", "compile", "threads", "wandb")
+
+
+def _identity(cfg: TrainConfig) -> dict:
+    d = to_dict(cfg)
+    for k in _RUN_ONLY:
+        d.pop(k)
+    return d
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to min_lr_ratio at cfg.steps."""
+    o = cfg.optim
+    if step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    progress = min(1.0, (step - o.warmup_steps) / max(1, cfg.steps - o.warmup_steps))
+    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _param_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+             "sampler": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, gen: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["sampler"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class MetricsLog:
+    """metrics.jsonl in the run folder (always) and wandb (when enabled), rank 0 only."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, active: bool, resume_step: int, run_id: str):
+        self.path = run_dir / "metrics.jsonl"
+        self.active = active
+        self.wandb = None
+        if not active:
+            return
+        if resume_step and self.path.is_file():  # drop rows logged after the checkpoint we resume
+            rows = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            atomic.write_bytes(self.path, ("\n".join(rows) + "\n" if rows else "").encode())
+        if cfg.wandb.mode != "disabled":
+            try:
+                import wandb
+
+                self.wandb = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, id=run_id,
+                                        resume="allow", mode=cfg.wandb.mode, dir=str(run_dir),
+                                        config=to_dict(cfg), name=run_dir.name)
+            except Exception as e:  # logging must never kill training
+                print(f"warning: wandb disabled ({type(e).__name__}: {e})")
+
+    def log(self, row: dict) -> None:
+        if not self.active:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _loss(pred, target, speed_pred, speed, weights, cfg: TrainConfig):
+    err = pred.float() - target
+    per = err.abs() if cfg.loss == "l1" else err ** 2
+    per_output = per.mean(dim=0)  # (2,) steer, accel
+    total = (per_output * weights).sum()
+    out = {"loss_steer": per_output[0], "loss_accel": per_output[1]}
+    if speed_pred is not None and cfg.aux_speed_weight > 0:
+        ls = (speed_pred.float() - speed).abs().mean() / 10.0  # ~m/s scaled to O(1)
+        total = total + cfg.aux_speed_weight * ls
+        out["loss_speed"] = ls
+    out["loss"] = total
+    return out
+
+
+@torch.no_grad()
+def validate(model, data: DeviceData, weights, cfg: TrainConfig, chunk: int = 1024) -> dict:
+    model.eval()
+    sums, n = {}, 0
+    for start in range(0, data.n, chunk):
+        idx = torch.arange(start, min(start + chunk, data.n), device=data.device)
+        frames, speed, target = data.batch(idx)
+        with _autocast(data.device, cfg):
+            pred, sp = model(frames, speed)
+        parts = _loss(pred, target, sp, speed, weights, cfg)
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+        n += len(idx)
+    model.train()
+    return {f"val_{k}": v / n for k, v in sums.items()}
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    if device.type == "cuda" and cfg.amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> dict:
+    """Train (or resume) the run in cfg.out. `stop_at` ends early after that step, as an interruption
+    would, leaving a checkpoint to resume from. Returns a summary dict."""
+    rank, world, local_rank = _dist_info()
+    distributed = world > 1
+    if distributed and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+    device = pick_device(cfg.device)
+    if device.type == "cuda" and distributed:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.batch_size % world:
+        raise UserError(f"batch_size {cfg.batch_size} must divide by the number of processes {world}")
+
+    # -- data --------------------------------------------------------------------------------
+    ds = Dataset.open(cfg.dataset)
+    if len(ds) == 0:
+        raise UserError(f"dataset {cfg.dataset} has no episodes: collect some with `driving collect`")
+    train_eps, val_eps = split_episodes(len(ds), cfg.val_fraction, cfg.seed)
+    data = DeviceData(ds, cfg.net.stack, device, train_eps)
+    val = DeviceData(ds, cfg.net.stack, device, val_eps) if len(val_eps) else None
+    cam = ds.meta["camera"]
+
+    # -- run folder and resume ---------------------------------------------------------------
+    run_dir = Path(cfg.out)
+    ckpt_root = run_dir / "checkpoints"
+    resume = (ckpt_root / "last").exists()
+    start, ckpt_meta = 0, None
+    if resume:
+        ckpt = checkpoint.resolve(ckpt_root / "last")
+        ckpt_meta = checkpoint.load_meta(ckpt)
+        old = ckpt_meta["train_identity"]
+        if old != _identity(cfg):
+            from driving.data.collect import _diff
+
+            raise UserError(f"{run_dir} holds a run with a different config ({_diff(old, _identity(cfg))}): "
+                            "use the same config to resume, or another out= folder")
+        if ckpt_meta["camera"] != cam:
+            raise UserError(f"dataset {cfg.dataset} has camera {cam}, the checkpoint in {run_dir} was "
+                            f"trained on {ckpt_meta['camera']}: use a dataset with the same camera")
+        if ckpt_meta["dataset"]["fingerprint"] != fingerprint(ds):
+            raise UserError(f"dataset {cfg.dataset} changed since {run_dir} was trained on it "
+                            "(different episodes): use another out= folder to train on it")
+        start = ckpt_meta["step"]
+        spec = InputSpec(**ckpt_meta["input"])
+    else:
+        stats = data.stats()
+        spec = InputSpec(height=cam["height"], width=cam["width"], channels=3 if cam["rgb"] else 1,
+                         frame_mean=stats["frame_mean"], frame_std=stats["frame_std"],
+                         speed_mean=stats["speed_mean"], speed_std=stats["speed_std"])
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.clean_temp(ckpt_root) if ckpt_root.exists() else None
+        atomic.write_bytes(run_dir / "config.yaml", _yaml(cfg).encode())
+
+    # -- model, optimiser, schedule ----------------------------------------------------------
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = build_model(cfg.model, cfg.net, spec).to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1000 * rank)
+    label_std = torch.tensor(ckpt_meta["label_std"] if resume else data.stats()["action_std"], device=device)
+    weights = torch.tensor(cfg.loss_weights, device=device, dtype=torch.float32)
+    if cfg.standardise_outputs:
+        weights = weights / (label_std if cfg.loss == "l1" else label_std ** 2)
+    run_id = ckpt_meta["run_id"] if resume else f"{run_dir.name}-{os.urandom(4).hex()}"
+    if resume:
+        model.load_state_dict(checkpoint.load_tensors(ckpt, "weights.pt", device))
+        state = checkpoint.load_tensors(ckpt, "train_state.pt", "cpu")
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"], gen)
+    net = DistributedDataParallel(model) if distributed else model
+    fwd = torch.compile(net) if cfg.compile else net
+
+    log = MetricsLog(run_dir, cfg, rank == 0, start, run_id)
+    policy_meta = {
+        "model": cfg.model, "net": asdict(cfg.net), "input": asdict(spec), "camera": cam,
+        "action": ds.meta["action"], "scenario": ds.meta["scenario"]["name"],
+        "dataset": {"path": str(cfg.dataset), "fingerprint": fingerprint(ds), "frames": ds.frames},
+        "label_std": label_std.tolist(), "run_id": run_id, "train_identity": _identity(cfg),
+        "train_config": to_dict(cfg),
+    }
+
+    def save(step: int) -> None:
+        rngs = _gather_rng(gen, distributed)
+        if rank == 0:
+            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs, "step": step}
+            checkpoint.save(ckpt_root, step, {**policy_meta, "step": step}, model.state_dict(), state)
+
+    # -- loop --------------------------------------------------------------------------------
+    per_rank = cfg.batch_size // world
+    end = min(cfg.steps, stop_at) if stop_at else cfg.steps
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0, unit="step",
+               desc=f"train {cfg.model}", dynamic_ncols=True)
+    model.train()
+    t_window, data_time, samples, last = time.perf_counter(), 0.0, 0, {}
+    step = start
+    for step in range(start + 1, end + 1):
+        t0 = time.perf_counter()
+        idx = torch.randint(0, data.n, (per_rank,), generator=gen, device=device)
+        frames, speed, target = data.batch(idx)
+        x = augment(frames, cfg.augment, gen)
+        if device.type == "cuda" and cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        data_time += time.perf_counter() - t0
+        with _autocast(device, cfg):
+            pred, speed_pred = fwd(x, speed)
+        parts = _loss(pred, target, speed_pred, speed, weights, cfg)
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        sched.step()
+        samples += cfg.batch_size
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == end:
+            dt = time.perf_counter() - t_window
+            last = {k: float(v.detach()) for k, v in parts.items()}
+            row = {"step": step, **last, "lr": sched.get_last_lr()[0], "samples_per_s": samples / dt,
+                   "data_wait": data_time / dt, "world_size": world}
+            bar.set_postfix_str(f"loss {last['loss']:.3f}  {samples / dt:.0f} samples/s  "
+                                f"data {data_time / dt:.0%}", refresh=False)
+            log.log(row)
+            t_window, data_time, samples = time.perf_counter(), 0.0, 0
+        if val is not None and (step % cfg.val_every == 0 or step == end) and rank == 0:
+            row = {"step": step, **validate(model, val, weights, cfg)}
+            log.log(row)
+            last.update(row)
+        if step % cfg.checkpoint_every == 0 or step == end:
+            save(step)
+    bar.close()
+    if step == start and start > 0 and rank == 0:
+        print(f"{run_dir} already trained to step {start}")
+    agree = True
+    if distributed:
+        # Parameters stay equal through DDP's gradient averaging; BatchNorm running statistics are
+        # per rank (DDP broadcasts rank 0's at each forward): hand every rank rank 0's final ones.
+        for b in model.buffers():
+            dist.broadcast(b, 0)
+    digest = _param_digest(model)
+    if distributed:
+        digests = [None] * world
+        dist.all_gather_object(digests, digest)
+        agree = len(set(digests)) == 1
+        if rank == 0:
+            log.log({"step": step, "ranks_agree": agree, "param_digest": digest})
+        dist.barrier()
+    log.close()
+    return {"run_dir": run_dir, "step": step, "param_digest": digest, "ranks_agree": agree, **last}
+
+
+def _gather_rng(gen: torch.Generator, distributed: bool):
+    state = _rng_state(gen)
+    if not distributed:
+        return state
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _yaml(cfg: TrainConfig) -> str:
+    from driving.config import to_yaml
+
+    return to_yaml(cfg)

@@ -1,0 +1,97 @@
+"""Policy networks and the on-device data path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from driving.data.format import Dataset
+from driving.data.tensors import AugmentConfig, DeviceData, augment, split_episodes
+from driving.errors import UserError
+from driving.models import InputSpec, ModelConfig, build_model
+from tests.helpers import synthetic_dataset
+
+
+def test_pilotnet_has_about_250k_parameters_and_bounded_outputs():
+    m = build_model("pilotnet", ModelConfig(stack=2), InputSpec(128, 64, 1, 100.0, 50.0, 20.0, 5.0)).eval()
+    n = sum(p.numel() for p in m.parameters())
+    assert 200_000 < n < 300_000
+    frames = torch.full((4, 2, 128, 64), 255, dtype=torch.uint8)
+    action, speed = m(frames, torch.tensor([0.0, 10.0, 30.0, 1e4]))
+    assert action.shape == (4, 2) and speed.shape == (4,)
+    assert torch.all(action.abs() <= 1)
+    # normalisation lives in the model, so it is saved with the weights
+    sd = m.state_dict()
+    assert float(sd["frame_mean"]) == 100.0 and float(sd["speed_std"]) == 5.0
+
+
+@pytest.mark.parametrize("rgb, stack", [(False, 1), (False, 3), (True, 2)])
+def test_resnet18_adapts_to_camera_channels(rgb, stack):
+    spec = InputSpec(64, 32, 3 if rgb else 1)
+    m = build_model("resnet18", ModelConfig(stack=stack, use_speed=False, aux_speed=False), spec).eval()
+    assert m.backbone.conv1.in_channels == stack * spec.channels
+    shape = (2, stack, 64, 32, 3) if rgb else (2, stack, 64, 32)
+    action, speed = m(torch.randint(0, 255, shape, dtype=torch.uint8))
+    assert action.shape == (2, 2) and speed is None
+
+
+def test_resnet18_loads_local_weights_and_rejects_missing(tmp_path):
+    import torchvision
+
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pt"
+    torch.save(ref.state_dict(), path)
+    m = build_model("resnet18", ModelConfig(stack=1, weights=str(path)), InputSpec(64, 32, 1))
+    torch.testing.assert_close(m.backbone.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
+    torch.testing.assert_close(m.backbone.conv1.weight, ref.conv1.weight.mean(dim=1, keepdim=True) * 3)
+    with pytest.raises(UserError, match="not found"):
+        build_model("resnet18", ModelConfig(weights=str(tmp_path / "nope.pt")), InputSpec(64, 32, 1))
+
+
+def test_unknown_model_name_lists_known_ones():
+    with pytest.raises(UserError, match="known models: pilotnet, resnet18"):
+        build_model("transformer", ModelConfig(), InputSpec(64, 32, 1))
+
+
+def test_model_rejects_wrong_channel_count():
+    m = build_model("pilotnet", ModelConfig(stack=2), InputSpec(64, 32, 1))
+    with pytest.raises(ValueError, match="expects 2 input channels"):
+        m(torch.zeros(1, 3, 64, 32, dtype=torch.uint8), torch.zeros(1))
+
+
+def test_stacks_are_built_within_episode_bounds(tmp_path):
+    ds = Dataset.open(synthetic_dataset(tmp_path / "d", lengths=(3, 4)))
+    data = DeviceData(ds, stack=3, device=torch.device("cpu"))
+    assert data.n == 7 and data.frames.dtype == torch.uint8
+    stacks = data.stacks(torch.arange(7))
+    ep, t = stacks[:, :, 0, 0], stacks[:, :, 0, 1]  # (sample, k) -> episode, step encoded in pixels
+    # first sample of each episode repeats its own first frame, never the previous episode's
+    assert ep.tolist() == [[0, 0, 0], [0, 0, 0], [0, 0, 0], [1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]]
+    assert t.tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2], [0, 0, 0], [0, 0, 1], [0, 1, 2], [1, 2, 3]]
+    frames, speed, target = data.batch(torch.tensor([4]))
+    assert frames.shape == (1, 3, 32, 16) and target.shape == (1, 2) and speed.shape == (1,)
+
+
+def test_train_validation_split_is_by_episode():
+    train, val = split_episodes(20, 0.2, seed=1)
+    assert len(val) == 4 and len(train) == 16
+    assert not set(train) & set(val) and set(train) | set(val) == set(range(20))
+    again = split_episodes(20, 0.2, seed=1)
+    assert np.array_equal(again[1], val)
+    assert len(split_episodes(3, 0.1, 0)[1]) == 1  # at least one validation episode when asked
+
+
+def test_augmentation_is_photometric_seeded_and_switchable():
+    x = torch.randint(0, 255, (8, 2, 16, 8), dtype=torch.uint8)
+    a = augment(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    b = augment(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, x.float())
+    assert a.min() >= 0 and a.max() <= 255
+    off = augment(x, AugmentConfig(enabled=False), torch.Generator().manual_seed(0))
+    assert torch.equal(off, x.float())
+    # geometry is untouched: the brightest pixel of a single bright dot stays where it was
+    dot = torch.zeros(1, 1, 16, 8, dtype=torch.uint8)
+    dot[0, 0, 5, 3] = 255
+    aug = augment(dot, AugmentConfig(noise=0.0), torch.Generator().manual_seed(3))
+    assert int(aug.flatten().argmax()) == 5 * 8 + 3

@@ -1,0 +1,178 @@
+"""The BC loop: checkpoints, exact resume, load_policy, bad input, DDP."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from driving import load_policy
+from driving.config import load_config
+from driving.errors import UserError
+from driving.train import TrainConfig, train
+from tests.helpers import synthetic_dataset
+
+BASE = ["steps=8", "batch_size=8", "device=cpu", "wandb.mode=disabled", "log_every=2", "val_every=4",
+        "checkpoint_every=4", "val_fraction=0.25", "optim.warmup_steps=2", "threads=1"]
+
+
+def cfg_for(ds: Path, out: Path, *extra) -> TrainConfig:
+    return load_config(TrainConfig, None, [f"dataset={ds}", f"out={out}", *BASE, *extra])
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory) -> Path:
+    return synthetic_dataset(tmp_path_factory.mktemp("train") / "ds")
+
+
+def weights(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last" / "weights.pt", weights_only=True)
+
+
+def test_training_writes_run_folder_checkpoints_and_metrics(ds, tmp_path):
+    out = tmp_path / "run"
+    result = train(cfg_for(ds, out), progress=False)
+    assert result["step"] == 8
+    assert (out / "config.yaml").is_file()
+    ck = out / "checkpoints"
+    assert sorted(p.name for p in ck.iterdir() if not p.name.startswith(".")) == ["00000004", "00000008", "last"]
+    assert os.readlink(ck / "last") == "00000008"
+    meta = json.loads((ck / "last" / "policy.json").read_text())
+    for key in ("model", "net", "input", "camera", "action", "dataset", "step"):
+        assert key in meta
+    assert meta["dataset"]["fingerprint"] and meta["input"]["frame_std"] > 1
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [2, 4, 6, 8]
+    assert all(r["samples_per_s"] > 0 and 0 <= r["data_wait"] <= 1 for r in train_rows)
+    assert any("val_loss" in r for r in rows)
+
+
+def test_resumed_run_equals_uninterrupted_run(ds, tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    train(cfg_for(ds, full), progress=False)
+    train(cfg_for(ds, split), progress=False, stop_at=4)
+    assert os.readlink(split / "checkpoints" / "last") == "00000004"
+    train(cfg_for(ds, split), progress=False)
+    a, b = weights(full), weights(split)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # metrics of the resumed run continue where the interrupted one stopped, without duplicates
+    steps = [json.loads(line)["step"] for line in (split / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == [2, 4, 6, 8]
+
+
+def test_same_seed_same_weights_other_seed_other_weights(ds, tmp_path):
+    train(cfg_for(ds, tmp_path / "a", "steps=4"), progress=False)
+    train(cfg_for(ds, tmp_path / "b", "steps=4"), progress=False)
+    train(cfg_for(ds, tmp_path / "c", "steps=4", "seed=1"), progress=False)
+    a, b, c = (weights(tmp_path / n) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_kill_mid_save_leaves_previous_checkpoint_usable(ds, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(cfg_for(ds, out), progress=False, stop_at=4)
+    import driving.checkpoint as ck
+
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def dying_save(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # weights written, then the process "dies" before train_state
+            raise KeyboardInterrupt
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(ck.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(ds, out), progress=False)
+    monkeypatch.setattr(ck.torch, "save", real_save)
+    assert os.readlink(out / "checkpoints" / "last") == "00000004"
+    policy = load_policy(out / "checkpoints" / "last", device="cpu")
+    assert policy.act({"camera": np.zeros((2, 32, 16), np.uint8), "speed": 20.0}).shape == (2,)
+    assert any(p.name.endswith(".tmp") for p in (out / "checkpoints").iterdir())
+    train(cfg_for(ds, out), progress=False)  # resumes from 4 and cleans the leftover
+    assert os.readlink(out / "checkpoints" / "last") == "00000008"
+    assert not any(p.name.endswith(".tmp") for p in (out / "checkpoints").iterdir())
+
+
+def test_load_policy_acts_on_single_and_batched_observations(ds, tmp_path):
+    out = tmp_path / "run"
+    train(cfg_for(ds, out, "steps=2"), progress=False)
+    policy = load_policy(out, device="cpu")  # a run folder resolves to its last checkpoint
+    one = policy.act({"camera": np.full((2, 32, 16), 30, np.uint8), "speed": 20.0})
+    assert one.shape == (2,) and np.all(np.abs(one) <= 1)
+    batch = policy.act({"camera": np.full((5, 3, 32, 16), 30, np.uint8), "speed": np.full(5, 20.0)})
+    assert batch.shape == (5, 2)
+    np.testing.assert_allclose(batch[0], one, atol=1e-6)  # extra stacked frames: the newest are used
+    with pytest.raises(UserError, match="shape"):
+        policy.act({"camera": np.zeros((2, 64, 32), np.uint8), "speed": 1.0})
+    with pytest.raises(UserError, match="camera config does not match"):
+        policy.check_camera({**policy.camera, "metres_per_pixel": 1.0})
+
+
+def test_bc_learns_the_synthetic_mapping(tmp_path):
+    """Steer is drawn as a bar's column: a few hundred steps must beat predicting the mean."""
+    ds = synthetic_dataset(tmp_path / "big", lengths=(40,) * 10, seed=1)
+    out = tmp_path / "learn"
+    result = train(cfg_for(ds, out, "steps=300", "batch_size=32", "val_every=300", "augment.enabled=false",
+                       "optim.lr=0.003", "net.dropout=0"), progress=False)
+    # mean absolute deviation of a uniform(-1, 1) label around its mean is 0.5
+    assert result["val_loss_steer"] < 0.25
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["model=vit"], "unknown model 'vit'"),
+    (["bogus=1"], "unknown config key 'bogus'"),
+    (["loss=huber"], "loss must be l1 or mse"),
+])
+def test_bad_config_is_one_clear_error(ds, tmp_path, extra, needle):
+    with pytest.raises(UserError, match=needle):
+        train(cfg_for(ds, tmp_path / "r", *extra), progress=False)
+
+
+def test_empty_dataset_and_changed_resume_config_are_refused(ds, tmp_path):
+    empty = tmp_path / "empty"
+    shutil.copytree(ds, empty)
+    (empty / "index.json").write_text("[]")
+    with pytest.raises(UserError, match="no episodes"):
+        train(cfg_for(empty, tmp_path / "r"), progress=False)
+    out = tmp_path / "r2"
+    train(cfg_for(ds, out, "steps=2"), progress=False)
+    with pytest.raises(UserError, match=r"different config .*optim\.lr"):
+        train(cfg_for(ds, out, "steps=4", "optim.lr=0.1"), progress=False)
+    other = synthetic_dataset(tmp_path / "rgb", rgb=True)
+    with pytest.raises(UserError, match="different config .*dataset"):
+        train(cfg_for(other, out, "steps=4"), progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_processes_agree(ds, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
+           str(_free_port()), "-m", "driving.cli", "train", f"dataset={ds}", f"out={out}", *BASE, "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("world_size") == 2 for r in rows)
+    final = [r for r in rows if "ranks_agree" in r]
+    assert final and final[-1]["ranks_agree"] is True
+    assert os.readlink(out / "checkpoints" / "last") == "00000008"
