@@ -207,6 +207,34 @@ def _autocast(device: torch.device, cfg: TrainConfig):
     return contextlib.nullcontext()
 
 
+def sample_batch(data: DeviceData, n: int, gen: torch.Generator, cfg: TrainConfig):
+    """n random samples: stacked, augmented frames (float 0..255), speeds, expert labels."""
+    idx = torch.randint(0, data.n, (n,), generator=gen, device=data.device)
+    frames, speed, target = data.batch(idx)
+    x = augment(frames, cfg.augment, gen)
+    return _to_channels_last(x, cfg), speed, target
+
+
+def _to_channels_last(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    if x.device.type == "cuda" and cfg.channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def optimisation_step(fwd, model, opt, sched, x, speed, target, weights, cfg: TrainConfig) -> dict:
+    with _autocast(x.device, cfg):
+        pred, speed_pred = fwd(x, speed)
+    parts = _loss(pred, target, speed_pred, speed, weights, cfg)
+    opt.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    if cfg.optim.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+    opt.step()
+    if sched is not None:
+        sched.step()
+    return parts
+
+
 def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> dict:
     """Train (or resume) the run in cfg.out. `stop_at` ends early after that step, as an interruption
     would, leaving a checkpoint to resume from. Returns a summary dict."""
@@ -314,21 +342,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     step = start
     for step in range(start + 1, end + 1):
         t0 = time.perf_counter()
-        idx = torch.randint(0, data.n, (per_rank,), generator=gen, device=device)
-        frames, speed, target = data.batch(idx)
-        x = augment(frames, cfg.augment, gen)
-        if device.type == "cuda" and cfg.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, speed, target = sample_batch(data, per_rank, gen, cfg)
         data_time += time.perf_counter() - t0
-        with _autocast(device, cfg):
-            pred, speed_pred = fwd(x, speed)
-        parts = _loss(pred, target, speed_pred, speed, weights, cfg)
-        opt.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
-        sched.step()
+        parts = optimisation_step(fwd, model, opt, sched, x, speed, target, weights, cfg)
         samples += cfg.batch_size
         bar.update(1)
         if step % cfg.log_every == 0 or step == end:

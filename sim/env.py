@@ -33,6 +33,7 @@ class DrivingEnv(gymnasium.Env):
         expert: bool | dict = True,
         env_overrides: dict | None = None,
         render_mode: str | None = None,
+        scene_camera: CameraConfig | dict | None = None,
     ):
         self.scenario = get_scenario(scenario) if isinstance(scenario, str) else scenario
         cam_cfg = camera if isinstance(camera, CameraConfig) else CameraConfig(**(camera or {}))
@@ -52,6 +53,17 @@ class DrivingEnv(gymnasium.Env):
         self._step = 0
         self._progress = 0.0
         self._frames = None
+        # Optional second camera rendered after every simulation substep (for videos): its frames
+        # of the last step are in info["scene_frames"], (substeps, H, W[, 3]).
+        self.scene_camera = None
+        self._scene: list = []
+        if scene_camera is not None:
+            cfg = scene_camera if isinstance(scene_camera, CameraConfig) else CameraConfig(**scene_camera)
+            self.scene_camera = Camera(cfg)
+            self.core.unwrapped.substep_callback = self._render_scene
+
+    def _render_scene(self) -> None:
+        self._scene.append(self.scene_camera.render(self.road, self.ego))
 
     @property
     def road(self):
@@ -72,6 +84,9 @@ class DrivingEnv(gymnasium.Env):
         if self.expert is not None:
             self.expert.reset(self.core)
         self._frames = self.camera.reset(self.road, self.ego)
+        self._scene = []
+        if self.scene_camera is not None:
+            self._render_scene()
         return self._obs(), self._info()
 
     def step(self, action):
@@ -82,6 +97,7 @@ class DrivingEnv(gymnasium.Env):
             raise ValueError(f"action must be finite, got {action}")
         ego = self.ego
         before = ego.position.copy()
+        self._scene = []
         lane = self.road.network.get_lane(ego.lane_index) if ego.lane_index else None
         _, _, terminated, _, _ = self.core.step(self.scenario.action.to_highway(action))
         ego = self.ego
@@ -119,6 +135,8 @@ class DrivingEnv(gymnasium.Env):
             "y": float(ego.position[1]),
             "lane": "/".join(str(x) for x in ego.lane_index) if ego.lane_index else "",
         }
+        if self.scene_camera is not None:
+            info["scene_frames"] = np.stack(self._scene)
         if self.expert is not None:
             info["expert_action"] = self.expert.act(self.core).astype(np.float32)
             info["expert_saturated"] = self.expert.saturated

@@ -5,6 +5,7 @@ highway-env scenarios compute rewards from the discrete meta-action (`action in 
 raises on a 2-D array; and their stock observation types (pandas-backed kinematics, occupancy grids)
 cost more than the simulation. `make_core_env` therefore builds a subclass of the stock env whose
 reward, reward-info and observation are inert: this stack computes its own camera frames and metrics.
+Its simulation loop calls `substep_callback` (if set) after every simulation substep.
 """
 from __future__ import annotations
 
@@ -205,10 +206,26 @@ def _continuous_class(env_id: str):
         self.observation_type = _NullObservation(self)
         self.observation_space = self.observation_type.space()
 
+    def _simulate(self, action=None):
+        # highway-env's own loop (AbstractEnv._simulate) minus its pygame viewer hook, plus a
+        # callback after every simulation substep so that videos can show every substep.
+        frames = int(self.config["simulation_frequency"] // self.config["policy_frequency"])
+        for _ in range(frames):
+            if action is not None and not self.config["manual_control"] and self.steps % frames == 0:
+                self.action_type.act(action)
+            self.road.act()
+            self.road.step(1 / self.config["simulation_frequency"])
+            self.steps += 1
+            callback = getattr(self, "substep_callback", None)
+            if callback is not None:
+                callback()
+        self.enable_auto_render = False
+
     return type(
         f"Continuous{stock.__name__}",
         (stock,),
         {
+            "_simulate": _simulate,
             "define_spaces": define_spaces,
             "_reward": lambda self, action: 0.0,
             "_rewards": lambda self, action: {},

@@ -220,3 +220,28 @@ def test_render_rgb_array_returns_an_image(make_env):
     image = env.render()
     assert isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
     assert image.dtype == np.uint8
+
+
+def test_scene_camera_renders_every_simulation_substep(make_env):
+    """Videos show every substep: the scene camera's frames per step = sim freq / policy freq."""
+    env = make_env("racetrack", scene_camera={"height": 48, "width": 48, "rgb": True, "heading_up": False})
+    substeps = env.scenario.simulation_frequency // env.scenario.policy_frequency
+    assert substeps > 1
+    _, info = env.reset(seed=0)
+    assert info["scene_frames"].shape == (1, 48, 48, 3)
+    _, _, _, _, info = env.step([0.2, 0.5])
+    scene = info["scene_frames"]
+    assert scene.shape == (substeps, 48, 48, 3)
+    assert all(not np.array_equal(scene[i], scene[i + 1]) for i in range(substeps - 1))
+
+
+def test_scene_camera_does_not_change_the_simulation(make_env):
+    plain = make_env("highway")
+    filmed = make_env("highway", scene_camera={"height": 32, "width": 32})
+    for env in (plain, filmed):
+        env.reset(seed=4)
+    for _ in range(5):
+        a = plain.step([0.1, 0.3])[0]
+        b = filmed.step([0.1, 0.3])[0]
+        np.testing.assert_array_equal(a["camera"], b["camera"])
+    np.testing.assert_array_equal(plain.ego.position, filmed.ego.position)

@@ -1,0 +1,140 @@
+"""Training throughput, in one run, on one device:
+  (a) the model's forward+backward+step alone, on synthetic tensors already on the device
+  (b) the full training step with our data path (whole dataset as one uint8 tensor, index sampling,
+      stacking and augmentation on the device)
+  (c) the same step fed by a conventional torch DataLoader over the episode files (worker
+      processes read episodes, build stacks in numpy, collate, pin, copy)
+Prints samples/s of each, then the ratios b/a (target >= 0.9 on a GPU) and b/c (target >= 3).
+
+    python scripts/bench_train.py [--dataset DIR] [--model pilotnet] [--batch-size 256] [--device auto]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def _timed(fn, steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+class EpisodeFiles(torch.utils.data.Dataset):
+    """The conventional way: samples indexed globally, episodes read from disk by the workers."""
+
+    def __init__(self, ds, stack: int):
+        self.ds, self.stack = ds, stack
+        lengths = np.array([r["length"] for r in ds.index])
+        self.ends = np.cumsum(lengths)
+        self.cache: dict = {}  # per worker: episodes already decompressed (not a strawman)
+
+    def __len__(self):
+        return int(self.ends[-1])
+
+    def __getitem__(self, i):
+        e = int(np.searchsorted(self.ends, i, side="right"))
+        t = i - (self.ends[e - 1] if e else 0)
+        if e not in self.cache:
+            self.cache[e] = self.ds.episode(e, ("frames", "speed", "expert_action"))
+        ep = self.cache[e]
+        idx = np.maximum(np.arange(t - self.stack + 1, t + 1), 0)
+        return (torch.from_numpy(ep["frames"][idx]), torch.tensor(ep["speed"][t]),
+                torch.from_numpy(ep["expert_action"][t]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", help="a dataset folder (default: collect 8 highway episodes)")
+    p.add_argument("--model", default="pilotnet")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=0, help="timed steps per measurement (default by device)")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers")
+    a = p.parse_args()
+
+    from driving.config import load_config
+    from driving.data.format import Dataset
+    from driving.data.tensors import DeviceData
+    from driving.models import InputSpec, build_model
+    from driving.policy import pick_device
+    from driving.train import TrainConfig, _to_channels_last, augment, optimisation_step, sample_batch
+
+    device = pick_device(a.device)
+    steps = a.steps or (200 if device.type == "cuda" else 20)
+    if a.dataset is None:
+        from driving.data.collect import CollectConfig, collect
+
+        tmp = tempfile.mkdtemp(prefix="bench_train_")
+        a.dataset = str(collect(load_config(CollectConfig, None, [f"out={tmp}/ds", "episodes=8"]),
+                                progress=False))
+    ds = Dataset.open(a.dataset)
+    cfg = load_config(TrainConfig, None, [f"dataset={a.dataset}", f"model={a.model}",
+                                          f"batch_size={a.batch_size}", "wandb.mode=disabled"])
+    data = DeviceData(ds, cfg.net.stack, device)
+    cam = ds.meta["camera"]
+    spec = InputSpec(cam["height"], cam["width"], 3 if cam["rgb"] else 1, 80.0, 60.0, 20.0, 5.0)
+    torch.manual_seed(0)
+    model = build_model(a.model, cfg.net, spec).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    weights = torch.ones(2, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    B = a.batch_size
+
+    # (a) model alone: a fixed batch already on the device, already augmented
+    x0, s0, y0 = sample_batch(data, B, gen, cfg)
+    t_a = _timed(lambda: optimisation_step(model, model, opt, None, x0, s0, y0, weights, cfg), steps, 5, device)
+
+    # (b) our data path + the same step
+    def ours():
+        x, s, y = sample_batch(data, B, gen, cfg)
+        optimisation_step(model, model, opt, None, x, s, y, weights, cfg)
+
+    t_b = _timed(ours, steps, 5, device)
+
+    # (c) DataLoader over the episode files + the same device-side augmentation and step
+    loader = torch.utils.data.DataLoader(
+        EpisodeFiles(ds, cfg.net.stack), batch_size=B, shuffle=True, num_workers=a.workers,
+        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=a.workers > 0)
+    it = iter(loader)
+
+    def conventional():
+        nonlocal it
+        try:
+            f, s, y = next(it)
+        except StopIteration:
+            it = iter(loader)
+            f, s, y = next(it)
+        f, s, y = (t.to(device, non_blocking=True) for t in (f, s, y))
+        x = _to_channels_last(augment(f, cfg.augment, gen), cfg)
+        optimisation_step(model, model, opt, None, x, s, y, weights, cfg)
+
+    t_c = _timed(conventional, steps, 5, device)
+    sa, sb, sc = (steps * B / t for t in (t_a, t_b, t_c))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"device {name}; model {a.model} ({n_params / 1e3:.0f}k params); batch {B}; "
+          f"dataset {ds.frames} frames, on device: {data.on_device}; {steps} timed steps")
+    print(f"(a) forward+backward alone, synthetic on device : {sa:10.0f} samples/s")
+    print(f"(b) full step, our data path                    : {sb:10.0f} samples/s")
+    print(f"(c) full step, DataLoader ({a.workers} workers) over files  : {sc:10.0f} samples/s")
+    print(f"b/a = {sb / sa:.2f}   (data path overhead {1 - sb / sa:.0%})")
+    print(f"b/c = {sb / sc:.2f}")
+
+
+if __name__ == "__main__":
+    main()
