@@ -71,6 +71,29 @@ def cmd_train(ns) -> int:
     return 0 if result["ranks_agree"] else 1
 
 
+def cmd_eval(ns) -> int:
+    from driving.config import load_config
+    from driving.evaluate import EvalConfig, evaluate
+    from driving.report import table_rows
+
+    cfg = load_config(EvalConfig, None, ns.overrides)
+    r = evaluate(ns.checkpoint, cfg, progress=not ns.quiet)
+    for name, s in r["result"]["scenarios"].items():
+        print(f"\n{name}: {cfg.episodes} episodes          policy                    expert")
+        for label, pol, exp in table_rows(s["aggregate"]["policy"], s["aggregate"]["expert"]):
+            print(f"  {label:27} {pol:26} {exp}")
+    print(f"\n{r['out']}/eval.json  {r['out']}/report.html")
+    return 0
+
+
+def cmd_video(ns) -> int:
+    from driving.video_cli import video_command
+
+    for path in video_command(ns.source, ns.overrides):
+        print(path)
+    return 0
+
+
 def cmd_demo(ns) -> int:
     from driving.demo import run_demo
 
@@ -107,6 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="closed loop -> metrics, report, videos",
+                       description="driving eval CHECKPOINT|expert [key=value ...]  (keys: scenario, "
+                                   "episodes, workers, seed, out, max_steps, videos, saliency, device)")
+    e.add_argument("checkpoint", help="runs/NAME/checkpoints/last, a step folder, a run folder, or 'expert'")
+    e.add_argument("overrides", nargs="*", metavar="key=value")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_eval)
+
+    v = sub.add_parser("video", help="render rollouts of an evaluation, or dataset episodes, to mp4",
+                       description="driving video EVAL_DIR|DATASET [key=value ...]  (keys: episodes, "
+                                   "seeds, scenario, saliency, out)")
+    v.add_argument("source")
+    v.add_argument("overrides", nargs="*", metavar="key=value")
+    v.set_defaults(func=cmd_video)
 
     d = sub.add_parser("data", help="inspect a dataset").add_subparsers(dest="data_command", required=True)
     i = d.add_parser("info", help="counts, outcomes, action and speed statistics")

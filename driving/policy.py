@@ -78,5 +78,9 @@ def load_policy(path: str | Path, device: str = "auto") -> LoadedPolicy:
     meta = checkpoint.load_meta(ckpt)
     dev = pick_device(device)
     model = build_model(meta["model"], ModelConfig(**meta["net"]), InputSpec(**meta["input"]))
-    model.load_state_dict(checkpoint.load_tensors(ckpt, "weights.pt"))
+    try:
+        model.load_state_dict(checkpoint.load_tensors(ckpt, "weights.pt"))
+    except RuntimeError as e:
+        raise UserError(f"weights in {ckpt} do not fit model {meta['model']!r} as this version builds it "
+                        f"({str(e).splitlines()[0]}): retrain, or use the version that wrote it") from None
     return LoadedPolicy(model.to(dev), meta, dev, ckpt)

@@ -1,0 +1,129 @@
+"""Environments in worker processes, stepped in lock-step so a policy can act on all at once.
+
+Kept free of torch so that spawned workers start fast. Each worker owns one DrivingEnv; the pool
+hands it episode seeds as they come, so which worker runs which seed never changes a result.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import replace
+
+import numpy as np
+
+from sim import DrivingEnv, get_scenario
+
+INFO_KEYS = ("crashed", "on_road", "progress", "speed", "heading", "lane_offset", "x", "y", "time",
+             "expert_action")
+
+
+def make_eval_env(scenario: str, camera: dict, max_steps: int | None = None,
+                  scene_camera: dict | None = None) -> DrivingEnv:
+    sc = get_scenario(scenario)
+    if max_steps is not None:
+        sc = replace(sc, max_steps=max_steps)
+    return DrivingEnv(sc, camera=dict(camera), expert=True, scene_camera=scene_camera)
+
+
+def _slim(info: dict) -> dict:
+    return {k: info[k] for k in INFO_KEYS if k in info}
+
+
+class _Inline:
+    """The same protocol as a worker process, in this process (workers=1: no start-up cost)."""
+
+    def __init__(self, env_kwargs: dict):
+        self.env = make_eval_env(**env_kwargs)
+        self._reply = None
+
+    def send(self, msg):
+        cmd, arg = msg
+        if cmd == "reset":
+            obs, info = self.env.reset(seed=arg)
+            self._reply = (obs, False, False, _slim(info))
+        elif cmd == "step":
+            obs, _, term, trunc, info = self.env.step(arg)
+            self._reply = (obs, term, trunc, _slim(info))
+
+    def recv(self):
+        return self._reply
+
+    def close(self):
+        self.env.close()
+
+
+def _worker(conn, env_kwargs: dict) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    inline = _Inline(env_kwargs)
+    try:
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "close":
+                break
+            try:
+                inline.send((cmd, arg))
+                conn.send(("ok", inline.recv()))
+            except Exception as e:  # report, don't hang the parent
+                conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        inline.close()
+        conn.close()
+
+
+class _Remote:
+    def __init__(self, ctx, env_kwargs: dict):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, env_kwargs), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def send(self, msg):
+        self.conn.send(msg)
+
+    def recv(self):
+        status, payload = self.conn.recv()
+        if status == "error":
+            raise RuntimeError(f"environment worker failed: {payload}")
+        return payload
+
+    def close(self):
+        try:
+            self.conn.send(("close", None))
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+class EnvPool:
+    """`n` environments; `reset(i, seed)` and `step(actions by env)` return (obs, term, trunc, info)."""
+
+    def __init__(self, n: int, env_kwargs: dict):
+        if n <= 1:
+            self.envs = [_Inline(env_kwargs)]
+        else:
+            ctx = mp.get_context("spawn")
+            self.envs = [_Remote(ctx, env_kwargs) for _ in range(n)]
+
+    def __len__(self):
+        return len(self.envs)
+
+    def reset(self, i: int, seed: int):
+        self.envs[i].send(("reset", int(seed)))
+        return self.envs[i].recv()
+
+    def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple]:
+        for i, a in actions.items():  # all envs step concurrently, then we collect
+            self.envs[i].send(("step", np.asarray(a, dtype=np.float64)))
+        return {i: self.envs[i].recv() for i in actions}
+
+    def close(self):
+        for e in self.envs:
+            e.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

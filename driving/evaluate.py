@@ -1,0 +1,219 @@
+"""Closed-loop evaluation: fixed seeds per scenario, envs in parallel processes, one batched
+forward pass per step for all of them, the expert on the same seeds as the reference.
+
+Outputs in OUT/: eval.json (config, seeds, per-episode rows, aggregates with 95% CIs, policy and
+expert), report.md and report.html (metric table, videos worst first), videos/*.mp4.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from driving import atomic
+from driving.baselines import ExpertPolicy
+from driving.config import to_dict
+from driving.envpool import EnvPool
+from driving.errors import UserError
+from sim import CameraConfig, UnknownScenarioError, get_scenario
+from sim.metrics import aggregate, episode_metrics
+
+EVAL_SEED = 1_000_000  # evaluation seeds start here; collection seeds (from 0) never reach them
+
+
+@dataclass
+class EvalConfig:
+    scenario: str = "highway"  # one name, or several separated by commas
+    episodes: int = 20  # per scenario
+    workers: int = 0  # parallel environments (processes); 0 = one per core
+    seed: int = EVAL_SEED  # episode i of every scenario uses seed + i
+    out: Optional[str] = None  # default: RUN/eval/STEP_SCENARIOS (expert: runs/expert/eval/SCENARIOS)
+    max_steps: Optional[int] = None  # None: the scenario's own episode length
+    videos: int = 2  # rollout videos of the policy's worst episodes
+    saliency: str = "vbp"  # saliency overlay in videos: vbp | gradcam | none
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.episodes < 1:
+            raise ValueError("episodes must be >= 1")
+        if self.saliency not in ("vbp", "gradcam", "none"):
+            raise ValueError("saliency must be vbp, gradcam or none")
+
+    @property
+    def scenarios(self) -> list[str]:
+        return [s.strip() for s in self.scenario.split(",") if s.strip()]
+
+
+def seeds_for(cfg: EvalConfig) -> list[int]:
+    return [cfg.seed + i for i in range(cfg.episodes)]
+
+
+def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers: int,
+                 max_steps: int | None = None, progress: bool = True, label: str = "") -> list[dict]:
+    """Run `policy` on every seed; returns per-episode records (per-step arrays + end flags),
+    in seed order. The policy sees a batch: obs["camera"] (B, K, H, W[, 3]), obs["speed"] (B,),
+    obs["expert_action"] (B, 2)."""
+    n = max(1, min(workers or os.cpu_count() or 1, len(seeds)))
+    queue = deque(enumerate(seeds))
+    records: list = [None] * len(seeds)
+    active: dict[int, dict] = {}
+    bar = tqdm(total=len(seeds), unit="ep", disable=not progress, desc=f"eval {label or scenario}",
+               dynamic_ncols=True)
+    t0, steps = time.perf_counter(), 0
+    with EnvPool(n, {"scenario": scenario, "camera": camera, "max_steps": max_steps}) as pool:
+
+        def start(i):
+            k, seed = queue.popleft()
+            obs, _, _, info = pool.reset(i, seed)
+            active[i] = {"index": k, "seed": seed, "obs": obs, "info": info,
+                         "steps": {key: [info[key]] for key in ("speed", "progress", "on_road", "crashed", "heading")},
+                         "actions": [], "expert_actions": []}
+
+        for i in range(n):
+            if queue:
+                start(i)
+        while active:
+            ids = sorted(active)
+            batch = {
+                "camera": np.stack([active[i]["obs"]["camera"] for i in ids]),
+                "speed": np.array([active[i]["obs"]["speed"] for i in ids], dtype=np.float32),
+                "expert_action": np.stack([active[i]["info"]["expert_action"] for i in ids]),
+            }
+            actions = np.asarray(policy.act(batch), dtype=np.float32).reshape(len(ids), 2)
+            results = pool.step({i: a for i, a in zip(ids, actions)})
+            steps += len(ids)
+            for i, a in zip(ids, actions):
+                obs, term, trunc, info = results[i]
+                ep = active[i]
+                ep["actions"].append(a)
+                ep["expert_actions"].append(ep["info"]["expert_action"])
+                for key in ep["steps"]:
+                    ep["steps"][key].append(info[key])
+                ep["obs"], ep["info"] = obs, info
+                if term or trunc:
+                    records[ep["index"]] = {"seed": ep["seed"], "steps": ep["steps"], "truncated": bool(trunc),
+                                            "terminated": bool(term), "actions": np.array(ep["actions"]),
+                                            "expert_actions": np.array(ep["expert_actions"])}
+                    del active[i]
+                    bar.update(1)
+                    bar.set_postfix_str(f"{steps / (time.perf_counter() - t0):.0f} steps/s", refresh=False)
+                    if queue:
+                        start(i)
+    bar.close()
+    return records
+
+
+def score_records(records: list[dict], scenario: str, dt: float, reference: dict | None) -> list[dict]:
+    rows = []
+    for k, rec in enumerate(records):
+        ref = reference.get(rec["seed"]) if reference else None
+        m = episode_metrics(rec["steps"], dt, rec["truncated"], rec["terminated"], ref)
+        err = rec["actions"] - rec["expert_actions"]
+        rows.append({"scenario": scenario, "episode": k, "seed": rec["seed"], **m,
+                     "action_mae_vs_expert": [float(x) for x in np.abs(err).mean(axis=0)] if len(err) else [0, 0]})
+    return rows
+
+
+def load_eval_policy(checkpoint: str, device: str):
+    """(policy, camera dict, checkpoint meta or None) for a checkpoint path or the word `expert`."""
+    if checkpoint == "expert":
+        return ExpertPolicy(), to_dict(CameraConfig()), None
+    from driving.policy import load_policy
+
+    policy = load_policy(checkpoint, device=device)
+    camera = dict(policy.camera)
+    camera["stack"] = max(camera.get("stack", 1), policy.stack)
+    return policy, camera, policy.meta
+
+
+def default_out(checkpoint: str, cfg: EvalConfig) -> Path:
+    tag = "+".join(cfg.scenarios)
+    if checkpoint == "expert":
+        return Path("runs") / "expert" / "eval" / tag
+    from driving.checkpoint import resolve
+
+    ckpt = resolve(checkpoint)
+    return ckpt.parent.parent / "eval" / f"{ckpt.name}_{tag}"
+
+
+def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
+    """Evaluate a checkpoint (or `expert`) closed loop; writes OUT/eval.json and the reports."""
+    for name in cfg.scenarios:
+        try:
+            get_scenario(name)
+        except UnknownScenarioError as e:
+            raise UserError(str(e)) from None
+    if not cfg.scenarios:
+        raise UserError("no scenario given: e.g. scenario=highway or scenario=highway,racetrack")
+    policy, camera, meta = load_eval_policy(checkpoint, cfg.device)
+    out = Path(cfg.out) if cfg.out else default_out(checkpoint, cfg)
+    seeds = seeds_for(cfg)
+    is_expert = checkpoint == "expert"
+    result = {
+        "checkpoint": "expert" if is_expert else str(policy.path),
+        "policy": "expert" if is_expert else meta["model"],
+        "trained_on": None if is_expert else meta.get("scenario"),
+        "config": to_dict(cfg),
+        "camera": camera,
+        "seeds": {name: seeds for name in cfg.scenarios},
+        "scenarios": {},
+    }
+    all_rows = {"policy": [], "expert": []}
+    timing = {}
+    for name in cfg.scenarios:
+        sc = get_scenario(name)
+        dt = 1.0 / sc.policy_frequency
+        t = time.perf_counter()
+        expert_records = run_episodes(ExpertPolicy(), name, seeds, camera, cfg.workers, cfg.max_steps,
+                                      progress, f"{name} expert")
+        expert_rows = score_records(expert_records, name, dt, None)
+        reference = {r["seed"]: r["distance_m"] for r in expert_rows}
+        if is_expert:
+            policy_rows = expert_rows
+        else:
+            policy_records = run_episodes(policy, name, seeds, camera, cfg.workers, cfg.max_steps,
+                                          progress, f"{name} policy")
+            policy_rows = score_records(policy_records, name, dt, reference)
+        timing[name] = time.perf_counter() - t
+        result["scenarios"][name] = {
+            "episodes": {"policy": policy_rows, "expert": expert_rows},
+            "aggregate": {"policy": aggregate(policy_rows), "expert": aggregate(expert_rows)},
+        }
+        all_rows["policy"] += policy_rows
+        all_rows["expert"] += expert_rows
+    result["aggregate"] = {k: aggregate(v) for k, v in all_rows.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    result["videos"] = render_videos(checkpoint, policy, camera, cfg, result, out) if cfg.videos else []
+    atomic.write_json(out / "eval.json", result)
+    from driving.report import write_reports
+
+    write_reports(result, out)
+    return {"out": out, "result": result, "timing_s": timing}
+
+
+def worst_episodes(result: dict, n: int) -> list[dict]:
+    rows = [r for s in result["scenarios"].values() for r in s["episodes"]["policy"]]
+    return sorted(rows, key=lambda r: (r["driving_score"], not r["crashed"], r["seed"]))[:n]
+
+
+def render_videos(checkpoint, policy, camera, cfg: EvalConfig, result: dict, out: Path) -> list[dict]:
+    """Re-run the policy's worst episodes (evaluation is deterministic) with a scene camera."""
+    try:
+        from driving import video
+    except ImportError:  # video support not installed
+        return []
+    made = []
+    for row in worst_episodes(result, cfg.videos):
+        path = out / "videos" / f"{row['scenario']}_seed{row['seed']}.mp4"
+        video.policy_episode_video(policy, row["scenario"], row["seed"], camera, path,
+                                   max_steps=cfg.max_steps,
+                                   saliency=None if cfg.saliency == "none" or checkpoint == "expert" else cfg.saliency)
+        made.append({"scenario": row["scenario"], "seed": row["seed"], "driving_score": row["driving_score"],
+                     "crashed": row["crashed"], "file": str(path.relative_to(out))})
+    return made

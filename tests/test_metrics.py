@@ -1,0 +1,85 @@
+"""Metrics on hand-built trajectories with known answers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sim.metrics import _normal_quantile, _t_quantile, aggregate, episode_metrics, mean_ci, rate_ci
+
+
+def traj(speed, heading=None, on_road=None, crashed=None):
+    n = len(speed)
+    speed = np.asarray(speed, float)
+    dt = 0.2
+    progress = np.concatenate([[0.0], np.cumsum(speed[1:] * dt)])
+    return {"speed": speed, "progress": progress,
+            "heading": np.zeros(n) if heading is None else np.asarray(heading, float),
+            "on_road": np.ones(n, bool) if on_road is None else np.asarray(on_road, bool),
+            "crashed": np.zeros(n, bool) if crashed is None else np.asarray(crashed, bool)}
+
+
+def test_constant_speed_straight_line():
+    m = episode_metrics(traj([20.0] * 11), dt=0.2, truncated=True, terminated=False)
+    assert m["steps"] == 10 and m["duration_s"] == pytest.approx(2.0)
+    assert m["distance_m"] == pytest.approx(40.0) and m["mean_speed"] == pytest.approx(20.0)
+    assert m["mean_abs_long_accel"] == 0 and m["mean_abs_lat_accel"] == 0 and m["rms_jerk"] == 0
+    assert m["success"] and not m["crashed"] and m["driving_score"] == 1.0
+
+
+def test_constant_acceleration_has_no_jerk():
+    m = episode_metrics(traj(np.arange(11) * 0.4), dt=0.2, truncated=True, terminated=False)
+    assert m["mean_abs_long_accel"] == pytest.approx(2.0)
+    assert m["rms_jerk"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_lateral_acceleration_is_speed_times_yaw_rate_and_heading_wraps():
+    heading = (np.pi - 0.3 + 0.1 * np.arange(11) + np.pi) % (2 * np.pi) - np.pi  # crosses +-pi
+    m = episode_metrics(traj([10.0] * 11, heading=heading), dt=0.2, truncated=True, terminated=False)
+    assert m["mean_abs_lat_accel"] == pytest.approx(10.0 * 0.5)  # 0.1 rad / 0.2 s = 0.5 rad/s
+    assert m["max_abs_lat_accel"] == pytest.approx(5.0)
+
+
+def test_crash_and_offroad_penalise_the_score():
+    crashed = [False] * 10 + [True]
+    m = episode_metrics(traj([20.0] * 11, crashed=crashed), dt=0.2, truncated=False, terminated=True,
+                        reference_distance=80.0)
+    assert m["crashed"] and not m["success"]
+    assert m["route_completion"] == pytest.approx(0.5)
+    assert m["driving_score"] == pytest.approx(0.5 * 0.6)
+    on_road = [True] * 4 + [False] * 3 + [True] * 4  # 3 of 10 steps after the start off the road
+    m = episode_metrics(traj([20.0] * 11, on_road=on_road), dt=0.2, truncated=True, terminated=False)
+    assert m["offroad_fraction"] == pytest.approx(0.3) and m["offroad_time_s"] == pytest.approx(0.6)
+    assert not m["success"] and m["driving_score"] == pytest.approx(0.7)
+
+
+def test_route_completion_is_capped_and_scenario_end_counts_as_success():
+    m = episode_metrics(traj([20.0] * 11), dt=0.2, truncated=False, terminated=True, reference_distance=10.0)
+    assert m["route_completion"] == 1.0 and m["success"]
+    m = episode_metrics(traj([20.0] * 11), dt=0.2, truncated=False, terminated=False)
+    assert not m["success"]  # neither time limit nor scenario end: cut short
+
+
+def test_confidence_intervals():
+    assert _normal_quantile(0.975) == pytest.approx(1.959964, abs=1e-6)
+    assert _t_quantile(0.975, 9) == pytest.approx(2.262, abs=2e-3)
+    assert _t_quantile(0.975, 29) == pytest.approx(2.045, abs=1e-3)
+    ci = mean_ci([1.0, 2.0, 3.0, 4.0])
+    half = 3.182 * np.std([1, 2, 3, 4], ddof=1) / 2
+    assert ci["mean"] == 2.5 and ci["ci_high"] - 2.5 == pytest.approx(half, rel=3e-3)
+    assert mean_ci([0.2, 1.0], lo=0, hi=1)["ci_high"] == 1.0
+    zero = rate_ci([False] * 10)
+    assert zero["mean"] == 0 and zero["ci_low"] == 0 and zero["ci_high"] == pytest.approx(0.2775, abs=1e-3)
+    assert rate_ci([True] * 5 + [False] * 5)["ci_low"] == pytest.approx(0.2366, abs=1e-3)
+
+
+def test_aggregate_has_the_contract_keys():
+    rows = [episode_metrics(traj([20.0] * 11), 0.2, True, False),
+            episode_metrics(traj([10.0] * 11, crashed=[False] * 10 + [True]), 0.2, False, True, 40.0)]
+    agg = aggregate(rows)
+    for key in ("driving_score", "success_rate", "collision_rate", "mean_speed"):
+        assert {"mean", "ci_low", "ci_high", "n"} <= set(agg[key])
+    assert agg["collision_rate"]["mean"] == 0.5 and agg["success_rate"]["mean"] == 0.5
+    assert agg["mean_speed"]["mean"] == pytest.approx(15.0)
+    assert not math.isnan(agg["driving_score"]["ci_low"])
