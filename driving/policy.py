@@ -72,6 +72,11 @@ class LoadedPolicy:
     __call__ = act
 
 
+def policy_from_model(model, meta: dict, device: torch.device, path: Path | str = "<training>") -> LoadedPolicy:
+    """Wrap an in-memory model (e.g. during training) exactly as a loaded checkpoint would be."""
+    return LoadedPolicy(model, meta, device, Path(path))
+
+
 def load_policy(path: str | Path, device: str = "auto") -> LoadedPolicy:
     """Rebuild a policy from a checkpoint folder (or `last`, or a run folder) on `device`."""
     ckpt = checkpoint.resolve(path)

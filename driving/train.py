@@ -42,6 +42,19 @@ class OptimConfig:
 
 
 @dataclass
+class TrainEvalConfig:
+    """A short closed-loop evaluation during training; `best` points at the best checkpoint by it."""
+
+    every: int = 0  # steps between evaluations; 0 = never
+    episodes: int = 4
+    scenario: str | None = None  # default: the dataset's scenario
+    seed: int = 2_000_000  # fixed seeds, apart from collection (0..) and final evaluation (1e6..)
+    workers: int = 0
+    max_steps: int | None = None
+    video: bool = True  # render the worst episode and log it
+
+
+@dataclass
 class WandbConfig:
     mode: str = "offline"  # online | offline | disabled ; offline works with no network
     project: str = "driving"
@@ -72,6 +85,7 @@ class TrainConfig:
     channels_last: bool = True  # on CUDA
     compile: bool = False
     threads: int = 0  # CPU threads for torch; 0 = torch's default
+    eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def __post_init__(self):
@@ -86,7 +100,8 @@ class TrainConfig:
 
 
 # Keys that may change between an interrupted run and its resumption without changing the result.
-_RUN_ONLY = ("steps", "device", "log_every", "val_every", "checkpoint_every", "compile", "threads", "wandb")
+_RUN_ONLY = ("steps", "device", "log_every", "val_every", "checkpoint_every", "compile", "threads", "wandb",
+             "eval")
 
 
 def _identity(cfg: TrainConfig) -> dict:
@@ -157,13 +172,18 @@ class MetricsLog:
             except Exception as e:  # logging must never kill training
                 print(f"warning: wandb disabled ({type(e).__name__}: {e})")
 
-    def log(self, row: dict) -> None:
+    def log(self, row: dict, video: Path | None = None) -> None:
         if not self.active:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.wandb is not None:
-            self.wandb.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+            extra = {}
+            if video is not None:
+                import wandb
+
+                extra["eval_video"] = wandb.Video(str(video), format="mp4")
+            self.wandb.log({**{k: v for k, v in row.items() if k != "step"}, **extra}, step=row["step"])
 
     def close(self) -> None:
         if self.wandb is not None:
@@ -326,11 +346,15 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         "train_config": to_dict(cfg),
     }
 
-    def save(step: int) -> None:
+    def save(step: int, pointers=("last",)) -> None:
         rngs = _gather_rng(gen, distributed)
         if rank == 0:
             state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs, "step": step}
-            checkpoint.save(ckpt_root, step, {**policy_meta, "step": step}, model.state_dict(), state)
+            checkpoint.save(ckpt_root, step, {**policy_meta, "step": step}, model.state_dict(), state,
+                            pointers=pointers)
+
+    closed_loop = ClosedLoopMonitor(cfg, ds, run_dir, device, policy_meta) if cfg.eval.every and rank == 0 else None
+    best = (ckpt_meta or {}).get("best_score", -1.0)
 
     # -- loop --------------------------------------------------------------------------------
     per_rank = cfg.batch_size // world
@@ -360,8 +384,18 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
             row = {"step": step, **validate(model, val, weights, cfg)}
             log.log(row)
             last.update(row)
-        if step % cfg.checkpoint_every == 0 or step == end:
-            save(step)
+        pointers = ["last"] if step % cfg.checkpoint_every == 0 or step == end else []
+        if closed_loop is not None and (step % cfg.eval.every == 0 or step == end):
+            row, video = closed_loop.run(model, step)
+            log.log(row, video)
+            last.update(row)
+            if row["eval_driving_score"] > best:  # best by closed-loop score, never by validation loss
+                best = policy_meta["best_score"] = row["eval_driving_score"]
+                pointers.append("best")
+        if distributed and cfg.eval.every and (step % cfg.eval.every == 0 or step == end):
+            dist.barrier()  # other ranks wait for rank 0's evaluation
+        if pointers:
+            save(step, pointers=tuple(pointers))
     bar.close()
     if step == start and start > 0 and rank == 0:
         print(f"{run_dir} already trained to step {start}")
@@ -396,3 +430,61 @@ def _yaml(cfg: TrainConfig) -> str:
     from driving.config import to_yaml
 
     return to_yaml(cfg)
+
+
+class ClosedLoopMonitor:
+    """Short closed-loop evaluations of the model being trained, on fixed seeds."""
+
+    def __init__(self, cfg: TrainConfig, ds: Dataset, run_dir: Path, device: torch.device, meta: dict):
+        from driving.evaluate import EvalConfig
+
+        self.cfg = cfg.eval
+        self.scenario = cfg.eval.scenario or ds.meta["scenario"]["name"]
+        self.seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
+        self.camera = dict(ds.meta["camera"])
+        self.camera["stack"] = max(self.camera.get("stack", 1), cfg.net.stack)
+        self.run_dir, self.device, self.meta = run_dir, device, meta
+        self.eval_cfg = EvalConfig(scenario=self.scenario, episodes=cfg.eval.episodes, seed=cfg.eval.seed,
+                                   workers=cfg.eval.workers, max_steps=cfg.eval.max_steps, videos=0)
+        self.reference = None
+
+    def run(self, model, step: int) -> tuple[dict, Path | None]:
+        from driving.baselines import ExpertPolicy
+        from driving.evaluate import run_episodes, score_records
+        from driving.policy import policy_from_model
+        from sim import get_scenario
+        from sim.metrics import aggregate
+
+        dt = 1.0 / get_scenario(self.scenario).policy_frequency
+        c = self.cfg
+        if self.reference is None:
+            recs = run_episodes(ExpertPolicy(), self.scenario, self.seeds, self.camera, c.workers, c.max_steps,
+                                progress=False)
+            self.reference = {r["seed"]: r["distance_m"] for r in score_records(recs, self.scenario, dt, None)}
+        was_training = model.training
+        policy = policy_from_model(model.eval(), self.meta, self.device)
+        try:
+            recs = run_episodes(policy, self.scenario, self.seeds, self.camera, c.workers, c.max_steps,
+                                progress=False)
+            rows = score_records(recs, self.scenario, dt, self.reference)
+            video = None
+            if c.video:
+                video = self._video(policy, min(rows, key=lambda r: r["driving_score"]), step)
+        finally:
+            model.train(was_training)
+        agg = aggregate(rows)
+        row = {"step": step, "eval_scenario": self.scenario}
+        for k in ("driving_score", "success_rate", "collision_rate", "mean_speed", "route_completion",
+                  "offroad_fraction"):
+            row[f"eval_{k}"] = agg[k]["mean"]
+        return row, video
+
+    def _video(self, policy, row: dict, step: int) -> Path | None:
+        try:
+            from driving import video
+        except ImportError:
+            return None
+        path = self.run_dir / "eval" / f"train_{step:08d}" / f"{row['scenario']}_seed{row['seed']}.mp4"
+        video.policy_episode_video(policy, row["scenario"], row["seed"], self.camera, path,
+                                   max_steps=self.cfg.max_steps, saliency=None)
+        return path

@@ -176,3 +176,22 @@ def test_ddp_two_cpu_processes_agree(ds, tmp_path):
     final = [r for r in rows if "ranks_agree" in r]
     assert final and final[-1]["ranks_agree"] is True
     assert os.readlink(out / "checkpoints" / "last") == "00000008"
+
+
+def test_closed_loop_evaluation_during_training_keeps_best(tmp_path):
+    """Every K steps: a short closed-loop run on fixed seeds, logged; `best` by driving score."""
+    from sim import CameraConfig
+
+    ds = synthetic_dataset(tmp_path / "ds", height=32, width=16)
+    out = tmp_path / "run"
+    train(cfg_for(ds, out, "steps=4", "eval.every=2", "eval.episodes=2", "eval.max_steps=4", "eval.workers=1",
+                  "eval.video=false"), progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval_driving_score" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(0 <= r["eval_driving_score"] <= 1 and r["eval_scenario"] == "highway" for r in evals)
+    best_step = max(evals, key=lambda r: (r["eval_driving_score"], -r["step"]))["step"]
+    assert os.readlink(out / "checkpoints" / "best") == f"{best_step:08d}"
+    assert (out / "checkpoints" / "best" / "weights.pt").is_file()
+    assert CameraConfig(**{k: v for k, v in json.loads((out / "checkpoints" / "best" / "policy.json")
+                                                        .read_text())["camera"].items()}).height == 32
