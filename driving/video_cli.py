@@ -1,0 +1,68 @@
+"""`driving video SOURCE [key=value ...]`: rollouts of an evaluation, or episodes of a dataset."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from driving.config import load_config
+from driving.errors import UserError
+
+
+@dataclass
+class VideoConfig:
+    episodes: list[int] = field(default_factory=list)  # dataset: episode numbers (default: first 2);
+    # evaluation: ignored, use seeds / count
+    seeds: list[int] = field(default_factory=list)  # evaluation: these seeds (default: worst `count`)
+    count: int = 2  # evaluation: how many of the policy's worst episodes
+    scenario: Optional[str] = None  # evaluation: restrict to one scenario
+    saliency: str = "vbp"  # vbp | gradcam | none
+    who: str = "policy"  # evaluation: policy | expert
+    out: Optional[str] = None  # default: SOURCE/videos
+
+
+def video_command(source: str, overrides: list[str]) -> list[Path]:
+    cfg = load_config(VideoConfig, None, overrides)
+    src = Path(source)
+    if (src / "eval.json").is_file():
+        return eval_videos(src, cfg)
+    if (src / "meta.json").is_file():
+        from driving import video
+        from driving.data.format import Dataset
+
+        ds = Dataset.open(src)
+        episodes = cfg.episodes or [r["episode"] for r in ds.index[:2]]
+        return video.video_for_dataset(src, Path(cfg.out) if cfg.out else src / "videos", episodes)
+    raise UserError(f"{source} is neither an evaluation folder (eval.json) nor a dataset (meta.json): "
+                    "pass the output of `driving eval` or `driving collect`")
+
+
+def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
+    from driving import video
+    from driving.baselines import ExpertPolicy
+    from driving.evaluate import load_eval_policy
+
+    result = json.loads((src / "eval.json").read_text())
+    if cfg.who not in ("policy", "expert"):
+        raise UserError("who must be policy or expert")
+    rows = [r for name, s in result["scenarios"].items() if cfg.scenario in (None, name)
+            for r in s["episodes"][cfg.who]]
+    if cfg.seeds:
+        known = {r["seed"] for r in rows}
+        missing = [s for s in cfg.seeds if s not in known]
+        if missing:
+            raise UserError(f"seeds {missing} are not in {src}/eval.json; its seeds: {sorted(known)}")
+        rows = [r for r in rows if r["seed"] in cfg.seeds]
+    else:
+        rows = sorted(rows, key=lambda r: (r["driving_score"], not r["crashed"], r["seed"]))[:cfg.count]
+    if cfg.who == "expert" or result["checkpoint"] == "expert":
+        policy, camera = ExpertPolicy(), result["camera"]
+    else:
+        policy, camera, _ = load_eval_policy(result["checkpoint"], "auto")
+    out = Path(cfg.out) if cfg.out else src / "videos"
+    max_steps = result["config"].get("max_steps")
+    saliency = None if cfg.saliency == "none" else cfg.saliency
+    return [video.policy_episode_video(policy, r["scenario"], r["seed"], camera,
+                                       out / f"{r['scenario']}_seed{r['seed']}_{cfg.who}.mp4",
+                                       max_steps=max_steps, saliency=saliency) for r in rows]
