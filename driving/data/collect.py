@@ -1,0 +1,278 @@
+"""Demonstration collection: the expert drives, DART-style noise perturbs what is EXECUTED, the
+clean expert action is the label. N worker processes each own whole episodes (by seed) and write
+their own episode files, so collection scales with cores and resumes after a kill.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from driving import atomic
+from driving.config import to_dict
+from driving.data.format import (FORMAT_VERSION, DatasetError, episode_filename, outcome_of,
+                                 read_episode_file, write_episode)
+from driving.errors import UserError
+from sim import CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
+
+
+@dataclass
+class NoiseConfig:
+    """Noise added to the executed action (normalised units). The label stays the clean expert's."""
+
+    steer: float = 0.15
+    accel: float = 0.15
+    correlation: float = 0.6  # AR(1) coefficient per step: 0 = white noise; stationary std is kept
+
+    def __post_init__(self):
+        if self.steer < 0 or self.accel < 0:
+            raise ValueError("noise.steer and noise.accel are standard deviations: use values >= 0")
+        if not 0.0 <= self.correlation < 1.0:
+            raise ValueError("noise.correlation must be in [0, 1)")
+
+
+@dataclass
+class CollectConfig:
+    scenario: str = "highway"
+    episodes: int = 10
+    workers: int = 0  # 0: one per CPU core
+    seed: int = 0  # episode i uses seed + i
+    out: str = "data/highway"
+    max_steps: Optional[int] = None  # None: the scenario's own episode length
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    expert: dict[str, Any] = field(default_factory=dict)  # ExpertConfig overrides
+    env: dict[str, Any] = field(default_factory=dict)  # highway-env config overrides
+
+    def __post_init__(self):
+        if self.episodes < 0:
+            raise ValueError("episodes must be >= 0")
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0 (0 = one per core)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1 (or null for the scenario's own length)")
+
+
+# Keys that may differ between runs writing the same dataset (resume, extend, re-parallelise).
+_RUN_KEYS = ("episodes", "workers", "out")
+
+
+def identity(cfg: CollectConfig) -> dict:
+    """The part of the config that defines the dataset's content."""
+    d = to_dict(cfg)
+    for k in _RUN_KEYS:
+        d.pop(k)
+    return d
+
+
+def episode_seeds(cfg: CollectConfig) -> list[int]:
+    return [cfg.seed + i for i in range(cfg.episodes)]
+
+
+def make_env(cfg: CollectConfig) -> DrivingEnv:
+    scenario = get_scenario(cfg.scenario)
+    if cfg.max_steps is not None:
+        from dataclasses import replace
+
+        scenario = replace(scenario, max_steps=cfg.max_steps)
+    return DrivingEnv(scenario, camera=cfg.camera, expert=dict(cfg.expert), env_overrides=dict(cfg.env))
+
+
+class NoiseProcess:
+    """AR(1) Gaussian noise with stationary std `sigma`, seeded per episode."""
+
+    def __init__(self, sigma: np.ndarray, correlation: float, seed: int):
+        self.sigma = np.asarray(sigma, dtype=np.float64)
+        self.rho = correlation
+        self.rng = np.random.default_rng([seed, 0x6E6F697365])  # independent of the sim's stream
+        self.state = self.rng.normal(size=2) * self.sigma
+
+    def sample(self) -> np.ndarray:
+        out = self.state
+        eps = self.rng.normal(size=2) * self.sigma
+        self.state = self.rho * self.state + np.sqrt(1 - self.rho ** 2) * eps
+        return out
+
+
+def run_episode(env: DrivingEnv, cfg: CollectConfig, seed: int) -> tuple[dict, dict]:
+    """One expert episode with noisy execution. Returns (per-step arrays, summary)."""
+    obs, info = env.reset(seed=seed)
+    noise = NoiseProcess([cfg.noise.steer, cfg.noise.accel], cfg.noise.correlation, seed)
+    rec: dict[str, list] = {k: [] for k in ("frames", "action", "expert_action", "speed", "on_road",
+                                            "crashed", "expert_saturated", "progress", "lane_offset",
+                                            "heading", "x", "y")}
+    terminated = truncated = False
+    while not (terminated or truncated):
+        label = info["expert_action"]
+        executed = np.clip(label + noise.sample(), -1.0, 1.0)
+        rec["frames"].append(obs["camera"][-1])
+        rec["action"].append(executed)
+        rec["expert_action"].append(label)
+        rec["speed"].append(info["speed"])
+        for k in ("on_road", "crashed", "expert_saturated", "progress", "lane_offset", "heading", "x", "y"):
+            rec[k].append(info[k])
+        obs, _, terminated, truncated, info = env.step(executed)
+    on_road = np.asarray(rec["on_road"] + [info["on_road"]])
+    summary = {
+        "seed": int(seed),
+        "length": len(rec["frames"]),
+        "outcome": outcome_of(bool(info["crashed"]), int((~on_road).sum())),
+        "crashed": bool(info["crashed"]),
+        "terminated": bool(terminated),
+        "offroad_steps": int((~on_road).sum()),
+        "progress": float(info["progress"]),
+        "mean_speed": float(np.mean(rec["speed"])),
+    }
+    return rec, summary
+
+
+# -- worker processes -----------------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _worker_init(cfg: CollectConfig, root: str) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER["cfg"] = cfg
+    _WORKER["root"] = Path(root)
+    _WORKER["env"] = make_env(cfg)
+
+
+def _worker_run(job: tuple[int, int]) -> dict:
+    episode, seed = job
+    steps, summary = run_episode(_WORKER["env"], _WORKER["cfg"], seed)
+    write_episode(_WORKER["root"], episode, steps, summary)
+    return {"episode": episode, "file": episode_filename(episode), **summary}
+
+
+# -- the command ----------------------------------------------------------------------------
+def _prepare(cfg: CollectConfig, root: Path, env: DrivingEnv) -> dict:
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "scenario": env.scenario.as_dict(),
+        "camera": to_dict(cfg.camera),
+        "action": env.scenario.action.as_dict(),
+        "expert": env.expert.config.as_dict(),
+        "noise": to_dict(cfg.noise),
+        "config": identity(cfg),
+        "frame_shape": list(cfg.camera.frame_shape),
+        "policy_frequency": env.scenario.policy_frequency,
+        "counts": {"episodes": 0, "frames": 0},
+    }
+    meta_path = root / "meta.json"
+    if meta_path.is_file():
+        try:
+            old = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            raise DatasetError(f"{meta_path} is corrupt: delete {root} or choose another out=") from None
+        if old.get("config") != meta["config"]:
+            diff = _diff(old.get("config", {}), meta["config"])
+            raise UserError(f"{root} already holds a dataset collected with a different config "
+                            f"({diff}): use the same config to resume, or another out= folder")
+        meta["counts"] = old.get("counts", meta["counts"])
+    elif root.exists() and any(root.iterdir()):
+        raise UserError(f"{root} exists and is not a dataset: choose another out= folder")
+    atomic.write_json(meta_path, meta)
+    return meta
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> str:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            d = _diff(va, vb, prefix + k + ".")
+            if d:
+                out.append(d)
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} there, {vb!r} now")
+    return "; ".join(out)
+
+
+def _finished(root: Path, seeds: list[int]) -> dict[int, dict]:
+    """Episodes already on disk (valid files with the expected seed); bad files are removed."""
+    done = {}
+    for episode, seed in enumerate(seeds):
+        path = root / episode_filename(episode)
+        if not path.is_file():
+            continue
+        try:
+            _, summary = read_episode_file(path, keys=("speed",))
+        except DatasetError:
+            path.unlink()  # half-written files never exist (atomic writes); this one is damaged
+            continue
+        if summary.get("seed") == seed:
+            done[episode] = {"episode": episode, "file": episode_filename(episode), **summary}
+    return done
+
+
+def _write_index(root: Path, rows: dict[int, dict], meta: dict) -> None:
+    index = [rows[k] for k in sorted(rows)]
+    atomic.write_json(root / "index.json", index)
+    meta["counts"] = {"episodes": len(index), "frames": int(sum(r["length"] for r in index))}
+    atomic.write_json(root / "meta.json", meta)
+
+
+def collect(cfg: CollectConfig, progress: bool = True) -> Path:
+    """Collect `cfg.episodes` episodes into `cfg.out`, skipping those already there."""
+    try:
+        get_scenario(cfg.scenario)
+    except UnknownScenarioError as e:
+        raise UserError(str(e)) from None
+    root = Path(cfg.out)
+    probe = make_env(cfg)  # validates scenario, camera, expert and env overrides up front
+    try:
+        probe.reset(seed=cfg.seed)
+    except ValueError as e:
+        raise UserError(f"bad env config: {e}") from None
+    meta = _prepare(cfg, root, probe)
+    seeds = episode_seeds(cfg)
+    rows = _finished(root, seeds)
+    # Rows of episodes beyond this run's count (an earlier, larger run) stay in the index.
+    for row in _load_index(root):
+        if row["episode"] >= len(seeds):
+            rows.setdefault(row["episode"], row)
+    todo = [(i, s) for i, s in enumerate(seeds) if i not in rows]
+    workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(todo)))
+    _write_index(root, rows, meta)
+    bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), unit="ep", disable=not progress,
+               desc=f"collect {cfg.scenario}", dynamic_ncols=True)
+    frames, t0 = 0, time.perf_counter()
+
+    def done(row):
+        nonlocal frames
+        rows[row["episode"]] = row
+        frames += row["length"]
+        _write_index(root, rows, meta)
+        dt = max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix_str(f"{frames / dt:.0f} frames/s", refresh=False)
+        bar.update(1)
+
+    try:
+        if workers <= 1:
+            _worker_init(cfg, str(root))
+            for job in todo:
+                done(_worker_run(job))
+        elif todo:
+            ctx = mp.get_context("spawn")  # no inherited simulator or thread state
+            with ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, str(root))) as pool:
+                for row in pool.imap_unordered(_worker_run, todo, chunksize=1):
+                    done(row)
+    finally:
+        bar.close()
+        _WORKER.clear()
+    return root
+
+
+def _load_index(root: Path) -> list[dict]:
+    path = root / "index.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else []
+    except json.JSONDecodeError:
+        return []  # rebuilt from the episode files

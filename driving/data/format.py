@@ -1,0 +1,143 @@
+"""The dataset format.
+
+    DATASET/
+      meta.json            format version, scenario, camera, action spec, expert, noise, collect
+                           config (the part that must match to resume), counts
+      index.json           one row per finished episode: episode, seed, length, outcome, file, ...
+      episodes/000017.npz  one file per episode, written atomically by the worker that ran it
+
+An episode file holds, per step t (the state before the action of step t):
+  frames         (T, H, W[, 3]) uint8   single camera frames (stacks are built at load time)
+  action         (T, 2) float32         the EXECUTED [steer, accel] (expert + noise, clipped)
+  expert_action  (T, 2) float32         the expert's clean label for frame t
+  speed          (T,)   float32         ego speed, m/s
+  on_road, crashed, expert_saturated (T,) bool; progress, lane_offset, heading, x, y (T,) float32
+and `summary`, a JSON string (seed, length, outcome, ...). Episode files are the source of truth:
+index.json is rebuilt from them on resume, so a collection killed between the two loses nothing.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from driving import atomic
+from driving.errors import UserError
+
+FORMAT_VERSION = 1
+STEP_KEYS = {
+    "frames": np.uint8, "action": np.float32, "expert_action": np.float32, "speed": np.float32,
+    "on_road": np.bool_, "crashed": np.bool_, "expert_saturated": np.bool_, "progress": np.float32,
+    "lane_offset": np.float32, "heading": np.float32, "x": np.float32, "y": np.float32,
+}
+META_KEYS = ("format_version", "scenario", "camera", "action", "expert", "noise", "config", "counts")
+OUTCOMES = ("crash", "offroad", "ok")
+
+
+class DatasetError(UserError):
+    pass
+
+
+def episode_filename(episode: int) -> str:
+    return f"episodes/{episode:06d}.npz"
+
+
+def outcome_of(crashed: bool, offroad_steps: int) -> str:
+    if crashed:
+        return "crash"
+    return "offroad" if offroad_steps > 0 else "ok"
+
+
+def write_episode(root: Path, episode: int, steps: dict, summary: dict) -> None:
+    arrays = {k: np.asarray(steps[k], dtype=t) for k, t in STEP_KEYS.items()}
+    n = len(arrays["frames"])
+    bad = [k for k, a in arrays.items() if len(a) != n]
+    if bad:
+        raise ValueError(f"episode {episode}: arrays {bad} do not have {n} steps")
+    arrays["summary"] = np.array(json.dumps(summary))
+    atomic.save_npz(Path(root) / episode_filename(episode), arrays)
+
+
+def read_episode_file(path: Path, keys=None) -> tuple[dict, dict]:
+    """(arrays, summary) of one episode file; a DatasetError names a missing or corrupt file."""
+    path = Path(path)
+    hint = "delete it and re-run the same `driving collect` command to collect it again"
+    if not path.is_file():
+        raise DatasetError(f"episode file {path} is missing: re-run the same `driving collect` command")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            summary = json.loads(str(z["summary"]))
+            arrays = {k: z[k] for k in (keys or STEP_KEYS)}
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as e:
+        raise DatasetError(f"episode file {path} is corrupt ({type(e).__name__}: {e}): {hint}") from None
+    n = summary.get("length")
+    for k, a in arrays.items():
+        if len(a) != n:
+            raise DatasetError(f"episode file {path} is corrupt ({k} has {len(a)} steps, summary says "
+                               f"{n}): {hint}")
+    return arrays, summary
+
+
+@dataclass
+class Dataset:
+    """A validated dataset folder. Episodes are loaded on demand."""
+
+    root: Path
+    meta: dict
+    index: list[dict]
+
+    @classmethod
+    def open(cls, root: str | Path, check_files: bool = True) -> "Dataset":
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetError(f"dataset {root} not found: pass a folder made by `driving collect`")
+        meta_path = root / "meta.json"
+        if not meta_path.is_file():
+            raise DatasetError(f"{meta_path} is missing: {root} is not a dataset made by `driving collect`")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{meta_path} is not valid JSON ({e}): re-run `driving collect`") from None
+        missing = [k for k in META_KEYS if k not in meta]
+        if missing:
+            raise DatasetError(f"{meta_path} lacks keys {missing}: not a dataset of this format")
+        if meta["format_version"] != FORMAT_VERSION:
+            raise DatasetError(f"{meta_path} has format version {meta['format_version']}, this "
+                               f"version reads {FORMAT_VERSION}: re-collect the dataset")
+        index_path = root / "index.json"
+        try:
+            index = json.loads(index_path.read_text()) if index_path.is_file() else []
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{index_path} is not valid JSON ({e}): re-run the same `driving collect` "
+                               "command to rebuild it") from None
+        ds = cls(root, meta, index)
+        if check_files:
+            for row in index:
+                if not (root / row["file"]).is_file():
+                    raise DatasetError(f"episode file {root / row['file']} (episode {row['episode']}) is "
+                                       "missing: re-run the same `driving collect` command")
+        return ds
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def frames(self) -> int:
+        return int(sum(r["length"] for r in self.index))
+
+    def episode(self, i: int, keys=None) -> dict:
+        """Arrays of the i-th episode in the index (all keys, or only `keys`)."""
+        row = self.index[i]
+        arrays, _ = read_episode_file(self.root / row["file"], keys)
+        return arrays
+
+    def validate(self) -> None:
+        """Read every episode file fully; raises DatasetError naming the first bad one."""
+        for row in self.index:
+            arrays, summary = read_episode_file(self.root / row["file"])
+            if summary.get("seed") != row["seed"]:
+                raise DatasetError(f"episode file {self.root / row['file']} holds seed {summary.get('seed')}, "
+                                   f"index.json says {row['seed']}: re-run the same `driving collect` command")
