@@ -132,7 +132,7 @@ SCENARIOS: dict[str, Scenario] = {
             max_steps=75,
             action=ActionSpec(steer_range=0.6, accel_range=6.0),
             expert={"target_speed": 12.0, "lane_changes": False, "destination": "nxs",
-                    "yield_to_crossing": True},
+                    "yield_to_crossing": True, "max_lateral_accel": 4.0},
         ),
         Scenario(
             name="racetrack",
@@ -143,7 +143,7 @@ SCENARIOS: dict[str, Scenario] = {
             policy_frequency=5,
             max_steps=200,
             action=ActionSpec(steer_range=0.6, accel_range=6.0),
-            expert={"target_speed": 12.0, "lane_changes": False},
+            expert={"target_speed": 12.0, "lane_changes": True, "max_lateral_accel": 7.0},
         ),
         Scenario(
             name="intersection",

@@ -1,0 +1,124 @@
+"""How well the privileged expert drives: closed-loop episodes of the expert on fixed seeds, one
+markdown table row per scenario.
+
+    python scripts/expert_quality.py [--scenarios highway,merge] [--episodes 50] [--seed-base 1000]
+                                     [--workers 1]
+
+Episode i of a scenario uses seed `seed-base + i`. Each scenario runs in a fresh process, so the
+numbers do not depend on which scenarios ran before (intersection-v0 changes class attributes of
+highway-env's IDMVehicle, which would otherwise leak into the traffic of later scenarios).
+Columns: crashes and crash rate (95% Wilson interval); off-road time as a fraction of the episode's
+steps (mean over episodes) and the number of episodes that left the road at all; speed (mean over
+episodes of each episode's mean speed); progress along the road at the end of the episode; the
+fraction of steps at which the expert's physical command exceeded the scenario's action range
+(either dimension, then steering and acceleration alone); simulation throughput (steps/s,
+including the camera).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+ALL = "highway,highway-dense,merge,roundabout,racetrack,intersection"
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for k successes in n trials."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def run_scenario(name: str, episodes: int, seed_base: int, progress: bool = True) -> dict:
+    import numpy as np
+    from tqdm import tqdm
+
+    from sim import DrivingEnv
+
+    env = DrivingEnv(name)  # the default camera: steps/s as in data collection
+    rows = []
+    steps = 0
+    sat = np.zeros(3)  # any, steer, accel
+    start = time.perf_counter()
+    bar = tqdm(range(episodes), desc=name, unit="ep", disable=not progress, file=sys.stderr)
+    for i in bar:
+        _, info = env.reset(seed=seed_base + i)
+        off = 0
+        speeds = []
+        while True:
+            _, _, terminated, truncated, info = env.step(info["expert_action"])
+            steps += 1
+            off += not info["on_road"]
+            speeds.append(info["speed"])
+            steer_sat, accel_sat = env.expert.saturation
+            sat += (info["expert_saturated"], steer_sat, accel_sat)
+            if terminated or truncated:
+                break
+        rows.append((info["crashed"], off / len(speeds), off > 0, float(np.mean(speeds)), info["progress"]))
+        bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - start):.0f}")
+    elapsed = time.perf_counter() - start
+    env.close()
+    r = np.array(rows, dtype=np.float64)
+    return {
+        "scenario": name, "episodes": episodes, "crashes": int(r[:, 0].sum()),
+        "offroad": float(r[:, 1].mean()), "left_road": int(r[:, 2].sum()),
+        "speed": float(r[:, 3].mean()), "progress": float(r[:, 4].mean()),
+        "sat": (sat / max(steps, 1)).tolist(), "steps_per_s": steps / elapsed,
+    }
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        ("| scenario | episodes | crashes | crash rate (95% CI) | off-road fraction | left the road "
+        "| speed m/s | progress m | saturated steps (steer / accel) | steps/s |"),
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lo, hi = wilson(r["crashes"], r["episodes"])
+        s_any, s_steer, s_accel = r["sat"]
+        lines.append(
+            f"| {r['scenario']} | {r['episodes']} | {r['crashes']} "
+            f"| {r['crashes'] / r['episodes']:.2f} [{lo:.2f}, {hi:.2f}] | {r['offroad']:.3f} "
+            f"| {r['left_road']} | {r['speed']:.1f} | {r['progress']:.0f} "
+            f"| {s_any:.3f} ({s_steer:.3f} / {s_accel:.3f}) | {r['steps_per_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenarios", default=ALL, help=f"comma-separated (default: {ALL})")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--seed-base", type=int, default=1000)
+    p.add_argument("--workers", type=int, default=1, help="scenarios run in parallel (default 1)")
+    a = p.parse_args()
+
+    from sim import SCENARIOS
+
+    names = [s.strip() for s in a.scenarios.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        p.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    if a.episodes < 1:
+        p.error("--episodes must be at least 1")
+
+    # A fresh process per scenario (max_tasks_per_child=1): see the module docstring.
+    with ProcessPoolExecutor(max_workers=max(1, a.workers), mp_context=mp.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        futures = [pool.submit(run_scenario, n, a.episodes, a.seed_base) for n in names]
+        results = []
+        for f in futures:
+            results.append(f.result())
+            print(f"{results[-1]['scenario']}: done", file=sys.stderr, flush=True)
+    print(f"Expert quality, seeds {a.seed_base}..{a.seed_base + a.episodes - 1}\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
