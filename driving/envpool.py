@@ -5,6 +5,7 @@ hands it episode seeds as they come, so which worker runs which seed never chang
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 from dataclasses import replace
@@ -53,7 +54,6 @@ class _Inline:
 
 
 def _worker(conn, env_kwargs: dict) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     inline = _Inline(env_kwargs)
     try:
         while True:
@@ -96,6 +96,26 @@ class _Remote:
             self.proc.kill()
 
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def single_threaded_children():
+    """Environment for worker processes started inside: one BLAS/OpenMP thread each. Set before the
+    start (a spawned child reads it when importing numpy), otherwise idle BLAS threads of every
+    worker compete with the simulation for the cores."""
+    old = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: "1" for k in _THREAD_VARS})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 class EnvPool:
     """`n` environments; `reset(i, seed)` and `step(actions by env)` return (obs, term, trunc, info)."""
 
@@ -104,7 +124,8 @@ class EnvPool:
             self.envs = [_Inline(env_kwargs)]
         else:
             ctx = mp.get_context("spawn")
-            self.envs = [_Remote(ctx, env_kwargs) for _ in range(n)]
+            with single_threaded_children():
+                self.envs = [_Remote(ctx, env_kwargs) for _ in range(n)]
 
     def __len__(self):
         return len(self.envs)

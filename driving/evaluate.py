@@ -54,19 +54,30 @@ def seeds_for(cfg: EvalConfig) -> list[int]:
     return [cfg.seed + i for i in range(cfg.episodes)]
 
 
+def open_pool(scenario: str, camera: dict, workers: int, n_episodes: int,
+              max_steps: int | None = None) -> EnvPool:
+    n = max(1, min(workers or os.cpu_count() or 1, n_episodes))
+    return EnvPool(n, {"scenario": scenario, "camera": camera, "max_steps": max_steps})
+
+
 def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers: int,
-                 max_steps: int | None = None, progress: bool = True, label: str = "") -> list[dict]:
+                 max_steps: int | None = None, progress: bool = True, label: str = "",
+                 pool: EnvPool | None = None) -> list[dict]:
     """Run `policy` on every seed; returns per-episode records (per-step arrays + end flags),
     in seed order. The policy sees a batch: obs["camera"] (B, K, H, W[, 3]), obs["speed"] (B,),
-    obs["expert_action"] (B, 2)."""
-    n = max(1, min(workers or os.cpu_count() or 1, len(seeds)))
+    obs["expert_action"] (B, 2). Pass an open `pool` (same scenario, camera, max_steps) to reuse
+    its worker processes across calls."""
+    if pool is None:
+        with open_pool(scenario, camera, workers, len(seeds), max_steps) as own:
+            return run_episodes(policy, scenario, seeds, camera, workers, max_steps, progress, label, own)
+    n = min(len(pool), len(seeds))
     queue = deque(enumerate(seeds))
     records: list = [None] * len(seeds)
     active: dict[int, dict] = {}
     bar = tqdm(total=len(seeds), unit="ep", disable=not progress, desc=f"eval {label or scenario}",
                dynamic_ncols=True)
     t0, steps = time.perf_counter(), 0
-    with EnvPool(n, {"scenario": scenario, "camera": camera, "max_steps": max_steps}) as pool:
+    if True:  # (keeps the loop's indentation; the pool is owned by the caller)
 
         def start(i):
             k, seed = queue.popleft()
@@ -170,16 +181,17 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         sc = get_scenario(name)
         dt = 1.0 / sc.policy_frequency
         t = time.perf_counter()
-        expert_records = run_episodes(ExpertPolicy(), name, seeds, camera, cfg.workers, cfg.max_steps,
-                                      progress, f"{name} expert")
-        expert_rows = score_records(expert_records, name, dt, None)
-        reference = {r["seed"]: r["distance_m"] for r in expert_rows}
-        if is_expert:
-            policy_rows = expert_rows
-        else:
-            policy_records = run_episodes(policy, name, seeds, camera, cfg.workers, cfg.max_steps,
-                                          progress, f"{name} policy")
-            policy_rows = score_records(policy_records, name, dt, reference)
+        with open_pool(name, camera, cfg.workers, len(seeds), cfg.max_steps) as pool:
+            expert_records = run_episodes(ExpertPolicy(), name, seeds, camera, cfg.workers, cfg.max_steps,
+                                          progress, f"{name} expert", pool=pool)
+            expert_rows = score_records(expert_records, name, dt, None)
+            reference = {r["seed"]: r["distance_m"] for r in expert_rows}
+            if is_expert:
+                policy_rows = expert_rows
+            else:
+                policy_records = run_episodes(policy, name, seeds, camera, cfg.workers, cfg.max_steps,
+                                              progress, f"{name} policy", pool=pool)
+                policy_rows = score_records(policy_records, name, dt, reference)
         timing[name] = time.perf_counter() - t
         result["scenarios"][name] = {
             "episodes": {"policy": policy_rows, "expert": expert_rows},

@@ -87,6 +87,34 @@ class RoadGeometry:
         self.marking_radii = np.linalg.norm(self.markings[:, 0] - self.markings[:, 1], axis=1) / 2
 
 
+_GEOMETRY_CACHE: dict = {}
+
+
+def _network_key(network) -> tuple:
+    """Identifies a road network's drawable geometry. highway-env rebuilds the (identical) network
+    at every reset; sampling it again cost ~0.1 s per highway reset."""
+    key = []
+    for _from, tos in network.graph.items():
+        for _to, lanes in tos.items():
+            for lane in lanes:
+                length = float(lane.length)
+                pts = [lane.position(x, 0.0) for x in (0.0, length / 3, 2 * length / 3, length)]
+                key.append((_from, _to, type(lane).__name__, round(length, 6),
+                            tuple(np.round(np.concatenate(pts), 6)), round(float(lane.width_at(0.0)), 6),
+                            tuple(int(t) for t in (lane.line_types or ()))))
+    return tuple(key)
+
+
+def _cached_geometry(network) -> RoadGeometry:
+    key = _network_key(network)
+    geo = _GEOMETRY_CACHE.get(key)
+    if geo is None:
+        if len(_GEOMETRY_CACHE) >= 16:
+            _GEOMETRY_CACHE.pop(next(iter(_GEOMETRY_CACHE)))
+        geo = _GEOMETRY_CACHE[key] = RoadGeometry(network)
+    return geo
+
+
 def _stations(lane, step: float) -> np.ndarray:
     """Longitudinal sample points: ends only for straight lanes, every `step` m otherwise."""
     from highway_env.road.lane import StraightLane, SineLane
@@ -148,7 +176,7 @@ class Camera:
 
     def geometry(self, road) -> RoadGeometry:
         if self._network is not road.network:
-            self._geometry = RoadGeometry(road.network)
+            self._geometry = _cached_geometry(road.network)
             self._network = road.network
         return self._geometry
 

@@ -19,6 +19,7 @@ from driving import atomic
 from driving.config import to_dict
 from driving.data.format import (FORMAT_VERSION, DatasetError, episode_filename, outcome_of,
                                  read_episode_file, write_episode)
+from driving.envpool import single_threaded_children
 from driving.errors import UserError
 from sim import CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
 
@@ -138,7 +139,6 @@ _WORKER: dict = {}
 
 
 def _worker_init(cfg: CollectConfig, root: str) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER["cfg"] = cfg
     _WORKER["root"] = Path(root)
     _WORKER["env"] = make_env(cfg)
@@ -261,7 +261,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
                 done(_worker_run(job))
         elif todo:
             ctx = mp.get_context("spawn")  # no inherited simulator or thread state
-            with ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, str(root))) as pool:
+            with single_threaded_children(), \
+                    ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, str(root))) as pool:
                 for row in pool.imap_unordered(_worker_run, todo, chunksize=1):
                     done(row)
     finally:
