@@ -17,7 +17,6 @@ including the camera).
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing as mp
 import sys
 import time
@@ -26,14 +25,12 @@ from concurrent.futures import ProcessPoolExecutor
 ALL = "highway,highway-dense,merge,roundabout,racetrack,intersection"
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for k successes in n trials."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval for k events in n trials (the evaluation's own, sim.metrics)."""
+    from sim.metrics import rate_ci
+
+    ci = rate_ci([True] * k + [False] * (n - k))
+    return ci["ci_low"], ci["ci_high"]
 
 
 def run_scenario(name: str, episodes: int, seed_base: int, progress: bool = True) -> dict:
