@@ -164,6 +164,7 @@ class MetricsLog:
             atomic.write_bytes(self.path, ("\n".join(rows) + "\n" if rows else "").encode())
         if cfg.wandb.mode != "disabled":
             try:
+                os.environ.setdefault("WANDB_SILENT", "true")  # our own bar and log say enough
                 import wandb
 
                 self.wandb = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, id=run_id,
