@@ -54,3 +54,21 @@ def test_user_errors_are_one_line(args, needle, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_demo_runs_the_whole_pipeline_at_tiny_scale(tmp_path, capsys):
+    """The README's main job: collect -> train -> eval -> video, wired end to end."""
+    from driving.video import probe_video
+
+    rc = main(["demo", "--out", str(tmp_path / "demo"), "-q", "collect.episodes=2", "max_steps=10",
+               "camera.height=64", "camera.width=32", "train.steps=4", "train.wandb.mode=disabled",
+               "train.batch_size=8", "eval.episodes=1", "eval.max_steps=5", "eval.workers=1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "driving score" in out
+    ev = json.loads((tmp_path / "demo" / "eval" / "eval.json").read_text())
+    assert ev["policy"] == "pilotnet" and len(ev["videos"]) == 1
+    video = tmp_path / "demo" / "eval" / ev["videos"][0]["file"]
+    info = probe_video(video)
+    assert info["codec"] == "h264" and info["frames"] > 5
+    assert (tmp_path / "demo" / "data_contact_sheet.png").is_file()
