@@ -9,23 +9,26 @@ from pathlib import Path
 from driving.errors import UserError
 
 
-def _split_config(args: list[str]) -> tuple[str | None, list[str]]:
-    """`[CONFIG.yaml] [key=value ...]` -> (config path or None, overrides)."""
-    if args and "=" not in args[0]:
-        return args[0], args[1:]
-    return None, args
+def _config_from_args(schema, ns):
+    """`[CONFIG.yaml] [key=value ...]` -> the resolved config; None once --print-config printed it."""
+    from driving.config import load_config, to_yaml
+
+    args = ns.args
+    path, overrides = (args[0], args[1:]) if args and "=" not in args[0] else (None, args)
+    cfg = load_config(schema, path, overrides)
+    if ns.print_config:
+        print(to_yaml(cfg), end="")
+        return None
+    return cfg
 
 
 def cmd_collect(ns) -> int:
-    from driving.config import load_config, to_yaml
     from driving.data.collect import CollectConfig, collect
     from driving.data.format import Dataset
     from driving.data.stats import dataset_stats, format_stats
 
-    path, overrides = _split_config(ns.args)
-    cfg = load_config(CollectConfig, path, overrides)
-    if ns.print_config:
-        print(to_yaml(cfg), end="")
+    cfg = _config_from_args(CollectConfig, ns)
+    if cfg is None:
         return 0
     root = collect(cfg, progress=not ns.quiet)
     print(format_stats(dataset_stats(Dataset.open(root))))
@@ -56,13 +59,10 @@ def cmd_data_show(ns) -> int:
 
 
 def cmd_train(ns) -> int:
-    from driving.config import load_config, to_yaml
     from driving.train import TrainConfig, train
 
-    path, overrides = _split_config(ns.args)
-    cfg = load_config(TrainConfig, path, overrides)
-    if ns.print_config:
-        print(to_yaml(cfg), end="")
+    cfg = _config_from_args(TrainConfig, ns)
+    if cfg is None:
         return 0
     result = train(cfg, progress=not ns.quiet)
     print(f"trained {result['run_dir']} to step {result['step']}: "
@@ -74,14 +74,11 @@ def cmd_train(ns) -> int:
 def cmd_eval(ns) -> int:
     from driving.config import load_config
     from driving.evaluate import EvalConfig, evaluate
-    from driving.report import table_rows
+    from driving.report import text_table
 
     cfg = load_config(EvalConfig, None, ns.overrides)
     r = evaluate(ns.checkpoint, cfg, progress=not ns.quiet)
-    for name, s in r["result"]["scenarios"].items():
-        print(f"\n{name}: {cfg.episodes} episodes          policy                    expert")
-        for label, pol, exp in table_rows(s["aggregate"]["policy"], s["aggregate"]["expert"]):
-            print(f"  {label:27} {pol:26} {exp}")
+    print(text_table(r["result"]))
     print(f"\n{r['out']}/eval.json  {r['out']}/report.html")
     return 0
 

@@ -19,13 +19,11 @@ T = TypeVar("T")
 def _known_keys(schema, prefix: str = "") -> list[str]:
     keys = []
     for f in fields(schema):
-        t = f.type if not isinstance(f.type, str) else None
         default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
         if is_dataclass(default):
             keys += _known_keys(type(default), prefix + f.name + ".")
         else:
             keys.append(prefix + f.name)
-        del t
     return keys
 
 
@@ -60,3 +58,17 @@ def to_yaml(obj) -> str:
 
 def to_dict(obj) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(obj), resolve=True)
+
+
+def config_diff(a: dict, b: dict, prefix: str = "") -> str:
+    """`key: old there, new now` for every leaf that differs between two config dicts."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            d = config_diff(va, vb, prefix + k + ".")
+            if d:
+                out.append(d)
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} there, {vb!r} now")
+    return "; ".join(out)

@@ -20,7 +20,7 @@ EVAL = ["episodes=6", "videos=1"]
 def run_demo(out: str | Path = "runs/demo", overrides: list[str] = (), progress: bool = True) -> dict:
     """`overrides` are `collect.KEY=V`, `train.KEY=V` or `eval.KEY=V` (bare keys go to collect)."""
     from driving.evaluate import EvalConfig, evaluate
-    from driving.report import table_rows
+    from driving.report import text_table
     from driving.train import TrainConfig, train
 
     out = Path(out)
@@ -44,10 +44,7 @@ def run_demo(out: str | Path = "runs/demo", overrides: list[str] = (), progress:
     ecfg = load_config(EvalConfig, None, [f"scenario={ccfg.scenario}", f"out={out / 'eval'}", *EVAL,
                                           *stage["eval"]])
     ev = evaluate(str(ckpt), ecfg, progress=progress)
-    for name, s in ev["result"]["scenarios"].items():
-        print(f"\n{name}: {ecfg.episodes} episodes           policy                    expert")
-        for label, pol, exp in table_rows(s["aggregate"]["policy"], s["aggregate"]["expert"]):
-            print(f"  {label:27} {pol:26} {exp}")
+    print(text_table(ev["result"]))
     videos = [ev["out"] / v["file"] for v in ev["result"]["videos"]]
     print(f"\ndataset {root}\ncontact sheet {sheet}\ncheckpoint {ckpt}\nreport {ev['out'] / 'report.html'}")
     for v in videos:

@@ -77,45 +77,44 @@ def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers:
     bar = tqdm(total=len(seeds), unit="ep", disable=not progress, desc=f"eval {label or scenario}",
                dynamic_ncols=True)
     t0, steps = time.perf_counter(), 0
-    if True:  # (keeps the loop's indentation; the pool is owned by the caller)
 
-        def start(i):
-            k, seed = queue.popleft()
-            obs, _, _, info = pool.reset(i, seed)
-            active[i] = {"index": k, "seed": seed, "obs": obs, "info": info,
-                         "steps": {key: [info[key]] for key in ("speed", "progress", "on_road", "crashed", "heading")},
-                         "actions": [], "expert_actions": []}
+    def start(i):
+        k, seed = queue.popleft()
+        obs, _, _, info = pool.reset(i, seed)
+        active[i] = {"index": k, "seed": seed, "obs": obs, "info": info,
+                     "steps": {key: [info[key]] for key in ("speed", "progress", "on_road", "crashed", "heading")},
+                     "actions": [], "expert_actions": []}
 
-        for i in range(n):
-            if queue:
-                start(i)
-        while active:
-            ids = sorted(active)
-            batch = {
-                "camera": np.stack([active[i]["obs"]["camera"] for i in ids]),
-                "speed": np.array([active[i]["obs"]["speed"] for i in ids], dtype=np.float32),
-                "expert_action": np.stack([active[i]["info"]["expert_action"] for i in ids]),
-            }
-            actions = np.asarray(policy.act(batch), dtype=np.float32).reshape(len(ids), 2)
-            results = pool.step({i: a for i, a in zip(ids, actions)})
-            steps += len(ids)
-            for i, a in zip(ids, actions):
-                obs, term, trunc, info = results[i]
-                ep = active[i]
-                ep["actions"].append(a)
-                ep["expert_actions"].append(ep["info"]["expert_action"])
-                for key in ep["steps"]:
-                    ep["steps"][key].append(info[key])
-                ep["obs"], ep["info"] = obs, info
-                if term or trunc:
-                    records[ep["index"]] = {"seed": ep["seed"], "steps": ep["steps"], "truncated": bool(trunc),
-                                            "terminated": bool(term), "actions": np.array(ep["actions"]),
-                                            "expert_actions": np.array(ep["expert_actions"])}
-                    del active[i]
-                    bar.update(1)
-                    bar.set_postfix_str(f"{steps / (time.perf_counter() - t0):.0f} steps/s", refresh=False)
-                    if queue:
-                        start(i)
+    for i in range(n):
+        if queue:
+            start(i)
+    while active:
+        ids = sorted(active)
+        batch = {
+            "camera": np.stack([active[i]["obs"]["camera"] for i in ids]),
+            "speed": np.array([active[i]["obs"]["speed"] for i in ids], dtype=np.float32),
+            "expert_action": np.stack([active[i]["info"]["expert_action"] for i in ids]),
+        }
+        actions = np.asarray(policy.act(batch), dtype=np.float32).reshape(len(ids), 2)
+        results = pool.step({i: a for i, a in zip(ids, actions)})
+        steps += len(ids)
+        for i, a in zip(ids, actions):
+            obs, term, trunc, info = results[i]
+            ep = active[i]
+            ep["actions"].append(a)
+            ep["expert_actions"].append(ep["info"]["expert_action"])
+            for key in ep["steps"]:
+                ep["steps"][key].append(info[key])
+            ep["obs"], ep["info"] = obs, info
+            if term or trunc:
+                records[ep["index"]] = {"seed": ep["seed"], "steps": ep["steps"], "truncated": bool(trunc),
+                                        "terminated": bool(term), "actions": np.array(ep["actions"]),
+                                        "expert_actions": np.array(ep["expert_actions"])}
+                del active[i]
+                bar.update(1)
+                bar.set_postfix_str(f"{steps / (time.perf_counter() - t0):.0f} steps/s", refresh=False)
+                if queue:
+                    start(i)
     bar.close()
     return records
 

@@ -22,6 +22,16 @@ def table_rows(agg_policy: dict, agg_expert: dict) -> list[tuple[str, str, str]]
     return [(label, _cell(agg_policy[key], fmt), _cell(agg_expert[key], fmt)) for key, label, fmt in ROWS]
 
 
+def text_table(result: dict) -> str:
+    """The metric table of every scenario, policy beside expert, for a terminal."""
+    lines = []
+    for name, s in result["scenarios"].items():
+        n = len(s["episodes"]["policy"])
+        lines.append(f"\n{name}: {n} episodes".ljust(31) + f"{'policy':26} expert")
+        lines += [f"  {a:27} {b:26} {c}" for a, b, c in table_rows(s["aggregate"]["policy"], s["aggregate"]["expert"])]
+    return "\n".join(lines)
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Closed-loop evaluation: {result['policy']}", "",
              f"checkpoint: `{result['checkpoint']}`  ", f"trained on: {result.get('trained_on')}  ",

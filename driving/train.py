@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from driving import atomic, checkpoint
-from driving.config import to_dict
+from driving.config import config_diff, to_dict
 from driving.data.format import Dataset
 from driving.data.tensors import AugmentConfig, DeviceData, augment, fingerprint, split_episodes
 from driving.errors import UserError
@@ -292,9 +292,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         ckpt_meta = checkpoint.load_meta(ckpt)
         old = ckpt_meta["train_identity"]
         if old != _identity(cfg):
-            from driving.data.collect import _diff
-
-            raise UserError(f"{run_dir} holds a run with a different config ({_diff(old, _identity(cfg))}): "
+            raise UserError(f"{run_dir} holds a run with a different config ({config_diff(old, _identity(cfg))}): "
                             "use the same config to resume, or another out= folder")
         if ckpt_meta["camera"] != cam:
             raise UserError(f"dataset {cfg.dataset} has camera {cam}, the checkpoint in {run_dir} was "
@@ -305,7 +303,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         start = ckpt_meta["step"]
         spec = InputSpec(**ckpt_meta["input"])
     else:
-        stats = data.stats()
+        stats = data.stats()  # normalisation and label spread come from the training episodes
         spec = InputSpec(height=cam["height"], width=cam["width"], channels=3 if cam["rgb"] else 1,
                          frame_mean=stats["frame_mean"], frame_std=stats["frame_std"],
                          speed_mean=stats["speed_mean"], speed_std=stats["speed_std"])
@@ -324,7 +322,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1000 * rank)
-    label_std = torch.tensor(ckpt_meta["label_std"] if resume else data.stats()["action_std"], device=device)
+    label_std = torch.tensor(ckpt_meta["label_std"] if resume else stats["action_std"], device=device)
     weights = torch.tensor(cfg.loss_weights, device=device, dtype=torch.float32)
     if cfg.standardise_outputs:
         weights = weights / (label_std if cfg.loss == "l1" else label_std ** 2)

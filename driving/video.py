@@ -261,18 +261,13 @@ def compose_frame(rollout: dict, k: int, layout: _Layout | None = None, _tiles: 
     bx, bw = px + pad + 64, lay.panel_w - 2 * pad - 64 - 50
     y = lay.bars_y
     act, exp = rollout["action"][d], rollout["expert_action"][d]
-    _text(img, "steer", (px + pad, y), 0.5, TEXT)
-    _text(img, "left", (bx, y), 0.4, DIM)
-    _text(img, "right", (bx + bw - _text_width("right", 0.4), y), 0.4, DIM)
-    _bar(img, bx, y + 8, bw, act[0], POLICY_COLOUR, labels[0])
-    _bar(img, bx, y + 24, bw, exp[0], EXPERT_COLOUR, labels[1])
-    y += 62
-    _text(img, "accel", (px + pad, y), 0.5, TEXT)
-    _text(img, "brake", (bx, y), 0.4, DIM)
-    _text(img, "throttle", (bx + bw - _text_width("throttle", 0.4), y), 0.4, DIM)
-    _bar(img, bx, y + 8, bw, act[1], POLICY_COLOUR, labels[0])
-    _bar(img, bx, y + 24, bw, exp[1], EXPERT_COLOUR, labels[1])
-    y += 62
+    for j, (name, low, high) in enumerate((("steer", "left", "right"), ("accel", "brake", "throttle"))):
+        _text(img, name, (px + pad, y), 0.5, TEXT)
+        _text(img, low, (bx, y), 0.4, DIM)
+        _text(img, high, (bx + bw - _text_width(high, 0.4), y), 0.4, DIM)
+        _bar(img, bx, y + 8, bw, act[j], POLICY_COLOUR, labels[0])
+        _bar(img, bx, y + 24, bw, exp[j], EXPERT_COLOUR, labels[1])
+        y += 62
     _text(img, f"{float(rollout['speed'][s]):5.1f} m/s", (px + pad, y), 0.8, TEXT, 2)
     _text(img, f"{float(rollout['speed'][s]) * 3.6:4.0f} km/h", (px + pad + 150, y), 0.5, DIM)
 

@@ -171,8 +171,7 @@ class Camera:
         self._frames: deque = deque(maxlen=self.config.stack)
         c = self.config
         self._view_radius = np.hypot(c.height, c.width) * c.metres_per_pixel
-        colours = {k: (g if not c.rgb else rgb) for k, (g, rgb) in PALETTE.items()}
-        self._colours = {k: (tuple(int(x) for x in v) if c.rgb else int(v)) for k, v in colours.items()}
+        self._colours = {k: tuple(int(x) for x in rgb) if c.rgb else int(g) for k, (g, rgb) in PALETTE.items()}
 
     def geometry(self, road) -> RoadGeometry:
         if self._network is not road.network:

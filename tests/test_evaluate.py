@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from driving.baselines import ConstantPolicy, ExpertPolicy
+from driving.baselines import ConstantPolicy
 from driving.cli import main
 from driving.config import load_config
 from driving.errors import UserError

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from driving import atomic
-from driving.config import to_dict
+from driving.config import config_diff, to_dict
 from driving.data.format import (FORMAT_VERSION, DatasetError, episode_filename, outcome_of,
                                  read_episode_file, write_episode)
 from driving.envpool import single_threaded_children
@@ -172,7 +172,7 @@ def _prepare(cfg: CollectConfig, root: Path, env: DrivingEnv) -> dict:
         except json.JSONDecodeError:
             raise DatasetError(f"{meta_path} is corrupt: delete {root} or choose another out=") from None
         if old.get("config") != meta["config"]:
-            diff = _diff(old.get("config", {}), meta["config"])
+            diff = config_diff(old.get("config", {}), meta["config"])
             raise UserError(f"{root} already holds a dataset collected with a different config "
                             f"({diff}): use the same config to resume, or another out= folder")
         meta["counts"] = old.get("counts", meta["counts"])
@@ -180,19 +180,6 @@ def _prepare(cfg: CollectConfig, root: Path, env: DrivingEnv) -> dict:
         raise UserError(f"{root} exists and is not a dataset: choose another out= folder")
     atomic.write_json(meta_path, meta)
     return meta
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> str:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            d = _diff(va, vb, prefix + k + ".")
-            if d:
-                out.append(d)
-        elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} there, {vb!r} now")
-    return "; ".join(out)
 
 
 def _finished(root: Path, seeds: list[int]) -> dict[int, dict]:
