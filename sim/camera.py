@@ -209,9 +209,10 @@ class Camera:
         if near.any():
             # One call per chunk: a single multi-polygon call fills by parity, so overlapping
             # lanes (junctions) would cancel out into holes.
-            for i in np.flatnonzero(near):
-                cv2.fillPoly(img, [_to_fixed(geo.polys[i], m)], self._colours["road"],
-                             lineType=cv2.LINE_8, shift=_SHIFT)
+            visible = [geo.polys[i] for i in np.flatnonzero(near)]
+            points = _to_fixed(np.concatenate(visible), m)  # one transform for all of them
+            for poly in np.split(points, np.cumsum([len(p) for p in visible])[:-1]):
+                cv2.fillPoly(img, [poly], self._colours["road"], lineType=cv2.LINE_8, shift=_SHIFT)
         if len(geo.markings):
             near = (np.linalg.norm(geo.marking_centres - centre, axis=1)
                     < self._view_radius + geo.marking_radii)
@@ -221,16 +222,21 @@ class Camera:
                 # between two pixel centres, and they would vanish into the road.
                 cv2.polylines(img, list(segs), False, self._colours["marking"], 1,
                               lineType=cv2.LINE_8, shift=_SHIFT)
-        traffic = [v for v in road.vehicles if v is not ego
-                   and np.linalg.norm(v.position - centre) < self._view_radius + v.LENGTH]
-        for o in road.objects:  # static obstacles (e.g. the end of merge's ramp) can be hit
-            if o.collidable and np.linalg.norm(o.position - centre) < self._view_radius + o.LENGTH:
-                cv2.fillConvexPoly(img, _to_fixed(_box(o), m), self._colours["obstacle"],
-                                   lineType=cv2.LINE_AA, shift=_SHIFT)
-        for v in traffic:
-            cv2.fillConvexPoly(img, _to_fixed(_box(v), m), self._colours["traffic"],
-                               lineType=cv2.LINE_AA, shift=_SHIFT)
-        cv2.fillConvexPoly(img, _to_fixed(_box(ego), m), self._colours["ego"],
+        # Obstacles first (static, e.g. the end of merge's ramp, can be hit), then traffic, ego last.
+        obstacles = [o for o in road.objects if o.collidable]
+        traffic = [v for v in road.vehicles if v is not ego]
+        for group, colour in ((obstacles, "obstacle"), (traffic, "traffic")):
+            if not group:
+                continue
+            pos = np.array([o.position for o in group], dtype=np.float64).reshape(-1, 2)
+            length = np.array([o.LENGTH for o in group], dtype=np.float64)
+            near = np.hypot(*(pos - centre).T) < self._view_radius + length
+            if near.any():
+                near_objs = [o for o, keep in zip(group, near) if keep]
+                polys = _to_fixed(_boxes(near_objs).reshape(-1, 2), m).reshape(-1, 4, 2)
+                for poly in polys:
+                    cv2.fillConvexPoly(img, poly, self._colours[colour], lineType=cv2.LINE_AA, shift=_SHIFT)
+        cv2.fillConvexPoly(img, _to_fixed(_boxes([ego])[0], m), self._colours["ego"],
                            lineType=cv2.LINE_AA, shift=_SHIFT)
         if img.min() == img.max():
             raise BlankFrameError(f"camera produced a constant frame (value {img.flat[0]})")
@@ -251,12 +257,16 @@ class Camera:
         return np.stack(self._frames)
 
 
-def _box(vehicle) -> np.ndarray:
-    length, width = vehicle.LENGTH, vehicle.WIDTH
-    corners = np.array([[length / 2, width / 2], [length / 2, -width / 2],
-                        [-length / 2, -width / 2], [-length / 2, width / 2]])
-    c, s = np.cos(vehicle.heading), np.sin(vehicle.heading)
-    return corners @ np.array([[c, s], [-s, c]]) + vehicle.position
+def _boxes(objects) -> np.ndarray:
+    """(n, 4, 2) world corners of the objects' footprints."""
+    half_l = np.array([o.LENGTH for o in objects], dtype=np.float64)[:, None] / 2
+    half_w = np.array([o.WIDTH for o in objects], dtype=np.float64)[:, None] / 2
+    heading = np.array([o.heading for o in objects], dtype=np.float64)[:, None]
+    pos = np.array([o.position for o in objects], dtype=np.float64)
+    a = half_l * np.array([1.0, 1.0, -1.0, -1.0])  # along the heading
+    b = half_w * np.array([1.0, -1.0, -1.0, 1.0])  # to the left
+    c, s = np.cos(heading), np.sin(heading)
+    return np.stack([a * c - b * s + pos[:, :1], a * s + b * c + pos[:, 1:]], axis=-1)
 
 
 def _to_fixed(points: np.ndarray, m: np.ndarray) -> np.ndarray:

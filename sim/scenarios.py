@@ -5,7 +5,8 @@ highway-env scenarios compute rewards from the discrete meta-action (`action in 
 raises on a 2-D array; and their stock observation types (pandas-backed kinematics, occupancy grids)
 cost more than the simulation. `make_core_env` therefore builds a subclass of the stock env whose
 reward, reward-info and observation are inert: this stack computes its own camera frames and metrics.
-Its simulation loop calls `substep_callback` (if set) after every simulation substep.
+Its simulation loop calls `substep_callback` (if set) after every simulation substep, and its road
+is `sim.fast_road`'s (the stock results, faster) unless the config sets `fast_road: false`.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class Scenario:
             duration=self.max_steps / self.policy_frequency,
             action=self.action.highway_action_config(),
             offscreen_rendering=True,
+            fast_road=True,
             # Off-road never ends an episode here: metrics count off-road time instead.
             offroad_terminal=False,
         )
@@ -192,6 +194,8 @@ def _continuous_class(env_id: str):
     """The stock env with reward, reward-info and observation made inert (see module doc)."""
     from highway_env.envs.common.observation import ObservationType
 
+    from sim.fast_road import install as install_fast_road
+
     stock = _stock_class(env_id)
 
     class _NullObservation(ObservationType):
@@ -205,6 +209,15 @@ def _continuous_class(env_id: str):
         stock.define_spaces(self)
         self.observation_type = _NullObservation(self)
         self.observation_space = self.observation_type.space()
+
+    @classmethod
+    def default_config(cls):
+        return {**stock.default_config(), "fast_road": True}
+
+    def _reset(self):
+        stock._reset(self)
+        if self.config["fast_road"]:
+            install_fast_road(self.road)
 
     def _simulate(self, action=None):
         # highway-env's own loop (AbstractEnv._simulate) minus its pygame viewer hook, plus a
@@ -225,6 +238,8 @@ def _continuous_class(env_id: str):
         f"Continuous{stock.__name__}",
         (stock,),
         {
+            "default_config": default_config,
+            "_reset": _reset,
             "_simulate": _simulate,
             "define_spaces": define_spaces,
             "_reward": lambda self, action: 0.0,

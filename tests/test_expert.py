@@ -162,7 +162,8 @@ def test_lane_sampling_matches_highway_env(make_core):
                     for k, sk in enumerate(s):
                         np.testing.assert_allclose(xy[k], lane.position(sk, 0.0), atol=1e-9)
                         assert abs(np.angle(np.exp(1j * (heading[k] - lane.heading_at(sk))))) < 1e-9
-                    seen.add(type(lane))
+                    # (the fast road gives lanes a memoising subclass of their stock class)
+                    seen.add(next(k for k in (SineLane, CircularLane, StraightLane) if isinstance(lane, k)))
     assert {StraightLane, SineLane, CircularLane} <= seen
 
 
