@@ -19,11 +19,13 @@ INFO_KEYS = ("crashed", "on_road", "progress", "speed", "heading", "lane_offset"
 
 
 def make_eval_env(scenario: str, camera: dict, max_steps: int | None = None,
-                  scene_camera: dict | None = None) -> DrivingEnv:
+                  scene_camera: dict | None = None, env: dict | None = None) -> DrivingEnv:
+    """`env`: highway-env config overrides (e.g. {"fast_road": False} for the stock road)."""
     sc = get_scenario(scenario)
     if max_steps is not None:
         sc = replace(sc, max_steps=max_steps)
-    return DrivingEnv(sc, camera=dict(camera), expert=True, scene_camera=scene_camera)
+    return DrivingEnv(sc, camera=dict(camera), expert=True, scene_camera=scene_camera,
+                      env_overrides=dict(env or {}))
 
 
 def _slim(info: dict) -> dict:
@@ -135,9 +137,16 @@ class EnvPool:
         return self.envs[i].recv()
 
     def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple]:
-        for i, a in actions.items():  # all envs step concurrently, then we collect
+        self.send_steps(actions)  # all envs step concurrently, then we collect
+        return self.recv_steps(list(actions))
+
+    def send_steps(self, actions: dict[int, np.ndarray]) -> None:
+        """Start stepping env i with actions[i] for every i; `recv_steps` collects the results."""
+        for i, a in actions.items():
             self.envs[i].send(("step", np.asarray(a, dtype=np.float64)))
-        return {i: self.envs[i].recv() for i in actions}
+
+    def recv_steps(self, ids: list[int]) -> dict[int, tuple]:
+        return {i: self.envs[i].recv() for i in ids}
 
     def close(self):
         for e in self.envs:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from tqdm import tqdm
@@ -38,6 +38,7 @@ class EvalConfig:
     videos: int = 2  # rollout videos of the policy's worst episodes
     saliency: str = "vbp"  # saliency overlay in videos: vbp | gradcam | none
     device: str = "auto"
+    env: dict[str, Any] = field(default_factory=dict)  # highway-env config overrides, e.g. fast_road: false
 
     def __post_init__(self):
         if self.episodes < 1:
@@ -55,9 +56,9 @@ def seeds_for(cfg: EvalConfig) -> list[int]:
 
 
 def open_pool(scenario: str, camera: dict, workers: int, n_episodes: int,
-              max_steps: int | None = None) -> EnvPool:
+              max_steps: int | None = None, env: dict | None = None) -> EnvPool:
     n = max(1, min(workers or os.cpu_count() or 1, n_episodes))
-    return EnvPool(n, {"scenario": scenario, "camera": camera, "max_steps": max_steps})
+    return EnvPool(n, {"scenario": scenario, "camera": camera, "max_steps": max_steps, "env": dict(env or {})})
 
 
 def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers: int,
@@ -88,15 +89,29 @@ def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers:
     for i in range(n):
         if queue:
             start(i)
-    while active:
-        ids = sorted(active)
+    # Two groups of envs in flight, in turn: the policy's forward pass for one group overlaps the
+    # other group's simulation (with one group, this is plain lock-step).
+    groups = [list(range(n))[g::2] for g in range(min(2, n))]
+    inflight: dict[int, tuple] = {}
+
+    def launch(g: int) -> None:
+        ids = [i for i in groups[g] if i in active]
+        if not ids:
+            inflight.pop(g, None)
+            return
         batch = {
             "camera": np.stack([active[i]["obs"]["camera"] for i in ids]),
             "speed": np.array([active[i]["obs"]["speed"] for i in ids], dtype=np.float32),
             "expert_action": np.stack([active[i]["info"]["expert_action"] for i in ids]),
         }
         actions = np.asarray(policy.act(batch), dtype=np.float32).reshape(len(ids), 2)
-        results = pool.step({i: a for i, a in zip(ids, actions)})
+        pool.send_steps({i: a for i, a in zip(ids, actions)})
+        inflight[g] = (ids, actions)
+
+    def land(g: int) -> None:
+        nonlocal steps
+        ids, actions = inflight.pop(g)
+        results = pool.recv_steps(ids)
         steps += len(ids)
         for i, a in zip(ids, actions):
             obs, term, trunc, info = results[i]
@@ -115,6 +130,14 @@ def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers:
                 bar.set_postfix_str(f"{steps / (time.perf_counter() - t0):.0f} steps/s", refresh=False)
                 if queue:
                     start(i)
+
+    for g in range(len(groups)):
+        launch(g)
+    while inflight:
+        for g in range(len(groups)):
+            if g in inflight:
+                land(g)
+                launch(g)
     bar.close()
     return records
 
@@ -180,7 +203,7 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         sc = get_scenario(name)
         dt = 1.0 / sc.policy_frequency
         t = time.perf_counter()
-        with open_pool(name, camera, cfg.workers, len(seeds), cfg.max_steps) as pool:
+        with open_pool(name, camera, cfg.workers, len(seeds), cfg.max_steps, cfg.env) as pool:
             expert_records = run_episodes(ExpertPolicy(), name, seeds, camera, cfg.workers, cfg.max_steps,
                                           progress, f"{name} expert", pool=pool)
             expert_rows = score_records(expert_records, name, dt, None)
@@ -223,7 +246,7 @@ def render_videos(checkpoint, policy, camera, cfg: EvalConfig, result: dict, out
     for row in worst_episodes(result, cfg.videos):
         path = out / "videos" / f"{row['scenario']}_seed{row['seed']}.mp4"
         video.policy_episode_video(policy, row["scenario"], row["seed"], camera, path,
-                                   max_steps=cfg.max_steps,
+                                   max_steps=cfg.max_steps, env=cfg.env,
                                    saliency=None if cfg.saliency == "none" or checkpoint == "expert" else cfg.saliency)
         made.append({"scenario": row["scenario"], "seed": row["seed"], "driving_score": row["driving_score"],
                      "crashed": row["crashed"], "file": str(path.relative_to(out))})

@@ -60,13 +60,15 @@ def test_same_seeds_same_results_whatever_the_number_of_workers(tmp_path):
     assert ja["scenarios"] == jc["scenarios"]
 
 
-def test_policy_acts_on_the_whole_batch_once_per_step():
+def test_policy_acts_on_half_the_envs_at_a_time():
+    """Envs step in two groups in turn (one group's forward pass overlaps the other's simulation):
+    each call acts on one group as one batch."""
     rec = Recorder(ConstantPolicy(0.0, 0.0))
-    records = run_episodes(rec, "highway", [5, 6, 7], CAM, workers=2, max_steps=6, progress=False)
-    assert [r["seed"] for r in records] == [5, 6, 7]
-    assert max(rec.batches) == 2  # two envs, one call for both
-    assert sum(rec.batches) == sum(len(r["actions"]) for r in records) == 18
-    assert len(rec.batches) < 18
+    records = run_episodes(rec, "highway", [5, 6, 7, 8, 9, 10], CAM, workers=4, max_steps=6, progress=False)
+    assert [r["seed"] for r in records] == [5, 6, 7, 8, 9, 10]
+    assert max(rec.batches) == 2  # four envs, two per group
+    assert sum(rec.batches) == sum(len(r["actions"]) for r in records) == 36
+    assert len(rec.batches) < 36
     assert all(np.all(r["actions"] == 0) for r in records)
 
 

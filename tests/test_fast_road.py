@@ -194,3 +194,13 @@ def test_memoised_lane_coordinates_are_the_stock_ones(make_core):
                 assert lane.local_coordinates(p) == expected
                 assert lane.local_coordinates(p.copy()) == expected  # served from the memo
                 assert lane.local_coordinates(list(p)) == expected  # not an array: not memoised
+
+
+def test_evaluation_envs_take_the_switch():
+    from driving.envpool import make_eval_env
+
+    for fast in (True, False):
+        env = make_eval_env("merge", {"height": 32, "width": 16, "stack": 1}, env={"fast_road": fast})
+        env.reset(seed=0)
+        assert is_fast(env.road) == fast
+        env.close()
