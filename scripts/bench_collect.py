@@ -1,21 +1,23 @@
-"""Collection throughput: frames/s with 1 worker and with all cores, the scaling efficiency, and the
-same scenario stepped by plain highway-env (its own grayscale camera, constant action, no expert) as a
-baseline. Prints one table; the efficiency line comes last.
+"""Collection throughput: frames/s with 1, 2, ... all-cores workers, the scaling efficiency
+(frames/s per worker relative to 1 worker), and the same scenario stepped by plain highway-env (its
+own grayscale camera, constant action, no expert) as a baseline. The efficiency line comes last.
 
-    python scripts/bench_collect.py [--scenario highway] [--episodes 8] [--max-steps 200]
+    python scripts/bench_collect.py [--scenario highway] [--workers 1,2,all] [--episodes 8] [--max-steps 200]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 import time
 
 import numpy as np
 
 
-def bench_collect(scenario: str, episodes: int, workers: int, max_steps: int) -> tuple[float, int]:
+def bench_collect(scenario: str, episodes: int, workers: int, max_steps: int,
+                  road: str = "fast") -> tuple[float, int]:
     from driving.config import load_config
     from driving.data.collect import CollectConfig, collect
     from driving.data.format import Dataset
@@ -23,7 +25,8 @@ def bench_collect(scenario: str, episodes: int, workers: int, max_steps: int) ->
     tmp = tempfile.mkdtemp(prefix="bench_collect_")
     try:
         cfg = load_config(CollectConfig, None, [f"scenario={scenario}", f"episodes={episodes}",
-                                                f"workers={workers}", f"out={tmp}/ds", f"max_steps={max_steps}"])
+                                                f"workers={workers}", f"out={tmp}/ds", f"max_steps={max_steps}",
+                                                f"env.fast_road={str(road == 'fast').lower()}"])
         t = time.perf_counter()
         collect(cfg, progress=False)
         dt = time.perf_counter() - t
@@ -60,25 +63,40 @@ def bench_stock(scenario: str, steps: int) -> float:
     return n / dt
 
 
+def worker_counts(spec: str) -> list[int]:
+    """'2,all' -> [1, 2, os.cpu_count()]: sorted, no repeats, always with 1 (the reference)."""
+    cores = os.cpu_count() or 1
+    return sorted({1} | {cores if w.strip() == "all" else int(w) for w in spec.split(",") if w.strip()})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenario", default="highway")
-    p.add_argument("--episodes", type=int, default=0, help="per worker count run (default 4 x workers)")
+    p.add_argument("--episodes", type=int, default=0, help="per run (default 4 x the largest worker count)")
     p.add_argument("--max-steps", type=int, default=200)
-    p.add_argument("--workers", type=int, default=os.cpu_count(), help="the 'all cores' worker count")
+    p.add_argument("--workers", default="1,2,all", help="worker counts to compare, e.g. 1,2,4,all")
+    p.add_argument("--repeats", type=int, default=2, help="interleaved runs per worker count (median)")
+    p.add_argument("--road", choices=("fast", "stock"), default="fast", help="sim.fast_road or highway-env's")
+    p.add_argument("--no-baseline", action="store_true", help="skip the plain highway-env baseline")
     a = p.parse_args()
-    n_all = a.workers
-    eps = a.episodes or 4 * n_all
-    stock = bench_stock(a.scenario, 600)
-    one, _ = bench_collect(a.scenario, eps, 1, a.max_steps)
-    many, _ = bench_collect(a.scenario, eps, n_all, a.max_steps)
-    eff = many / n_all / one
-    print(f"scenario {a.scenario}: {eps} episodes x {a.max_steps} steps per run, {os.cpu_count()} cores")
-    print(f"{'plain highway-env (stock camera, no expert)':46} {stock:8.1f} steps/s (1 process)")
-    print(f"{'driving collect, 1 worker':46} {one:8.1f} frames/s")
-    print(f"{f'driving collect, {n_all} workers':46} {many:8.1f} frames/s")
-    print(f"collect 1 worker / plain highway-env: {one / stock:.2f}")
-    print(f"scaling efficiency with {n_all} workers: {eff:.2f}")
+    counts = worker_counts(a.workers)
+    eps = a.episodes or 4 * max(counts)
+    stock = None if a.no_baseline else bench_stock(a.scenario, 600)
+    runs: dict[int, list[float]] = {n: [] for n in counts}
+    for _ in range(a.repeats):
+        for n in counts:
+            runs[n].append(bench_collect(a.scenario, eps, n, a.max_steps, a.road)[0])
+    fps = {n: statistics.median(r) for n, r in runs.items()}
+    print(f"scenario {a.scenario}, {a.road} road: {eps} episodes x {a.max_steps} steps per run, {os.cpu_count()} cores, "
+          f"median of {a.repeats} (worker start-up included)")
+    if stock:
+        print(f"{'plain highway-env (stock camera, no expert)':46} {stock:8.1f} steps/s (1 process)")
+    for n in counts:
+        print(f"{f'driving collect, {n} worker(s)':46} {fps[n]:8.1f} frames/s   efficiency {fps[n] / n / fps[1]:.2f}")
+    if stock:
+        print(f"collect 1 worker / plain highway-env: {fps[1] / stock:.2f}")
+    print("scaling efficiency (frames/s per worker / 1 worker): "
+          + ", ".join(f"{n} workers {fps[n] / n / fps[1]:.2f}" for n in counts if n > 1))
 
 
 if __name__ == "__main__":

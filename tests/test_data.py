@@ -120,6 +120,19 @@ def test_killed_collection_resumes_to_the_same_dataset(dataset, tmp_path):
             np.testing.assert_array_equal(a.episode(i)[k], b.episode(i)[k])
 
 
+def test_stock_road_collects_the_same_dataset_and_may_extend_it(dataset, tmp_path):
+    """fast_road only changes speed: a stock-road dataset equals the fast one array for array,
+    and a fast-road run may extend it."""
+    root = tmp_path / "stock"
+    collect(small_cfg(root, "env.fast_road=false"), progress=False)
+    a, b = Dataset.open(dataset), Dataset.open(root)
+    for i in range(len(a)):
+        for k in STEP_KEYS:
+            np.testing.assert_array_equal(a.episode(i)[k], b.episode(i)[k], err_msg=k)
+    collect(small_cfg(root, "episodes=4"), progress=False)
+    assert len(Dataset.open(root)) == 4
+
+
 def test_output_folder_with_another_config_is_refused(dataset):
     with pytest.raises(UserError, match=r"different config .*noise\.steer"):
         collect(small_cfg(dataset, "noise.steer=0.3"), progress=False)
