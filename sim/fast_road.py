@@ -11,8 +11,9 @@ differ by rounding, ~1e-12 m), and every decision that close to a boundary is le
 - Neighbours: per lane and per `Road.act` (positions are frozen while vehicles decide), vehicles
   that are surely on the lane are sorted by their lane coordinate; a query bisects to the nearest
   one ahead and behind. Vehicles near the lane's edge (possibly on it) are always checked.
-- Collisions: pairwise distances against the stock spherical pre-check's radius; only pairs
-  inside it (plus `_TOL`) reach `handle_collisions`, in the stock (i, j) order.
+- Collisions: pairwise distances against the stock spherical pre-check's radius, then the stock
+  separating-axis test evaluated for all remaining pairs at once from box projections; only pairs
+  that are not clearly apart (by `_SAT_TOL`) reach `handle_collisions`, in the stock (i, j) order.
 - Regulated roads (intersection): `enforce_road_rules` predicts every vehicle's trajectory once
   per call instead of once per pair; the predictions depend on nothing but the vehicle.
 - The lane a vehicle is on (`get_closest_lane_index`, after every substep) skips lanes whose
@@ -32,13 +33,16 @@ from highway_env.road.lane import CircularLane, SineLane, StraightLane
 from highway_env.road.regulation import RegulatedRoad
 from highway_env.road.road import Road, RoadNetwork
 from highway_env.vehicle.controller import ControlledVehicle, MDPVehicle
-from highway_env.vehicle.objects import Landmark
+from highway_env.vehicle.kinematics import Vehicle
+from highway_env.vehicle.objects import Landmark, RoadObject
 
 from sim.fast_vehicles import STOCK_CLASS, fasten_lane, fasten_vehicle
 
 # Metres. Vectorised coordinates differ from the scalar ones by rounding (~1e-12 m on roads a few
 # km long); anything within _TOL of a decision boundary is decided by the stock code.
 _TOL = 1e-6
+_SAT_TOL = 1e-6  # m: separations smaller than this are left to the stock polygon test
+_STOCK_VELOCITY = (RoadObject.velocity, Vehicle.velocity)
 _NEIGHBOUR_MARGIN = 1.0  # the margin stock Road.neighbour_vehicles passes to lane.on_lane
 
 
@@ -77,7 +81,7 @@ def approx_lane_coords(lane, points: np.ndarray):
 class _LaneMembers:
     """Who is on one lane (in the sense of `lane.on_lane(margin=1)`) at frozen positions."""
 
-    __slots__ = ("sorted_s", "sorted_idx", "edge_idx")
+    __slots__ = ("edge_idx", "edge_set", "sorted_idx", "sorted_s")
 
     def __init__(self, lane, points: np.ndarray):
         s, lat, unsure = approx_lane_coords(lane, points)
@@ -94,6 +98,7 @@ class _LaneMembers:
         self.sorted_idx = sure_idx[order].tolist()
         self.sorted_s = s[sure_idx][order].tolist()
         self.edge_idx = np.flatnonzero(maybe & ~sure).tolist()
+        self.edge_set = frozenset(self.edge_idx)  # the only ones whose on_lane needs checking
 
     def candidates(self, s: float) -> list[int]:
         """Indices (ascending) of every entity that could be the nearest one ahead of or behind
@@ -156,7 +161,7 @@ class FastRoadMixin(Road):
             if v is vehicle or isinstance(v, Landmark):
                 continue
             s_v, lat_v = lane.local_coordinates(v.position)
-            if not lane.on_lane(v.position, s_v, lat_v, margin=1):
+            if i in m.edge_set and not lane.on_lane(v.position, s_v, lat_v, margin=1):
                 continue
             if s <= s_v and (s_front is None or s_v <= s_front):
                 s_front = s_v
@@ -217,8 +222,47 @@ class FastRoadMixin(Road):
         pairs = (gap <= reach) & (checks[:n, None] | checks[None, :])
         pairs &= collidable[:n, None] & collidable[None, :]
         pairs[:, :n] &= np.triu(np.ones((n, n), dtype=bool), k=1)  # vehicle pairs once, i < j
-        for i, j in zip(*np.nonzero(pairs)):  # row-major: the stock visiting order
-            vehicles[i].handle_collisions(others[j], dt)
+        ii, jj = np.nonzero(pairs)  # row-major: the stock visiting order
+        if len(ii):
+            keep = _may_collide([others[i] for i in ii], [others[j] for j in jj], dt)
+            for i, j in zip(ii[keep], jj[keep]):
+                vehicles[i].handle_collisions(others[j], dt)
+
+
+def _is_plain_box(o) -> bool:
+    """Collides as RoadObject does: a LENGTH x WIDTH box at position/heading moving at velocity."""
+    cls = type(o)
+    return (cls._is_colliding is RoadObject._is_colliding and cls.polygon is RoadObject.polygon
+            and cls.velocity in _STOCK_VELOCITY)
+
+
+def _may_collide(a_objs: list, b_objs: list, dt: float) -> np.ndarray:
+    """For each pair (a, b), False if the stock separating-axis test (utils.are_polygons_
+    intersecting on a's and b's edge normals) surely finds a's box, and a's box swept by the
+    relative displacement, apart from b's box: then a.handle_collisions(b) changes nothing.
+    Computed with rectangle projections instead of polygon corners (equal up to rounding)."""
+    def boxes(objs):
+        heading = np.array([o.heading for o in objs], dtype=np.float64)
+        half = np.array([(o.LENGTH / 2, o.WIDTH / 2) for o in objs], dtype=np.float64)
+        speed = np.array([o.speed for o in objs], dtype=np.float64)
+        centre = np.array([o.position for o in objs], dtype=np.float64)
+        u = np.stack([np.cos(heading), np.sin(heading)], axis=1)
+        v = np.stack([-u[:, 1], u[:, 0]], axis=1)
+        return centre, half, u, v, speed[:, None] * u * dt
+
+    ca, ha, ua, va, da = boxes(a_objs)
+    cb, hb, ub, vb, db = boxes(b_objs)
+    d, rel = cb - ca, da - db
+    separated = np.zeros(len(a_objs), dtype=bool)
+    for n in (ua, va, ub, vb):
+        def extent(half, u, v):
+            return (half[:, 0] * np.abs(np.sum(u * n, axis=1))
+                    + half[:, 1] * np.abs(np.sum(v * n, axis=1)))
+        dn = np.sum(d * n, axis=1)
+        sweep = np.maximum(np.sign(dn) * np.sum(rel * n, axis=1), 0.0)
+        separated |= np.abs(dn) - extent(ha, ua, va) - extent(hb, ub, vb) - sweep > _SAT_TOL
+    plain = np.array([_is_plain_box(a) and _is_plain_box(b) for a, b in zip(a_objs, b_objs)], dtype=bool)
+    return ~(separated & plain)
 
 
 class FastRegulatedRoadMixin(RegulatedRoad):
@@ -272,6 +316,8 @@ class FastRoadNetwork(RoadNetwork):
             table = self._fast_lane_table = (_lane_count(self.graph), *_lane_table(self.graph))
         _, indexes, lanes, shapes, headings = table
         x, y = float(position[0]), float(position[1])
+        if headings[-1] is not None and None not in headings:  # all straight lanes: inlined below
+            return self._closest_straight(position, heading, x, y, indexes, lanes, shapes, headings)
         # Each lane's distance_with_heading is its positional part plus a heading term in [0, pi].
         # `bounds` are the positional parts, from plain floats (within rounding of the stock
         # values; only a lower bound for sine lanes). Where the lowest bound is a lane's actual
@@ -291,6 +337,30 @@ class FastRoadNetwork(RoadNetwork):
         best_d, best_k = lanes[first].distance_with_heading(position, heading), first
         for k, bound in enumerate(bounds):
             if k != first and bound <= best_d + _TOL:
+                d = lanes[k].distance_with_heading(position, heading)
+                if d < best_d or (d == best_d and k < best_k):
+                    best_d, best_k = d, k
+        return indexes[best_k]
+
+    @staticmethod
+    def _closest_straight(position, heading, x, y, indexes, lanes, shapes, headings):
+        """get_closest_lane_index's method for networks of straight lanes, with the bounds inlined."""
+        bounds = []
+        for _, sx, sy, dx, dy, length, _ in shapes:
+            s = (x - sx) * dx + (y - sy) * dy
+            lat = (y - sy) * dx - (x - sx) * dy
+            bounds.append((lat if lat >= 0.0 else -lat) + (s - length if s > length else 0.0)
+                          + (-s if s < 0.0 else 0.0))
+        first = min(range(len(bounds)), key=bounds.__getitem__)
+        low, head = bounds[first], headings[first]
+        limit = low + math.pi + _TOL
+        rivals = [k for k, b in enumerate(bounds)
+                  if k != first and b <= limit and (headings[k] != head or b <= low + _TOL)]
+        if not rivals:
+            return indexes[first]
+        best_d, best_k = lanes[first].distance_with_heading(position, heading), first
+        for k in rivals:
+            if bounds[k] <= best_d + _TOL:
                 d = lanes[k].distance_with_heading(position, heading)
                 if d < best_d or (d == best_d and k < best_k):
                     best_d, best_k = d, k

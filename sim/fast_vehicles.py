@@ -26,7 +26,8 @@ from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
 _F64 = np.dtype(np.float64)
-_MEMO_LIMIT = 8192  # entries per lane before its memo is dropped (positions never repeat for long)
+_MEMO_LIMIT = 8192
+_TWO_SQRT: dict = {}  # entries per lane before its memo is dropped (positions never repeat for long)
 
 
 def _clip(x, lo, hi):
@@ -129,7 +130,10 @@ class FastIDMMixin(IDMVehicle):
             dv = np.dot(ego_vehicle.speed * direction - front_vehicle.velocity, direction)
         else:
             dv = ego_vehicle.speed - front_vehicle.speed
-        return d0 + ego_vehicle.speed * tau + ego_vehicle.speed * dv / (2 * np.sqrt(ab))
+        root = _TWO_SQRT.get(ab)
+        if root is None:  # 2 * np.sqrt(ab), which depends on class constants only
+            root = _TWO_SQRT[ab] = 2 * np.sqrt(ab)
+        return d0 + ego_vehicle.speed * tau + ego_vehicle.speed * dv / root
 
     def steering_control(self, target_lane_index) -> float:
         target_lane = self.road.network.get_lane(target_lane_index)
