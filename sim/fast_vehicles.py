@@ -6,8 +6,8 @@ projection `lane.local_coordinates`, which each vehicle's controller, IDM, neigh
 lane-end check compute again for the same positions.
 
 - `FastIDMMixin`: IDMVehicle.act / acceleration / desired_gap and ControlledVehicle.steering_control
-  with the stock arithmetic, scalar clipping done by comparisons (the same value np.clip returns)
-  and the ego direction vector built once instead of twice.
+  with the stock arithmetic, scalar clipping done by comparisons (the same value np.clip returns).
+- `direction` / `velocity` arrays cached per (heading, speed) value (read-only).
 - `FastVehicleMixin` (the ego and other kinematic vehicles): Vehicle.step without temporary arrays,
   and trajectory predictions that no longer deep-copy the whole road with the vehicle.
 - Lanes memoise `local_coordinates` on the exact bytes of the position: a pure function of an
@@ -24,6 +24,7 @@ import numpy as np
 from highway_env import utils
 from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.kinematics import Vehicle
+from highway_env.vehicle.objects import RoadObject
 
 _F64 = np.dtype(np.float64)
 _MEMO_LIMIT = 8192
@@ -58,7 +59,33 @@ def _vehicle_step(self, dt: float) -> None:
     self.on_state_update()
 
 
-class FastVehicleMixin(Vehicle):
+class _CachedMotion(Vehicle):
+    """`direction` and `velocity` computed once per (heading, speed) value instead of at every read
+    (IDM and MOBIL read them several times per decision). The arrays are read-only: the stock code
+    only reads them, and a writer would fail loudly instead of corrupting the cache."""
+
+    @property
+    def direction(self) -> np.ndarray:
+        heading = self.heading
+        cached = self.__dict__.get("_direction")
+        if cached is None or cached[0] is not heading:
+            array = np.array([np.cos(heading), np.sin(heading)])
+            array.flags.writeable = False
+            cached = self._direction = (heading, array)
+        return cached[1]
+
+    @property
+    def velocity(self) -> np.ndarray:
+        heading, speed = self.heading, self.speed
+        cached = self.__dict__.get("_velocity")
+        if cached is None or cached[0] is not heading or cached[1] is not speed:
+            array = speed * self.direction
+            array.flags.writeable = False
+            cached = self._velocity = (heading, speed, array)
+        return cached[2]
+
+
+class FastVehicleMixin(_CachedMotion):
     step = _vehicle_step
 
     def predict_trajectory_constant_speed(self, times):
@@ -82,7 +109,7 @@ class FastVehicleMixin(Vehicle):
         return positions, headings
 
 
-class FastIDMMixin(IDMVehicle):
+class FastIDMMixin(_CachedMotion, IDMVehicle):
     def step(self, dt: float) -> None:
         self.timer += dt
         _vehicle_step(self, dt)
@@ -126,8 +153,7 @@ class FastIDMMixin(IDMVehicle):
         tau = self.TIME_WANTED
         ab = -self.COMFORT_ACC_MAX * self.COMFORT_ACC_MIN
         if projected:
-            direction = ego_vehicle.direction  # stock: ego.velocity (= speed * direction) and ego.direction
-            dv = np.dot(ego_vehicle.speed * direction - front_vehicle.velocity, direction)
+            dv = np.dot(ego_vehicle.velocity - front_vehicle.velocity, ego_vehicle.direction)
         else:
             dv = ego_vehicle.speed - front_vehicle.speed
         root = _TWO_SQRT.get(ab)
@@ -176,6 +202,8 @@ def fasten_vehicle(vehicle) -> None:
     if cls not in _FAST:
         _FAST[cls] = None
         if issubclass(cls, (FastIDMMixin, FastVehicleMixin)):
+            pass
+        elif not (cls.direction is RoadObject.direction and cls.velocity is Vehicle.velocity):
             pass
         elif issubclass(cls, IDMVehicle) and cls.step is IDMVehicle.step:
             bases = (FastIDMMixin,) if cls is IDMVehicle else (cls, FastIDMMixin)
