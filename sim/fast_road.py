@@ -19,8 +19,11 @@ differ by rounding, ~1e-12 m), and every decision that close to a boundary is le
 - The lane a vehicle is on (`get_closest_lane_index`, after every substep) skips lanes whose
   distance is surely not the minimum.
 
-Lane shapes without a vectorised form here (poly-lanes) fall back to the stock code.
-`install(road)` switches a road (and its network) to the fast code in place.
+Lane shapes without a vectorised form here (poly-lanes) fall back to the stock code. The
+per-vehicle side (IDM, steering, kinematics, memoised lane projections) is sim.fast_vehicles.
+`install(road)` switches a road, its network, lanes and vehicles to the fast code in place;
+scenarios do so at every reset unless their config sets `fast_road: false`.
+tests/test_fast_road.py and scripts/check_fast_road.py compare the two side by side.
 """
 from __future__ import annotations
 
