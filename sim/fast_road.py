@@ -149,7 +149,7 @@ class FastRoadMixin(Road):
         if not lane_index:
             return None, None
         lane = self.network.get_lane(lane_index)
-        if self.neighbour_vehicles_connected_lanes or _shape_class(lane) not in _VECTOR_LANES:
+        if getattr(self, "neighbour_vehicles_connected_lanes", False) or _shape_class(lane) not in _VECTOR_LANES:
             return self._neighbours_filtered(vehicle, lane_index)
         entities, points, members = self._entities()
         m = members.get(lane)
@@ -177,7 +177,7 @@ class FastRoadMixin(Road):
     def _neighbours_filtered(self, vehicle, lane_index):
         """Stock search (connected lanes included) over the entities possibly on one of its lanes."""
         lanes = [self.network.get_lane(lane_index)]
-        if self.neighbour_vehicles_connected_lanes:
+        if getattr(self, "neighbour_vehicles_connected_lanes", False):
             _from, _to, _id = lane_index
             for next_lanes in self.network.graph.get(_to, {}).values():
                 if next_lanes:
