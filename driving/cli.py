@@ -106,31 +106,30 @@ def cmd_scenarios(ns) -> int:
     return 0
 
 
+def _config_command(sub, name: str, func, help: str, description: str) -> None:
+    """A subcommand configured by an optional YAML file and key=value overrides."""
+    c = sub.add_parser(name, help=help, description=description)
+    c.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value")
+    c.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="driving", description="End-to-end driving: collect demonstrations, inspect data.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("collect", help="expert demonstrations -> a dataset folder",
-                       description="driving collect [CONFIG.yaml] [key=value ...]  "
-                                   "(keys: scenario, episodes, workers, seed, out, max_steps, "
-                                   "camera.*, noise.*, expert.*, env.*)")
-    c.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value")
-    c.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    c.set_defaults(func=cmd_collect)
-
-    t = sub.add_parser("train", help="dataset -> checkpoints (GPU when present)",
-                       description="driving train [CONFIG.yaml] [key=value ...]  (keys: dataset, model, "
-                                   "steps, batch_size, device, seed, out, net.*, optim.*, augment.*, "
-                                   "loss, loss_weights, val_every, checkpoint_every, wandb.mode, ...)")
-    t.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value")
-    t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    t.set_defaults(func=cmd_train)
+    _config_command(sub, "collect", cmd_collect, "expert demonstrations -> a dataset folder",
+                    "driving collect [CONFIG.yaml] [key=value ...]  (keys: scenario, episodes, workers, "
+                    "seed, out, max_steps, camera.*, noise.*, expert.*, env.*)")
+    _config_command(sub, "train", cmd_train, "dataset -> checkpoints (GPU when present)",
+                    "driving train [CONFIG.yaml] [key=value ...]  (keys: dataset, model, steps, batch_size, "
+                    "device, seed, out, net.*, optim.*, augment.*, loss, loss_weights, val_every, "
+                    "checkpoint_every, wandb.mode, ...)")
 
     e = sub.add_parser("eval", help="closed loop -> metrics, report, videos",
                        description="driving eval CHECKPOINT|expert [key=value ...]  (keys: scenario, "
-                                   "episodes, workers, seed, out, max_steps, videos, saliency, device)")
+                                   "episodes, workers, seed, out, max_steps, videos, saliency, device, env.*)")
     e.add_argument("checkpoint", help="runs/NAME/checkpoints/last, a step folder, a run folder, or 'expert'")
     e.add_argument("overrides", nargs="*", metavar="key=value")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

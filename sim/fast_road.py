@@ -39,7 +39,7 @@ from highway_env.vehicle.controller import ControlledVehicle, MDPVehicle
 from highway_env.vehicle.kinematics import Vehicle
 from highway_env.vehicle.objects import Landmark, RoadObject
 
-from sim.fast_vehicles import STOCK_CLASS, fasten_lane, fasten_vehicle
+from sim.fast_vehicles import STOCK_CLASS, derived_class, fasten_lane, fasten_vehicle
 
 # Metres. Vectorised coordinates differ from the scalar ones by rounding (~1e-12 m on roads a few
 # km long); anything within _TOL of a decision boundary is decided by the stock code.
@@ -81,21 +81,31 @@ def approx_lane_coords(lane, points: np.ndarray):
     return None
 
 
+def _lane_masks(lane, points: np.ndarray):
+    """(maybe, sure): which points may be, and which surely are, on `lane` in the sense of
+    `lane.on_lane(margin=1)` (the stock neighbour search's test); None for non-vectorised lanes."""
+    coords = approx_lane_coords(lane, points)
+    if coords is None:
+        return None
+    s, lat, unsure = coords
+    half = lane.width_at(0.0) / 2 + _NEIGHBOUR_MARGIN
+    lo, hi = -lane.VEHICLE_LENGTH, lane.length + lane.VEHICLE_LENGTH
+    alat = np.abs(lat)
+    maybe = (alat <= half + _TOL) & (s >= lo - _TOL) & (s < hi + _TOL)
+    sure = (alat <= half - _TOL) & (s >= lo + _TOL) & (s < hi - _TOL)
+    if unsure is not None:
+        maybe |= unsure
+        sure &= ~unsure
+    return maybe, sure, s
+
+
 class _LaneMembers:
     """Who is on one lane (in the sense of `lane.on_lane(margin=1)`) at frozen positions."""
 
     __slots__ = ("edge_idx", "edge_set", "sorted_idx", "sorted_s")
 
     def __init__(self, lane, points: np.ndarray):
-        s, lat, unsure = approx_lane_coords(lane, points)
-        half = lane.width_at(0.0) / 2 + _NEIGHBOUR_MARGIN
-        lo, hi = -lane.VEHICLE_LENGTH, lane.length + lane.VEHICLE_LENGTH
-        alat = np.abs(lat)
-        maybe = (alat <= half + _TOL) & (s >= lo - _TOL) & (s < hi + _TOL)
-        sure = (alat <= half - _TOL) & (s >= lo + _TOL) & (s < hi - _TOL)
-        if unsure is not None:
-            maybe |= unsure
-            sure &= ~unsure
+        maybe, sure, s = _lane_masks(lane, points)
         sure_idx = np.flatnonzero(sure)
         order = np.argsort(s[sure_idx], kind="stable")
         self.sorted_idx = sure_idx[order].tolist()
@@ -189,15 +199,10 @@ class FastRoadMixin(Road):
         entities, points, _ = self._entities()
         keep = np.zeros(len(entities), dtype=bool)
         for lane in lanes:
-            coords = approx_lane_coords(lane, points)
-            if coords is None:
+            masks = _lane_masks(lane, points)
+            if masks is None:
                 return Road.neighbour_vehicles(self, vehicle, lane_index)
-            s, lat, unsure = coords
-            half = lane.width_at(0.0) / 2 + _NEIGHBOUR_MARGIN
-            keep |= ((np.abs(lat) <= half + _TOL) & (s >= -lane.VEHICLE_LENGTH - _TOL)
-                     & (s < lane.length + lane.VEHICLE_LENGTH + _TOL))
-            if unsure is not None:
-                keep |= unsure
+            keep |= masks[0]
         kept = [entities[i] for i in np.flatnonzero(keep)]
         saved = self.vehicles, self.objects
         try:  # the stock method iterates self.vehicles + self.objects: hand it the survivors
@@ -319,55 +324,41 @@ class FastRoadNetwork(RoadNetwork):
             table = self._fast_lane_table = (_lane_count(self.graph), *_lane_table(self.graph))
         _, indexes, lanes, shapes, headings = table
         x, y = float(position[0]), float(position[1])
-        if headings[-1] is not None and None not in headings:  # all straight lanes: inlined below
-            return self._closest_straight(position, heading, x, y, indexes, lanes, shapes, headings)
-        # Each lane's distance_with_heading is its positional part plus a heading term in [0, pi].
-        # `bounds` are the positional parts, from plain floats (within rounding of the stock
-        # values; only a lower bound for sine lanes). Where the lowest bound is a lane's actual
-        # positional part, a lane whose bound exceeds it by more than pi cannot be closer, nor can
-        # one by more than _TOL if both are straight with the same heading (equal heading terms):
-        # when every other lane is ruled out so, no stock distance is needed at all.
-        bounds, tight = zip(*[_distance_bound(shape, x, y) for shape in shapes])
-        first = min(range(len(bounds)), key=bounds.__getitem__)
-        if tight[first]:
-            first_heading = headings[first]
-            limit = bounds[first] + math.pi + _TOL
-            if not any(k != first and b <= limit
-                       and not (first_heading is not None and headings[k] == first_heading
-                                and b > bounds[first] + _TOL)
-                       for k, b in enumerate(bounds)):
-                return indexes[first]
-        best_d, best_k = lanes[first].distance_with_heading(position, heading), first
-        for k, bound in enumerate(bounds):
-            if k != first and bound <= best_d + _TOL:
-                d = lanes[k].distance_with_heading(position, heading)
-                if d < best_d or (d == best_d and k < best_k):
-                    best_d, best_k = d, k
-        return indexes[best_k]
+        if None not in headings:  # all straight: bounds inlined (runs per vehicle per substep)
+            bounds = []
+            for _, sx, sy, dx, dy, length, _ in shapes:
+                s = (x - sx) * dx + (y - sy) * dy
+                lat = (y - sy) * dx - (x - sx) * dy
+                bounds.append((lat if lat >= 0.0 else -lat) + (s - length if s > length else 0.0)
+                              + (-s if s < 0.0 else 0.0))
+            tight = None
+        else:
+            bounds, tight = zip(*[_distance_bound(shape, x, y) for shape in shapes])
+        return indexes[_closest(position, heading, lanes, bounds, tight, headings)]
 
-    @staticmethod
-    def _closest_straight(position, heading, x, y, indexes, lanes, shapes, headings):
-        """get_closest_lane_index's method for networks of straight lanes, with the bounds inlined."""
-        bounds = []
-        for _, sx, sy, dx, dy, length, _ in shapes:
-            s = (x - sx) * dx + (y - sy) * dy
-            lat = (y - sy) * dx - (x - sx) * dy
-            bounds.append((lat if lat >= 0.0 else -lat) + (s - length if s > length else 0.0)
-                          + (-s if s < 0.0 else 0.0))
-        first = min(range(len(bounds)), key=bounds.__getitem__)
-        low, head = bounds[first], headings[first]
+
+def _closest(position, heading, lanes, bounds, tight, headings) -> int:
+    """The index k of the (first) minimum of lanes[k].distance_with_heading(position, heading),
+    given bounds[k] <= the positional part of that distance (tight[k]: equal to it; None: all tight).
+
+    The distance is the positional part plus a heading term in [0, pi]. Where the lowest bound is
+    a lane's actual positional part, a lane whose bound exceeds it by more than pi cannot be
+    closer, nor can one by more than _TOL if both are straight with the same heading (equal heading
+    terms): when every other lane is ruled out so, no stock distance is needed at all."""
+    first = min(range(len(bounds)), key=bounds.__getitem__)
+    low, head = bounds[first], headings[first]
+    if tight is None or tight[first]:
         limit = low + math.pi + _TOL
-        rivals = [k for k, b in enumerate(bounds)
-                  if k != first and b <= limit and (headings[k] != head or b <= low + _TOL)]
-        if not rivals:
-            return indexes[first]
-        best_d, best_k = lanes[first].distance_with_heading(position, heading), first
-        for k in rivals:
-            if bounds[k] <= best_d + _TOL:
-                d = lanes[k].distance_with_heading(position, heading)
-                if d < best_d or (d == best_d and k < best_k):
-                    best_d, best_k = d, k
-        return indexes[best_k]
+        if not any(k != first and b <= limit and (head is None or headings[k] != head or b <= low + _TOL)
+                   for k, b in enumerate(bounds)):
+            return first
+    best_d, best_k = lanes[first].distance_with_heading(position, heading), first
+    for k, bound in enumerate(bounds):
+        if k != first and bound <= best_d + _TOL:
+            d = lanes[k].distance_with_heading(position, heading)
+            if d < best_d or (d == best_d and k < best_k):
+                best_d, best_k = d, k
+    return best_k
 
 
 def _lane_count(graph) -> int:
@@ -417,29 +408,16 @@ def _distance_bound(shape, x: float, y: float) -> tuple[float, bool]:
     return abs(radius - math.hypot(x - cx, y - cy)) + max(s - length, 0.0) + max(-s, 0.0), True
 
 
-_FAST_CLASSES: dict[type, type] = {}
-
-
-def _fast_class(cls: type, mixins: tuple) -> type:
-    key = (cls, mixins)
-    if key not in _FAST_CLASSES:
-        # Mixins go after the stock class, so its own overrides (RegulatedRoad.step) still run
-        # and reach the fast code through super().
-        stock_bases = {mixin.__mro__[1] for mixin in mixins}
-        bases = mixins if cls in stock_bases else (cls, *mixins)
-        _FAST_CLASSES[key] = type(f"Fast{cls.__name__}", bases, {})
-    return _FAST_CLASSES[key]
-
-
 def install(road: Road) -> Road:
     """Switch `road` and its network to the fast code in place (their state is untouched)."""
     if isinstance(road, FastRoadMixin):
         return road
     cls = type(road)
     mixins = (FastRegulatedRoadMixin, FastRoadMixin) if isinstance(road, RegulatedRoad) else (FastRoadMixin,)
-    road.__class__ = _fast_class(cls, mixins)
+    road.__class__ = derived_class(cls, mixins, f"Fast{cls.__name__}")
     if road.network is not None and not isinstance(road.network, FastRoadNetwork):
-        road.network.__class__ = _fast_class(type(road.network), (FastRoadNetwork,))
+        network_cls = type(road.network)
+        road.network.__class__ = derived_class(network_cls, (FastRoadNetwork,), f"Fast{network_cls.__name__}")
         for lane in road.network.lanes_list():
             fasten_lane(lane)
     for vehicle in road.vehicles:

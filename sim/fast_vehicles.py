@@ -27,8 +27,8 @@ from highway_env.vehicle.kinematics import Vehicle
 from highway_env.vehicle.objects import RoadObject
 
 _F64 = np.dtype(np.float64)
-_MEMO_LIMIT = 8192
-_TWO_SQRT: dict = {}  # entries per lane before its memo is dropped (positions never repeat for long)
+_MEMO_LIMIT = 8192  # entries per lane before its memo is dropped (positions never repeat for long)
+_TWO_SQRT: dict = {}  # 2 * np.sqrt(ab) per value of ab (IDM class constants)
 
 
 def _clip(x, lo, hi):
@@ -193,39 +193,57 @@ class MemoLaneMixin:
         return coords
 
 
-_FAST: dict[type, type | None] = {}  # class -> its fast subclass (None: nothing to replace)
 STOCK_CLASS: dict[type, type] = {}  # fast subclass -> the stock class it was made from
+_DERIVED: dict[tuple, type] = {}
+_FAST: dict[type, type | None] = {}  # vehicle or lane class -> its fast subclass (None: keep it)
+
+
+def derived_class(cls: type, mixins: tuple, name: str | None = None, mixins_first: bool = False) -> type:
+    """The subclass of `cls` with `mixins`, made once and recorded in STOCK_CLASS.
+
+    By default the stock class comes first, so its own overrides (a RegulatedRoad.step, an
+    IDMVehicle subclass's act) still win and reach the mixins through super(); where a mixin
+    already derives from `cls` (FastIDMMixin for IDMVehicle), the mixins alone are the bases.
+    `mixins_first` is for mixins that wrap the stock method itself (memoisation)."""
+    key = (cls, mixins, mixins_first)
+    if key not in _DERIVED:
+        if any(issubclass(m, cls) for m in mixins):
+            bases = mixins
+        else:
+            bases = (*mixins, cls) if mixins_first else (cls, *mixins)
+        made = _DERIVED[key] = type(name or cls.__name__, bases, {"__module__": cls.__module__})
+        STOCK_CLASS[made] = cls
+    return _DERIVED[key]
+
+
+def _fast_vehicle_class(cls: type) -> type | None:
+    if issubclass(cls, _CachedMotion):
+        return None
+    if not (cls.direction is RoadObject.direction and cls.velocity is Vehicle.velocity):
+        return None
+    if issubclass(cls, IDMVehicle) and cls.step is IDMVehicle.step:
+        return derived_class(cls, (FastIDMMixin,))
+    if (cls.step is Vehicle.step and cls.clip_actions is Vehicle.clip_actions
+            and cls.predict_trajectory_constant_speed is Vehicle.predict_trajectory_constant_speed):
+        return derived_class(cls, (FastVehicleMixin,))
+    return None
+
+
+def _fast_lane_class(cls: type) -> type | None:
+    return None if issubclass(cls, MemoLaneMixin) else derived_class(cls, (MemoLaneMixin,), mixins_first=True)
+
+
+def _fasten(obj, make) -> None:
+    cls = type(obj)
+    if cls not in _FAST:
+        _FAST[cls] = make(cls)
+    if _FAST[cls] is not None:
+        obj.__class__ = _FAST[cls]
 
 
 def fasten_vehicle(vehicle) -> None:
-    cls = type(vehicle)
-    if cls not in _FAST:
-        _FAST[cls] = None
-        if issubclass(cls, (FastIDMMixin, FastVehicleMixin)):
-            pass
-        elif not (cls.direction is RoadObject.direction and cls.velocity is Vehicle.velocity):
-            pass
-        elif issubclass(cls, IDMVehicle) and cls.step is IDMVehicle.step:
-            bases = (FastIDMMixin,) if cls is IDMVehicle else (cls, FastIDMMixin)
-            _FAST[cls] = type(cls.__name__, bases, {"__module__": cls.__module__})
-        elif (cls.step is Vehicle.step and cls.clip_actions is Vehicle.clip_actions
-              and cls.predict_trajectory_constant_speed is Vehicle.predict_trajectory_constant_speed):
-            bases = (FastVehicleMixin,) if cls is Vehicle else (cls, FastVehicleMixin)
-            _FAST[cls] = type(cls.__name__, bases, {"__module__": cls.__module__})
-        if _FAST[cls] is not None:
-            STOCK_CLASS[_FAST[cls]] = cls
-    fast = _FAST[cls]
-    if fast is not None:
-        vehicle.__class__ = fast
+    _fasten(vehicle, _fast_vehicle_class)
 
 
 def fasten_lane(lane) -> None:
-    cls = type(lane)
-    if cls not in _FAST:
-        _FAST[cls] = None if issubclass(cls, MemoLaneMixin) else type(
-            cls.__name__, (MemoLaneMixin, cls), {"__module__": cls.__module__})
-        if _FAST[cls] is not None:
-            STOCK_CLASS[_FAST[cls]] = cls
-    fast = _FAST[cls]
-    if fast is not None:
-        lane.__class__ = fast
+    _fasten(lane, _fast_lane_class)

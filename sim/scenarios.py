@@ -210,10 +210,6 @@ def _continuous_class(env_id: str):
         self.observation_type = _NullObservation(self)
         self.observation_space = self.observation_type.space()
 
-    @classmethod
-    def default_config(cls):
-        return {**stock.default_config(), "fast_road": True}
-
     def _reset(self):
         stock._reset(self)
         if self.config["fast_road"]:
@@ -238,7 +234,6 @@ def _continuous_class(env_id: str):
         f"Continuous{stock.__name__}",
         (stock,),
         {
-            "default_config": default_config,
             "_reset": _reset,
             "_simulate": _simulate,
             "define_spaces": define_spaces,

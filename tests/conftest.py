@@ -5,6 +5,19 @@ import numpy as np
 import pytest
 
 
+def _closing(make):
+    """A fixture body: yields a factory wrapping `make`, then closes every env it made."""
+    envs = []
+
+    def factory(*args, **kwargs):
+        envs.append(make(*args, **kwargs))
+        return envs[-1]
+
+    yield factory
+    for env in envs:
+        env.close()
+
+
 @pytest.fixture
 def make_env():
     """Factory for DrivingEnv instances that are closed after the test.
@@ -14,18 +27,12 @@ def make_env():
     """
     from sim import DrivingEnv
 
-    envs = []
-
-    def factory(scenario="highway", camera=None, expert=False, **kwargs):
+    def make(scenario="highway", camera=None, expert=False, **kwargs):
         cam = {"height": 64, "width": 32, "stack": 1}
         cam.update(camera or {})
-        env = DrivingEnv(scenario, camera=cam, expert=expert, **kwargs)
-        envs.append(env)
-        return env
+        return DrivingEnv(scenario, camera=cam, expert=expert, **kwargs)
 
-    yield factory
-    for env in envs:
-        env.close()
+    yield from _closing(make)
 
 
 @pytest.fixture
@@ -33,17 +40,12 @@ def make_core():
     """Factory for bare highway-env core envs (sim.scenarios.make_core_env), closed afterwards."""
     from sim.scenarios import get_scenario, make_core_env
 
-    envs = []
-
-    def factory(name="highway", overrides=None, seed=0):
+    def make(name="highway", overrides=None, seed=0):
         env = make_core_env(get_scenario(name), overrides)
         env.reset(seed=seed)
-        envs.append(env)
         return env
 
-    yield factory
-    for env in envs:
-        env.close()
+    yield from _closing(make)
 
 
 @pytest.fixture
