@@ -71,6 +71,17 @@ def cmd_train(ns) -> int:
     return 0 if result["ranks_agree"] else 1
 
 
+def cmd_gap(ns) -> int:
+    from driving.gap import GapConfig, format_gap, measure_gap
+
+    cfg = _config_from_args(GapConfig, ns)
+    if cfg is None:
+        return 0
+    result = measure_gap(cfg, progress=not ns.quiet and not ns.json)
+    print(json.dumps(result) if ns.json else format_gap(result))
+    return 0
+
+
 def cmd_eval(ns) -> int:
     from driving.config import load_config
     from driving.evaluate import EvalConfig, evaluate
@@ -106,13 +117,14 @@ def cmd_scenarios(ns) -> int:
     return 0
 
 
-def _config_command(sub, name: str, func, help: str, description: str) -> None:
+def _config_command(sub, name: str, func, help: str, description: str):
     """A subcommand configured by an optional YAML file and key=value overrides."""
     c = sub.add_parser(name, help=help, description=description)
     c.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value")
     c.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=func)
+    return c
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "driving train [CONFIG.yaml] [key=value ...]  (keys: dataset, model, steps, batch_size, "
                     "device, seed, out, net.*, optim.*, augment.*, loss, loss_weights, val_every, "
                     "checkpoint_every, wandb.mode, ...)")
+    g = _config_command(sub, "gap", cmd_gap, "how often the expert's labels depend on what the camera cannot show",
+                        "driving gap [CONFIG.yaml] [key=value ...]  (keys: scenario, episodes, seed, max_steps, "
+                        "workers, accel_threshold, steer_threshold, camera.*, expert.*, env.*). The privileged "
+                        "expert drives; at every state an expert that perceives only the camera's footprint is "
+                        "queried too; prints the share of steps whose labels differ.")
+    g.add_argument("--json", action="store_true", help="one JSON object (fractions) instead of a table")
 
     e = sub.add_parser("eval", help="closed loop -> metrics, report, videos",
                        description="driving eval CHECKPOINT|expert [key=value ...]  (keys: scenario, "

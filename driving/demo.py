@@ -4,6 +4,7 @@ minutes on a 2-core CPU; every stage resumes if interrupted (re-run the same com
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from driving.config import load_config
@@ -12,9 +13,24 @@ from driving.data.contact_sheet import write_contact_sheet
 from driving.data.format import Dataset
 from driving.data.stats import dataset_stats, format_stats
 
-COLLECT = ["episodes=16"]
-TRAIN = ["steps=1500", "batch_size=64", "val_every=500", "checkpoint_every=500", "wandb.mode=offline"]
-EVAL = ["episodes=6", "videos=1"]
+# Sizes per machine: what fits about eight minutes on 2 CPU cores, and more where a CUDA GPU trains.
+SIZES = {
+    "cpu": {"collect": ["episodes=40"],
+            "train": ["steps=2000", "batch_size=64", "val_every=500", "checkpoint_every=500"],
+            "eval": ["episodes=10", "videos=1"]},
+    "cuda": {"collect": ["episodes=200"],
+             "train": ["steps=5000", "batch_size=256", "val_every=1000", "checkpoint_every=1000"],
+             "eval": ["episodes=30", "videos=2"]},
+}
+
+
+def demo_sizes() -> tuple[str, dict]:
+    """(what was found, the sizes for it): the GPU's sizes where torch sees a CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"CUDA GPU ({torch.cuda.get_device_name(0)})", SIZES["cuda"]
+    return f"CPU ({os.cpu_count()} cores, no CUDA GPU)", SIZES["cpu"]
 
 
 def run_demo(out: str | Path = "runs/demo", overrides: list[str] = (), progress: bool = True) -> dict:
@@ -28,20 +44,24 @@ def run_demo(out: str | Path = "runs/demo", overrides: list[str] = (), progress:
     for o in overrides:
         head, _, rest = o.partition(".")
         (stage[head].append(rest) if head in stage and "=" in rest else stage["collect"].append(o))
+    found, sizes = demo_sizes()
+    print(f"demo sizes for {found}: " + "; ".join(f"{k} " + " ".join(v) for k, v in sizes.items())
+          + " (override any: collect.episodes=N train.steps=N eval.episodes=N)")
     print("== 1/4 collect expert demonstrations")
-    ccfg = load_config(CollectConfig, None, [f"out={out / 'data'}", *COLLECT, *stage["collect"]])
+    ccfg = load_config(CollectConfig, None, [f"out={out / 'data'}", *sizes["collect"], *stage["collect"]])
     root = collect(ccfg, progress=progress)
     ds = Dataset.open(root)
     print(format_stats(dataset_stats(ds)))
     sheet = write_contact_sheet(ds, out / "data_contact_sheet.png")
 
     print("\n== 2/4 train a policy (behaviour cloning)")
-    tcfg = load_config(TrainConfig, None, [f"dataset={root}", f"out={out / 'run'}", *TRAIN, *stage["train"]])
+    tcfg = load_config(TrainConfig, None, [f"dataset={root}", f"out={out / 'run'}", *sizes["train"],
+                                             "wandb.mode=offline", *stage["train"]])
     result = train(tcfg, progress=progress)
     ckpt = Path(result["run_dir"]) / "checkpoints" / "last"
 
     print("\n== 3/4 evaluate closed loop beside the expert, 4/4 write a video")
-    ecfg = load_config(EvalConfig, None, [f"scenario={ccfg.scenario}", f"out={out / 'eval'}", *EVAL,
+    ecfg = load_config(EvalConfig, None, [f"scenario={ccfg.scenario}", f"out={out / 'eval'}", *sizes["eval"],
                                           *stage["eval"]])
     ev = evaluate(str(ckpt), ecfg, progress=progress)
     print(text_table(ev["result"]))

@@ -19,12 +19,14 @@ INFO_KEYS = ("crashed", "on_road", "progress", "speed", "heading", "lane_offset"
 
 
 def make_eval_env(scenario: str, camera: dict, max_steps: int | None = None,
-                  scene_camera: dict | None = None, env: dict | None = None) -> DrivingEnv:
-    """`env`: highway-env config overrides (e.g. {"fast_road": False} for the stock road)."""
+                  scene_camera: dict | None = None, env: dict | None = None,
+                  expert: dict | None = None) -> DrivingEnv:
+    """`env`: highway-env config overrides (e.g. {"fast_road": False} for the stock road);
+    `expert`: ExpertConfig overrides of the reference expert (e.g. {"perception": "privileged"})."""
     sc = get_scenario(scenario)
     if max_steps is not None:
         sc = replace(sc, max_steps=max_steps)
-    return DrivingEnv(sc, camera=dict(camera), expert=True, scene_camera=scene_camera,
+    return DrivingEnv(sc, camera=dict(camera), expert=dict(expert or {}), scene_camera=scene_camera,
                       env_overrides=dict(env or {}))
 
 

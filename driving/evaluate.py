@@ -22,6 +22,7 @@ from driving.config import to_dict
 from driving.envpool import EnvPool
 from driving.errors import UserError
 from sim import CameraConfig, UnknownScenarioError, get_scenario
+from sim.expert import PERCEPTIONS
 from sim.metrics import aggregate, episode_metrics
 
 EVAL_SEED = 1_000_000  # evaluation seeds start here; collection seeds (from 0) never reach them
@@ -39,12 +40,16 @@ class EvalConfig:
     saliency: str = "vbp"  # saliency overlay in videos: vbp | gradcam | none
     device: str = "auto"
     env: dict[str, Any] = field(default_factory=dict)  # highway-env config overrides, e.g. fast_road: false
+    # the reference expert (and ExpertPolicy): camera = sees what the policy's camera shows
+    expert_perception: str = "camera"
 
     def __post_init__(self):
         if self.episodes < 1:
             raise ValueError("episodes must be >= 1")
         if self.saliency not in ("vbp", "gradcam", "none"):
             raise ValueError("saliency must be vbp, gradcam or none")
+        if self.expert_perception not in PERCEPTIONS:
+            raise ValueError(f"expert_perception must be one of {', '.join(PERCEPTIONS)}")
 
     @property
     def scenarios(self) -> list[str]:
@@ -56,9 +61,10 @@ def seeds_for(cfg: EvalConfig) -> list[int]:
 
 
 def open_pool(scenario: str, camera: dict, workers: int, n_episodes: int,
-              max_steps: int | None = None, env: dict | None = None) -> EnvPool:
+              max_steps: int | None = None, env: dict | None = None, expert: dict | None = None) -> EnvPool:
     n = max(1, min(workers or os.cpu_count() or 1, n_episodes))
-    return EnvPool(n, {"scenario": scenario, "camera": camera, "max_steps": max_steps, "env": dict(env or {})})
+    return EnvPool(n, {"scenario": scenario, "camera": camera, "max_steps": max_steps, "env": dict(env or {}),
+                       "expert": dict(expert or {})})
 
 
 def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers: int,
@@ -194,6 +200,8 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         "trained_on": None if is_expert else meta.get("scenario"),
         "config": to_dict(cfg),
         "camera": camera,
+        "expert_perception": cfg.expert_perception,
+        "labels_perception": None if is_expert else meta.get("expert_perception"),
         "seeds": {name: seeds for name in cfg.scenarios},
         "scenarios": {},
     }
@@ -203,7 +211,8 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         sc = get_scenario(name)
         dt = 1.0 / sc.policy_frequency
         t = time.perf_counter()
-        with open_pool(name, camera, cfg.workers, len(seeds), cfg.max_steps, cfg.env) as pool:
+        with open_pool(name, camera, cfg.workers, len(seeds), cfg.max_steps, cfg.env,
+                       {"perception": cfg.expert_perception}) as pool:
             expert_records = run_episodes(ExpertPolicy(), name, seeds, camera, cfg.workers, cfg.max_steps,
                                           progress, f"{name} expert", pool=pool)
             expert_rows = score_records(expert_records, name, dt, None)
@@ -247,6 +256,7 @@ def render_videos(checkpoint, policy, camera, cfg: EvalConfig, result: dict, out
         path = out / "videos" / f"{row['scenario']}_seed{row['seed']}.mp4"
         video.policy_episode_video(policy, row["scenario"], row["seed"], camera, path,
                                    max_steps=cfg.max_steps, env=cfg.env,
+                                   expert={"perception": cfg.expert_perception},
                                    saliency=None if cfg.saliency == "none" or checkpoint == "expert" else cfg.saliency)
         made.append({"scenario": row["scenario"], "seed": row["seed"], "driving_score": row["driving_score"],
                      "crashed": row["crashed"], "file": str(path.relative_to(out))})

@@ -339,6 +339,8 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     log = MetricsLog(run_dir, cfg, rank == 0, start, run_id)
     policy_meta = {
         "model": cfg.model, "net": asdict(cfg.net), "input": asdict(spec), "camera": cam,
+        # datasets from before perception existed were labelled by the privileged expert
+        "expert_perception": ds.meta["expert"].get("perception", "privileged"),
         "action": ds.meta["action"], "scenario": ds.meta["scenario"]["name"],
         "dataset": {"path": str(cfg.dataset), "fingerprint": fingerprint(ds), "frames": ds.frames},
         "label_std": label_std.tolist(), "run_id": run_id, "train_identity": _identity(cfg),

@@ -499,11 +499,12 @@ def scene_env(scenario, camera: CameraConfig | dict | None = None, scene_camera:
 
 def policy_episode_video(policy, scenario: str, seed: int, camera: dict, path: str | Path,
                          max_steps: int | None = None, saliency: str | None = "vbp",
-                         scene_camera: CameraConfig = SCENE_CAMERA, env: dict | None = None) -> Path:
+                         scene_camera: CameraConfig = SCENE_CAMERA, env: dict | None = None,
+                         expert: dict | None = None) -> Path:
     """Re-run one evaluation episode (deterministic given policy and seed) and write its video."""
     from driving.envpool import make_eval_env
 
-    env = make_eval_env(scenario, camera, max_steps, scene_camera=scene_camera, env=env)
+    env = make_eval_env(scenario, camera, max_steps, scene_camera=scene_camera, env=env, expert=expert)
     try:
         method = saliency if getattr(policy, "model", None) is not None else None
         rollout = record_rollout(env, policy, seed, saliency_method=method)

@@ -33,18 +33,19 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return ci["ci_low"], ci["ci_high"]
 
 
-def run_scenario(name: str, episodes: int, seed_base: int, progress: bool = True) -> dict:
+def run_scenario(name: str, episodes: int, seed_base: int, perception: str = "privileged",
+                 camera: dict | None = None, progress: bool = True) -> dict:
     import numpy as np
     from tqdm import tqdm
 
     from sim import DrivingEnv
 
-    env = DrivingEnv(name)  # the default camera: steps/s as in data collection
-    rows = []
+    env = DrivingEnv(name, camera=camera, expert={"perception": perception})
+    rows, distances, crashed_list, offroad_fracs = [], [], [], []
     steps = 0
     sat = np.zeros(3)  # any, steer, accel
     start = time.perf_counter()
-    bar = tqdm(range(episodes), desc=name, unit="ep", disable=not progress, file=sys.stderr)
+    bar = tqdm(range(episodes), desc=f"{name} {perception}", unit="ep", disable=not progress, file=sys.stderr)
     for i in bar:
         _, info = env.reset(seed=seed_base + i)
         off = 0
@@ -64,28 +65,55 @@ def run_scenario(name: str, episodes: int, seed_base: int, progress: bool = True
     env.close()
     r = np.array(rows, dtype=np.float64)
     return {
-        "scenario": name, "episodes": episodes, "crashes": int(r[:, 0].sum()),
+        "scenario": name, "perception": perception, "episodes": episodes, "crashes": int(r[:, 0].sum()),
         "offroad": float(r[:, 1].mean()), "left_road": int(r[:, 2].sum()),
         "speed": float(r[:, 3].mean()), "progress": float(r[:, 4].mean()),
+        "per_episode": [{"crashed": bool(c), "offroad_fraction": float(o), "distance": float(d)}
+                        for c, o, _, _, d in rows],
         "sat": (sat / max(steps, 1)).tolist(), "steps_per_s": steps / elapsed,
     }
 
 
+def add_driving_scores(results: list[dict]) -> None:
+    """Driving score of every run against the privileged expert's distance on the same seed (the
+    evaluation's formula, sim.metrics), where the privileged expert ran too."""
+    from sim.metrics import CRASH_PENALTY
+
+    reference = {r["scenario"]: r["per_episode"] for r in results if r["perception"] == "privileged"}
+    for r in results:
+        ref = reference.get(r["scenario"])
+        if ref is None:
+            r["driving_score"] = None
+            continue
+        scores = []
+        for ep, base in zip(r["per_episode"], ref):
+            rc = 1.0 if base["distance"] <= 1e-6 else min(1.0, max(0.0, ep["distance"] / base["distance"]))
+            scores.append(rc * (CRASH_PENALTY if ep["crashed"] else 1.0) * (1.0 - ep["offroad_fraction"]))
+        r["driving_score"] = sum(scores) / len(scores)
+
+
 def table(results: list[dict]) -> str:
     lines = [
-        ("| scenario | episodes | crashes | crash rate (95% CI) | off-road fraction | left the road "
-        "| speed m/s | progress m | saturated steps (steer / accel) | steps/s |"),
-        "|---|---|---|---|---|---|---|---|---|---|",
+        ("| scenario | perception | episodes | driving score | crashes | crash rate (95% CI) | off-road fraction "
+         "| left the road | speed m/s | progress m | saturated steps (steer / accel) | steps/s |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lo, hi = wilson(r["crashes"], r["episodes"])
         s_any, s_steer, s_accel = r["sat"]
+        ds = "–" if r.get("driving_score") is None else f"{r['driving_score']:.3f}"
         lines.append(
-            f"| {r['scenario']} | {r['episodes']} | {r['crashes']} "
+            f"| {r['scenario']} | {r['perception']} | {r['episodes']} | {ds} | {r['crashes']} "
             f"| {r['crashes'] / r['episodes']:.2f} [{lo:.2f}, {hi:.2f}] | {r['offroad']:.3f} "
             f"| {r['left_road']} | {r['speed']:.1f} | {r['progress']:.0f} "
             f"| {s_any:.3f} ({s_steer:.3f} / {s_accel:.3f}) | {r['steps_per_s']:.0f} |")
     return "\n".join(lines)
+
+
+def yaml_value(text: str):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.from_dotlist([f"v={text}"])["v"]
 
 
 def main() -> None:
@@ -94,7 +122,18 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed-base", type=int, default=1000)
     p.add_argument("--workers", type=int, default=1, help="scenarios run in parallel (default 1)")
+    p.add_argument("--perception", default="camera,privileged",
+                   help="expert perceptions to run, comma-separated (default: camera,privileged)")
+    p.add_argument("camera", nargs="*", metavar="camera.KEY=VALUE", help="camera overrides, e.g. "
+                   "camera.metres_per_pixel=1.0 (the camera the camera-perception expert sees through)")
     a = p.parse_args()
+    camera = {}
+    for kv in a.camera:
+        key, eq, value = kv.partition("=")
+        if not key.startswith("camera.") or not eq:
+            p.error(f"{kv!r} is not camera.KEY=VALUE")
+        camera[key[len("camera."):]] = yaml_value(value)
+    perceptions = [x.strip() for x in a.perception.split(",") if x.strip()]
 
     from sim import SCENARIOS
 
@@ -108,12 +147,18 @@ def main() -> None:
     # A fresh process per scenario (max_tasks_per_child=1): see the module docstring.
     with ProcessPoolExecutor(max_workers=max(1, a.workers), mp_context=mp.get_context("spawn"),
                              max_tasks_per_child=1) as pool:
-        futures = [pool.submit(run_scenario, n, a.episodes, a.seed_base) for n in names]
+        futures = [pool.submit(run_scenario, n, a.episodes, a.seed_base, perc, camera)
+                   for n in names for perc in perceptions]
         results = []
         for f in futures:
             results.append(f.result())
-            print(f"{results[-1]['scenario']}: done", file=sys.stderr, flush=True)
-    print(f"Expert quality, seeds {a.seed_base}..{a.seed_base + a.episodes - 1}\n")
+            print(f"{results[-1]['scenario']} {results[-1]['perception']}: done", file=sys.stderr, flush=True)
+    add_driving_scores(results)
+    from sim import CameraConfig
+
+    ahead, behind, half = CameraConfig(**camera).footprint
+    print(f"Expert quality, seeds {a.seed_base}..{a.seed_base + a.episodes - 1}; camera footprint "
+          f"{ahead:g} m ahead, {behind:g} m behind, ±{half:g} m; driving score against the privileged expert\n")
     print(table(results))
 
 

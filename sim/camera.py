@@ -8,6 +8,7 @@ affine transform and fills them. Frames are row-major (H, W) or (H, W, 3) uint8.
 """
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import asdict, dataclass
 
@@ -29,6 +30,13 @@ _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _ONE = 1 << _SHIFT
 _STRIPE_ON, _STRIPE_PERIOD = 3.0, 7.33  # m, as highway-env paints striped lines
 _CHUNK = 10.0  # m of lane per polygon chunk
+_SS = 4  # supersampling factor (each axis) of the road and marking coverage masks
+_MAX_FINE_PX = 1 << 22  # cap on a mask's fine pixels: _SS is halved for frames larger than 512x512
+
+
+MAX_SIDE = 2048  # px
+CAR_WIDTH, CAR_LENGTH = 2.0, 5.0  # m, highway-env's vehicles
+MIN_CAR_PX = 1.5  # the narrowest a car may be drawn, px
 
 
 class BlankFrameError(RuntimeError):
@@ -39,7 +47,8 @@ class BlankFrameError(RuntimeError):
 class CameraConfig:
     height: int = 128
     width: int = 64
-    metres_per_pixel: float = 0.5
+    # 1 m/px: 96 m ahead, 32 m behind, +-32 m, what the expert reacts to on highways (`driving gap`)
+    metres_per_pixel: float = 1.0
     stack: int = 2
     rgb: bool = False
     heading_up: bool = True  # turn with the ego (driver's view); False: world +x points up
@@ -48,12 +57,29 @@ class CameraConfig:
     def __post_init__(self):
         if self.height < 8 or self.width < 8:
             raise ValueError(f"camera size {self.height}x{self.width} too small: use at least 8x8")
-        if not self.metres_per_pixel > 0:
-            raise ValueError("camera.metres_per_pixel must be > 0")
+        if not self.metres_per_pixel > 0 or not np.isfinite(self.metres_per_pixel):
+            raise ValueError("camera.metres_per_pixel must be a number > 0")
+        if max(self.height, self.width) > MAX_SIDE:
+            raise ValueError(f"camera size {self.height}x{self.width} cannot be drawn: use at most "
+                             f"{MAX_SIDE} px a side (raise camera.metres_per_pixel to see further)")
+        if CAR_WIDTH / self.metres_per_pixel < MIN_CAR_PX:
+            raise ValueError(f"camera.metres_per_pixel={self.metres_per_pixel:g} is too coarse to show a vehicle "
+                             f"(a car {CAR_WIDTH:g} m wide would cover {CAR_WIDTH / self.metres_per_pixel:.2f} px): "
+                             f"use at most {CAR_WIDTH / MIN_CAR_PX:.2f}")
         if self.stack < 1:
             raise ValueError("camera.stack must be >= 1")
         if not 0.0 <= self.ego_row <= 1.0:
             raise ValueError("camera.ego_row must be within [0, 1]")
+        if self.footprint[0] < CAR_LENGTH:
+            raise ValueError(f"the camera shows {self.footprint[0]:.1f} m ahead of the ego, less than a car length: "
+                             "raise camera.ego_row, camera.height or camera.metres_per_pixel")
+
+    @property
+    def footprint(self) -> tuple[float, float, float]:
+        """(ahead, behind, half width) in metres: the ground the frame shows around the ego's centre,
+        along its heading if `heading_up`, else along world +x."""
+        m = self.metres_per_pixel
+        return self.ego_row * self.height * m, (1.0 - self.ego_row) * self.height * m, self.width * m / 2
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
@@ -198,30 +224,10 @@ class Camera:
 
     def render(self, road, ego) -> np.ndarray:
         """One frame centred on `ego` (a highway-env vehicle on `road`)."""
-        c = self.config
         geo = self.geometry(road)
         m = self.world_to_pixel_matrix(ego.position, ego.heading)
-        shape = c.frame_shape
-        img = np.full(shape, self._colours["offroad"], dtype=np.uint8)
         centre = np.asarray(ego.position, dtype=np.float64)
-
-        near = np.linalg.norm(geo.poly_centres - centre, axis=1) < self._view_radius + geo.poly_radii
-        if near.any():
-            # One call per chunk: a single multi-polygon call fills by parity, so overlapping
-            # lanes (junctions) would cancel out into holes.
-            visible = [geo.polys[i] for i in np.flatnonzero(near)]
-            points = _to_fixed(np.concatenate(visible), m)  # one transform for all of them
-            for poly in np.split(points, np.cumsum([len(p) for p in visible])[:-1]):
-                cv2.fillPoly(img, [poly], self._colours["road"], lineType=cv2.LINE_8, shift=_SHIFT)
-        if len(geo.markings):
-            near = (np.linalg.norm(geo.marking_centres - centre, axis=1)
-                    < self._view_radius + geo.marking_radii)
-            if near.any():
-                segs = _to_fixed(geo.markings[near].reshape(-1, 2), m).reshape(-1, 2, 2)
-                # Crisp 1-px lines: anti-aliasing would halve their value where a marking falls
-                # between two pixel centres, and they would vanish into the road.
-                cv2.polylines(img, list(segs), False, self._colours["marking"], 1,
-                              lineType=cv2.LINE_8, shift=_SHIFT)
+        img = self._ground(geo, m, centre)
         # Obstacles first (static, e.g. the end of merge's ramp, can be hit), then traffic, ego last.
         obstacles = [o for o in road.objects if o.collidable]
         traffic = [v for v in road.vehicles if v is not ego]
@@ -241,6 +247,55 @@ class Camera:
         if img.min() == img.max():
             raise BlankFrameError(f"camera produced a constant frame (value {img.flat[0]})")
         return img
+
+    def _ground(self, geo: RoadGeometry, m: np.ndarray, centre: np.ndarray) -> np.ndarray:
+        """Off-road, road and markings, anti-aliased: coverage masks of the road surface and of the
+        markings are drawn `_SS` times finer in each axis, averaged down to the frame's pixels and
+        blended (road over off-road, markings over that) by coverage.
+
+        Why supersampled masks rather than LINE_AA fills: each anti-aliased chunk would blend its
+        partial edge coverage with what is under it, leaving seams where adjacent chunks meet. In
+        the binary masks chunks simply overlap, so the inside of the road is exactly the road colour
+        and only true edges get intermediate values, at a sub-pixel position.
+        """
+        c = self.config
+        ss = _SS
+        while ss > 1 and c.height * c.width * ss * ss > _MAX_FINE_PX:  # huge frames: coarser
+            ss //= 2
+        # Frame pixel i covers [i - 0.5, i + 0.5], fine pixels ss*i .. ss*i + ss - 1 (centres at
+        # integers too): fine = ss * frame + (ss - 1) / 2.
+        fine = m * ss
+        fine[:, 2] += (ss - 1) / 2.0
+        size = (c.height * ss, c.width * ss)
+
+        road = np.zeros(size, dtype=np.uint8)
+        near = np.linalg.norm(geo.poly_centres - centre, axis=1) < self._view_radius + geo.poly_radii
+        if near.any():
+            # One call per chunk: a single multi-polygon call fills by parity, so overlapping
+            # lanes (junctions) would cancel out into holes.
+            visible = [geo.polys[i] for i in np.flatnonzero(near)]
+            points = _to_fixed(np.concatenate(visible), fine)  # one transform for all of them
+            for poly in np.split(points, np.cumsum([len(p) for p in visible])[:-1]):
+                cv2.fillPoly(road, [poly], 255, lineType=cv2.LINE_8, shift=_SHIFT)
+        road = _downsample(road, ss)
+
+        marks = None
+        if len(geo.markings):
+            near = (np.linalg.norm(geo.marking_centres - centre, axis=1)
+                    < self._view_radius + geo.marking_radii)
+            if near.any():
+                segs = _to_fixed(geo.markings[near].reshape(-1, 2), fine).reshape(-1, 2, 2)
+                marks = np.zeros(size, dtype=np.uint8)
+                # One frame pixel wide, as the old crisp 1-px lines, but at a sub-pixel position.
+                cv2.polylines(marks, list(segs), False, 255, ss, lineType=cv2.LINE_8, shift=_SHIFT)
+                marks = _downsample(marks, ss)
+
+        col = self._colours
+        table = _blend_table(col["offroad"], col["road"], col["marking"])
+        index = road.astype(np.intp) << 8
+        if marks is not None:
+            index |= marks
+        return table.take(index, axis=0)
 
     def reset(self, road, ego) -> np.ndarray:
         frame = self.render(road, ego)
@@ -267,6 +322,59 @@ def _boxes(objects) -> np.ndarray:
     b = half_w * np.array([1.0, -1.0, -1.0, 1.0])  # to the left
     c, s = np.cos(heading), np.sin(heading)
     return np.stack([a * c - b * s + pos[:, :1], a * s + b * c + pos[:, 1:]], axis=-1)
+
+
+# Points of a footprint sampled for visibility: corners, edge midpoints and centre (3 x 3).
+_GRID = np.array([(a, b) for a in (-1.0, 0.0, 1.0) for b in (-1.0, 0.0, 1.0)])
+
+
+def visible_fraction(config: CameraConfig, position, heading: float, objects) -> np.ndarray:
+    """Share of each object's footprint (3 x 3 sample points) inside the frame of a camera on a
+    vehicle at `position`, `heading`: the geometry `Camera.render` draws, heading-up or not."""
+    if not len(objects):
+        return np.zeros(0)
+    ahead, behind, half = config.footprint
+    angle = heading if config.heading_up else 0.0
+    forward = np.array([np.cos(angle), np.sin(angle)])
+    right = np.array([-forward[1], forward[0]])
+    pos = np.array([o.position for o in objects], dtype=np.float64).reshape(-1, 1, 2)
+    hl = np.array([o.LENGTH for o in objects], dtype=np.float64)[:, None, None] / 2
+    hw = np.array([o.WIDTH for o in objects], dtype=np.float64)[:, None, None] / 2
+    h = np.array([o.heading for o in objects], dtype=np.float64)[:, None]
+    along = np.stack([np.cos(h), np.sin(h)], axis=-1)  # (n, 1, 2)
+    across = np.stack([-np.sin(h), np.cos(h)], axis=-1)
+    pts = pos + _GRID[None, :, :1] * hl * along + _GRID[None, :, 1:] * hw * across - np.asarray(position)
+    f, r = pts @ forward, pts @ right
+    inside = (f <= ahead) & (f >= -behind) & (np.abs(r) <= half)
+    return inside.mean(axis=1)
+
+
+def _downsample(mask: np.ndarray, ss: int) -> np.ndarray:
+    """Mean of each ss x ss block of a uint8 mask (cv2 INTER_AREA). A factor of 2 has a fast path in
+    OpenCV, so powers of two go down in halves (4x: ~10 us, not ~45 us; full and empty blocks stay
+    exactly 255 and 0, partial ones within 1 of the exact mean)."""
+    while ss > 1:
+        step = 2 if ss % 2 == 0 else ss
+        h, w = mask.shape[0] // step, mask.shape[1] // step
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA)
+        ss //= step
+    return mask
+
+
+@functools.lru_cache(maxsize=8)
+def _blend_table(offroad, road, marking) -> np.ndarray:
+    """(65536,) or (65536, 3) uint8: the colour of a pixel with road coverage a and marking coverage
+    b (both 0..255) at index a * 256 + b: road over off-road by a, then the marking over that by b."""
+    a = np.arange(256, dtype=np.float64)[:, None, None] / 255.0
+    b = np.arange(256, dtype=np.float64)[None, :, None] / 255.0
+    off, rd, mk = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (offroad, road, marking))
+    ground = off + (rd - off) * a
+    table = np.rint(ground + (mk - ground) * b).clip(0, 255).astype(np.uint8)
+    table = table.reshape(256 * 256, -1)
+    if np.ndim(offroad) == 0:
+        table = table[:, 0]
+    table.flags.writeable = False
+    return table
 
 
 def _to_fixed(points: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ class DrivingEnv(gymnasium.Env):
         self.expert: Expert | None = None
         if expert is not False:
             overrides = {**self.scenario.expert, **(expert if isinstance(expert, dict) else {})}
-            self.expert = Expert(ExpertConfig.from_dict(overrides), self.scenario.action)
+            self.expert = Expert(ExpertConfig.from_dict(overrides), self.scenario.action, camera=cam_cfg)
         self.observation_space = spaces.Dict({
             "camera": spaces.Box(0, 255, shape=cam_cfg.obs_shape, dtype=np.uint8),
             "speed": spaces.Box(-MAX_SPEED, MAX_SPEED, shape=(), dtype=np.float32),

@@ -41,6 +41,10 @@ import numpy as np
 from highway_env.road.lane import CircularLane, SineLane, StraightLane
 
 from sim.actions import ActionSpec
+from sim.camera import CameraConfig, visible_fraction
+
+
+PERCEPTIONS = ("camera", "privileged")
 
 
 @dataclass
@@ -73,6 +77,18 @@ class ExpertConfig:
     stop_decel: float = 2.5  # m/s^2 planned when stopping before a conflict
     yielding_stops: bool = True  # predict a vehicle that is yielding as braking to a stop
     hurry_factor: float = 1.3  # desired-speed factor while clearing a conflict inside a junction
+    # camera: perceive only road users inside the camera's footprint and predict them from what a
+    # sequence of frames shows (position, heading, speed, lane); privileged: the true state of every
+    # road user, their routes, yielding flags and IDM parameters (an upper bound no camera reaches).
+    perception: str = "camera"
+    min_visible: float = 0.5  # camera: share of a road user's footprint in the frame for it to count
+
+    def __post_init__(self):
+        if self.perception not in PERCEPTIONS:
+            raise ValueError(f"unknown expert.perception {self.perception!r}: use one of {', '.join(PERCEPTIONS)}")
+        if not 0.0 < self.min_visible <= 1.0:
+            raise ValueError("expert.min_visible must be in (0, 1]: the share of a road user's footprint "
+                             "that must be in the frame")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ExpertConfig:
@@ -145,12 +161,19 @@ class _Path:
 
 
 class _Scene:
-    """The other road users at one instant, as arrays (read once per query)."""
+    """The other road users at one instant, as arrays (read once per query). With a camera, only
+    those of which at least `min_visible` of the footprint lies inside its frame."""
 
-    def __init__(self, road, ego):
-        objs = [v for v in road.vehicles if v is not ego]
+    def __init__(self, road, ego, camera: CameraConfig | None = None, min_visible: float = 0.5):
+        vehicles = [v for v in road.vehicles if v is not ego]
+        objects = [o for o in road.objects if getattr(o, "collidable", True)]
+        if camera is not None:
+            seen = visible_fraction(camera, ego.position, ego.heading, vehicles + objects) >= min_visible
+            vehicles = [v for v, keep in zip(vehicles, seen) if keep]
+            objects = [o for o, keep in zip(objects, seen[len(seen) - len(objects):]) if keep]
+        objs = vehicles
         n_vehicles = len(objs)
-        objs += [o for o in road.objects if getattr(o, "collidable", True)]
+        objs += objects
         self.objs = objs
         n = len(objs)
         self.is_vehicle = np.arange(n) < n_vehicles
@@ -173,9 +196,11 @@ class _Neighbours:
 class Expert:
     """Call `reset(core_env)` at the start of an episode, then `act(core_env)` at any state."""
 
-    def __init__(self, config: ExpertConfig, action_spec: ActionSpec):
+    def __init__(self, config: ExpertConfig, action_spec: ActionSpec, camera: CameraConfig | None = None):
         self.config = config
         self.spec = action_spec
+        # camera perception sees what this camera (default: the default camera) shows
+        self.camera = (camera or CameraConfig()) if config.perception == "camera" else None
         self.target_lane = None
         self.route: list | None = None  # road segments (from, to) still to drive, current first
         self.last_change_time = -np.inf
@@ -433,11 +458,21 @@ class Expert:
         allowed = np.sqrt(v_curve ** 2 + 2 * c.curve_decel * np.maximum(s - speed * dt, 0.0))
         return float(min(c.target_speed, allowed.min()))
 
-    def _predict(self, net, obj, times: np.ndarray) -> np.ndarray:
-        """Positions (K, 2) of another vehicle at `times`: along its route where it follows lanes
-        (speeding up towards its target speed unless it is yielding), else straight ahead."""
+    def _predict(self, net, obj, times: np.ndarray) -> list[np.ndarray]:
+        """Possible positions (K, 2) of another vehicle at `times`, one array per way it may go.
+
+        Privileged: along its route where it follows lanes (speeding up towards its target speed
+        unless it is yielding), else straight ahead. Camera: only what frames show, so constant speed
+        along the lane it is in (its position and heading tell which), and every way the road lets it
+        go at the next two branchings."""
         speed = max(float(getattr(obj, "speed", 0.0)), 0.0)
         lane_index = getattr(obj, "lane_index", None)
+        if self.camera is not None:
+            if lane_index is None or not hasattr(obj, "route"):
+                return [self._straight(obj, speed, times)]
+            dist = speed * times
+            return [self._along(self._path(net, lane_index, route, obj.position, 0.0, float(dist[-1]) + 1.0), dist)
+                    for route in self._possible_routes(net, lane_index, obj.position, float(dist[-1]) + 1.0)]
         if lane_index is not None and hasattr(obj, "route"):
             target = float(getattr(obj, "target_speed", speed) or 0.0)
             # its own IDM parameters where it has them (privileged), else ours
@@ -453,10 +488,39 @@ class Expert:
                 dist = speed * tt + 0.5 * acc * tt ** 2 + target * (times - tt)
             path = self._path(net, lane_index, [r[:2] for r in (obj.route or [])] or None,
                               obj.position, 0.0, float(dist[-1]) + 1.0)
-            return np.stack([np.interp(dist, path.s, path.xy[:, 0]),
-                             np.interp(dist, path.s, path.xy[:, 1])], axis=1)
-        vel = speed * np.array([np.cos(obj.heading), np.sin(obj.heading)])
-        return obj.position + times[:, None] * vel
+            return [self._along(path, dist)]
+        return [self._straight(obj, speed, times)]
+
+    @staticmethod
+    def _along(path: _Path, dist: np.ndarray) -> np.ndarray:
+        return np.stack([np.interp(dist, path.s, path.xy[:, 0]), np.interp(dist, path.s, path.xy[:, 1])], axis=1)
+
+    @staticmethod
+    def _straight(obj, speed: float, times: np.ndarray) -> np.ndarray:
+        return obj.position + times[:, None] * speed * np.array([np.cos(obj.heading), np.sin(obj.heading)])
+
+    def _possible_routes(self, net, lane_index, position, ahead: float, depth: int = 2) -> list:
+        """Routes (lists of road segments) for every way out of the next `depth` branchings within
+        `ahead` metres of `position` on `lane_index`."""
+        lane = net.get_lane(lane_index)
+        routes = []
+        frontier = [([lane_index[:2]], lane_index, lane.length - lane.local_coordinates(position)[0], 0)]
+        while frontier:
+            route, idx, end, branchings = frontier.pop()
+            outs = self._ways_out(net, idx)
+            if end >= ahead or not outs or (len(outs) > 1 and branchings >= depth):
+                routes.append(route)
+                continue
+            for nxt in outs:
+                frontier.append(([*route, nxt[:2]], nxt, end + net.get_lane(nxt).length,
+                                 branchings + (len(outs) > 1)))
+        return routes
+
+    def _ways_out(self, net, lane_index) -> list:
+        """The lane taken on each road leaving the end of `lane_index` (never a U-turn)."""
+        _from, to, _ = lane_index
+        outs = [self._successor(net, lane_index, [lane_index[:2], (to, nxt)]) for nxt in net.graph.get(to, {})]
+        return [o for o in outs if o != lane_index]
 
     def _junction_nodes(self, net) -> set:
         """Nodes where roads merge or split (cached)."""
@@ -488,9 +552,10 @@ class Expert:
         near = np.linalg.norm(scene.P - ego.position, axis=1) < reach
         nearest = None
         for i in np.flatnonzero(near & ~in_lane):  # same lane, same way: car following handles it
-            pred = self._predict(net, scene.objs[i], times)  # (K, 2)
-            dist = ((pred[:, None, :] - pts[None, :, :]) ** 2).sum(-1)  # (K, M)
-            hit = (dist < c.conflict_radius ** 2) & (np.abs(times[:, None] - t_d[None, :]) < c.conflict_window)
+            hit = np.zeros((len(times), len(d)), dtype=bool)
+            for pred in self._predict(net, scene.objs[i], times):  # (K, 2) for each way it may go
+                dist = ((pred[:, None, :] - pts[None, :, :]) ** 2).sum(-1)  # (K, M)
+                hit |= (dist < c.conflict_radius ** 2) & (np.abs(times[:, None] - t_d[None, :]) < c.conflict_window)
             cols = np.flatnonzero(hit.any(axis=0))
             if len(cols) and (nearest is None or d[cols[0]] < nearest[0]):
                 j = cols[0]
@@ -560,6 +625,12 @@ class Expert:
         beta = np.arcsin(np.clip(kappa * half, -1, 1))
         return float(np.arctan(2 * np.tan(beta)))
 
+    def _desired_speed(self, obj, speed: float) -> float:
+        """Another vehicle's desired speed: its own (privileged), else the speed the frames show."""
+        if self.camera is not None:
+            return speed
+        return float(getattr(obj, "target_speed", speed) or speed)
+
     def _lane_change_safe(self, n: _Neighbours, ego, target_speed: float, max_braking: float) -> bool:
         min_gap = ego.LENGTH + 2.0
         if n.front_gap is not None and n.front_gap < min_gap:
@@ -568,7 +639,7 @@ class Expert:
             if n.rear_gap < min_gap:
                 return False
             rear_speed = float(getattr(n.rear, "speed", 0.0))
-            rear_target = float(getattr(n.rear, "target_speed", rear_speed) or rear_speed)
+            rear_target = self._desired_speed(n.rear, rear_speed)
             dv_ok = self._idm(rear_speed, rear_target, n.rear_gap, ego.speed)
             if dv_ok < -max_braking:
                 return False
@@ -599,7 +670,7 @@ class Expert:
             gain = self._follow(n, ego.speed, target_speed) - self_a
             if c.politeness and n.rear is not None:
                 rear_speed = float(n.rear.speed)
-                rear_target = float(getattr(n.rear, "target_speed", rear_speed) or rear_speed)
+                rear_target = self._desired_speed(n.rear, rear_speed)
                 before = self._idm(rear_speed, rear_target, None, 0.0)
                 after = self._idm(rear_speed, rear_target, n.rear_gap, ego.speed)
                 gain += c.politeness * (after - before)
@@ -620,7 +691,7 @@ class Expert:
         self._update_target(net, ego)
         speed = max(ego.speed, 0.0)
         ahead = max(60.0, 5.0 * speed)
-        scene = _Scene(road, ego)
+        scene = _Scene(road, ego, self.camera, c.min_visible)
         path = self._path(net, self.target_lane, self.route, ego.position, 40.0, ahead)
         target_speed = self._target_speed(path, speed, dt)
         current = self._neighbours(net, scene, path, ego)

@@ -1,10 +1,15 @@
 """The camera, checked on real rendered frames from DrivingEnv and from the core envs.
 
-Pixel facts used throughout (sim.camera.PALETTE): offroad 0, road 80, markings 190 (drawn as
-anti-aliased 1-px lines, so they show up as ~150..200 on the road), traffic 135, ego 255.
+Pixel facts used throughout (sim.camera.PALETTE): offroad 0, road 80, markings 190, traffic 135,
+ego 255. Road edges and markings are anti-aliased by coverage (supersampled masks): a road edge pixel
+lies between 0 and 80, and a 1-px marking at a sub-pixel position shares its brightness between
+neighbouring pixels (~120..190 on the road); at least one of them is >= 3/4 covered, so >= ~160.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import cv2
 import numpy as np
 import pytest
 
@@ -92,7 +97,8 @@ def test_lane_markings_are_drawn(make_env):
     rows, cols = np.nonzero(marks)
     near_road = [(frame[r, max(k - 3, 0):k + 4] == ROAD).any() for r, k in zip(rows, cols)]
     assert np.mean(near_road) > 0.95
-    assert frame[marks].max() >= 175  # bright, close to PALETTE's 190
+    # Bright: a marking pixel at least 3/4 covered (80 + 0.75 * 110 = 162), up to PALETTE's 190.
+    assert frame[marks].max() >= 160
 
 
 def test_traffic_is_drawn_where_the_vehicles_are(make_env):
@@ -245,6 +251,175 @@ def test_rgb_and_gray_draw_the_same_scene(make_core):
         assert iou > 0.9, name
 
 
+# --- anti-aliasing --------------------------------------------------------------------------------
+
+def _straight_network(lanes=2, width=4.0, line_types=(0, 0)):
+    """highway-env straight lanes along world +x, side by side from y = 0, unmarked by default."""
+    from highway_env.road.lane import StraightLane
+    from highway_env.road.road import RoadNetwork
+
+    net = RoadNetwork()
+    for i in range(lanes):
+        net.add_lane("a", "b", StraightLane([0.0, i * width], [1000.0, i * width], width=width,
+                                            line_types=line_types))
+    return net
+
+
+def _scene(network, position, heading=0.0):
+    """A road holding nothing but the ego, so every pixel is off-road, road, marking or ego."""
+    ego = SimpleNamespace(position=np.asarray(position, dtype=np.float64), heading=heading,
+                          LENGTH=5.0, WIDTH=2.0)
+    return SimpleNamespace(network=network, objects=[], vehicles=[ego]), ego
+
+
+def _away_from_ego(c, margin=3):
+    """Rows of a heading-up frame clear of the ego box and its anti-aliased rim."""
+    half_len = 5.0 / 2 / c.metres_per_pixel
+    rows = np.arange(c.height)
+    return rows[np.abs(rows - c.ego_row * c.height) > half_len + margin]
+
+
+@pytest.mark.parametrize("mpp", [0.5, 1.0])
+def test_road_edges_follow_a_subpixel_shift_of_the_ego(mpp):
+    """Moving the ego sideways by a quarter pixel moves the road edges by a quarter pixel (partial
+    coverage), not by 0 or 1 whole pixels; the road keeps its width."""
+    cam = Camera(CameraConfig(height=128, width=64, metres_per_pixel=mpp, stack=1))
+    net = _straight_network()  # road from y = -2 to y = 6
+    rows = _away_from_ego(cam.config)
+    left, width = [], []
+    for quarter in range(5):
+        road, ego = _scene(net, (500.0, 2.0 + 0.25 * quarter * mpp))
+        frame = cam.render(road, ego)[rows].astype(np.float64)
+        cover = (frame - OFFROAD) / (ROAD - OFFROAD)
+        assert np.all((cover >= 0) & (cover <= 1))  # nothing but off-road, road and their blends
+        assert np.any((cover > 0.1) & (cover < 0.9))  # partial edge pixels
+        left.append((1 - cover[:, :32]).sum(axis=1).mean())  # off-road px left of the centre line
+        width.append(cover.sum(axis=1).mean())
+    # The ego moves right, so the left edge (and the road) moves left by 0.25 px per step.
+    np.testing.assert_allclose(np.diff(left), -0.25, atol=0.06)
+    np.testing.assert_allclose(width, 8.0 / mpp, atol=0.4)  # fills dilate by a fraction of a pixel
+    assert np.ptp(width) < 0.05
+
+
+@pytest.mark.parametrize("mpp", [0.5, 1.0])
+def test_slightly_turned_road_edges_are_straight_not_stair_steps(mpp):
+    """Heading-up with a 0.02 rad heading error: the road edges cross the frame at a slope of 0.02
+    px per row. Anti-aliased, each row's edge position (its off-road coverage) lies on that line
+    within a fraction of a pixel; a crisp fill makes 1-px stair steps (errors up to 0.5 px)."""
+    heading = 0.02
+    cam = Camera(CameraConfig(height=128, width=64, metres_per_pixel=mpp, stack=1))
+    road, ego = _scene(_straight_network(), (500.0, 2.3), heading)
+    frame = cam.render(road, ego).astype(np.float64)
+    rows = _away_from_ego(cam.config)
+    cover = (frame[rows] - OFFROAD) / (ROAD - OFFROAD)
+    partial = (cover > 0.05) & (cover < 0.95)
+    assert partial[:, :32].any(axis=1).mean() > 0.6  # most rows have a partial pixel on each edge
+    assert partial[:, 32:].any(axis=1).mean() > 0.6
+    for edge in ((1 - cover[:, :32]).sum(axis=1), cover[:, 32:].sum(axis=1)):
+        slope, offset = np.polyfit(rows, edge, 1)
+        # The ego turned right (+y), so the road ahead runs up and to the left: columns grow downwards.
+        assert slope == pytest.approx(np.tan(heading), rel=0.15)
+        assert np.abs(edge - (slope * rows + offset)).max() < 0.25
+
+
+def test_rgb_edges_blend_like_gray_ones():
+    """RGB frames get the same coverage: each edge pixel is off-road and road mixed in the share its
+    grayscale twin shows."""
+    road, ego = _scene(_straight_network(), (500.0, 2.3), 0.02)
+    cfg = dict(height=128, width=64, metres_per_pixel=1.0, stack=1)
+    gray = Camera(CameraConfig(**cfg)).render(road, ego)
+    rgb = Camera(CameraConfig(**cfg, rgb=True)).render(road, ego)
+    rows = _away_from_ego(CameraConfig(**cfg))
+    cover = (gray[rows].astype(np.float64) - OFFROAD) / (ROAD - OFFROAD)
+    off, rd = (np.array(PALETTE[k][1], dtype=np.float64) for k in ("offroad", "road"))
+    expect = off + (rd - off) * cover[..., None]
+    assert ((cover > 0.05) & (cover < 0.95)).sum() > 50
+    assert np.abs(rgb[rows] - expect).max() <= 1.0 + 66 * 0.5 / 80  # gray's rounding, scaled
+
+
+def _world_of_pixels(cam, ego):
+    """World (x, y) of every pixel centre of a frame rendered around `ego`, shape (H, W, 2)."""
+    c = cam.config
+    inverse = cv2.invertAffineTransform(cam.world_to_pixel_matrix(ego.position, ego.heading))
+    rows, cols = np.indices((c.height, c.width), dtype=np.float64)
+    pix = np.stack([cols, rows, np.ones_like(rows)], axis=-1)
+    return pix @ inverse.T
+
+
+@pytest.mark.parametrize("mpp", [0.5, 1.0])
+@pytest.mark.parametrize("heading", [0.0, 0.03])
+def test_no_seams_inside_a_straight_road(make_core, mpp, heading):
+    """highway's lanes are filled as 10 m chunks: everywhere well inside the road surface, away from
+    the markings and the ego, the frame is exactly the road value (no seams where chunks meet)."""
+    core = make_core("highway")
+    network = core.unwrapped.road.network
+    lanes = network.graph["0"]["1"]
+    bounds = sorted({round(float(l.position(0.0, s * l.width / 2)[1]), 6) for l in lanes for s in (-1, 1)})
+    cam = Camera(CameraConfig(height=128, width=64, metres_per_pixel=mpp, stack=1))
+    road, ego = _scene(network, (400.13, float(lanes[1].position(0.0, 0.0)[1]) + 0.37 * mpp), heading)
+    frame = cam.render(road, ego)
+    world = _world_of_pixels(cam, ego)
+    margin = 1.2 * mpp  # metres: clear of a marking's (1.25 px wide) or an edge's partial pixels
+    y = world[..., 1]
+    inside = (y > bounds[0] + margin) & (y < bounds[-1] - margin)
+    for b in bounds:  # every lane boundary carries a marking (continuous at the edges, striped within)
+        inside &= np.abs(y - b) > margin
+    forward = np.array([np.cos(heading), np.sin(heading)])
+    along, across = (world - ego.position) @ forward, (world - ego.position) @ [-forward[1], forward[0]]
+    rim = 2.5 * mpp  # the ego's LINE_AA rim reaches ~2 px out
+    inside &= ~((np.abs(along) < ego.LENGTH / 2 + rim) & (np.abs(across) < ego.WIDTH / 2 + rim))
+    assert inside.any(axis=1).mean() > 0.9 and inside.sum() > 2 * cam.config.height  # not vacuous
+    assert np.all(frame[inside] == ROAD), np.unique(frame[inside], return_counts=True)
+
+
+@pytest.mark.parametrize("name", ["intersection", "roundabout", "merge"])
+def test_no_under_road_values_away_from_the_road_edges(make_core, name):
+    """Overlapping lanes at junctions and curved chunks: values between off-road and road (partial
+    road coverage) only occur next to off-road, never inside the road surface."""
+    core = make_core(name)
+    cam = Camera(CameraConfig(height=128, width=128, metres_per_pixel=0.5, stack=1, ego_row=0.5))
+    road, ego = _scene(core.unwrapped.road.network, core.unwrapped.vehicle.position,
+                       core.unwrapped.vehicle.heading + 0.01)
+    frame = cam.render(road, ego)
+    under = (frame > OFFROAD) & (frame < ROAD)
+    assert under.any()  # the road has anti-aliased edges...
+    near_offroad = cv2.dilate((frame == OFFROAD).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert not (under & ~near_offroad).any()  # ...and nothing like them inside
+    assert (frame == ROAD).sum() > 0.05 * frame.size
+
+
+@pytest.mark.parametrize("mpp", [0.5, 1.0])
+def test_markings_are_one_pixel_lines_at_a_subpixel_position(mpp):
+    """A marking's brightness above the road sums to about one pixel of marking colour per row,
+    wherever it falls, and its centre follows a quarter-pixel shift of the ego."""
+    from highway_env.road.lane import StraightLane
+    from highway_env.road.road import RoadNetwork
+
+    net = RoadNetwork()  # two lanes, y = -3..3 and 3..9, one continuous line between them at y = 3
+    net.add_lane("a", "b", StraightLane([0.0, 0.0], [1000.0, 0.0], width=6.0, line_types=(0, 2)))
+    net.add_lane("a", "b", StraightLane([0.0, 6.0], [1000.0, 6.0], width=6.0, line_types=(0, 0)))
+    cam = Camera(CameraConfig(height=128, width=64, metres_per_pixel=mpp, stack=1))
+    rows = _away_from_ego(cam.config)
+    centres = []
+    for quarter in range(5):
+        road, ego = _scene(net, (500.0, 6.0 + 0.25 * quarter * mpp))
+        frame = cam.render(road, ego)[rows].astype(np.float64)
+        expect = 31.5 - 3.0 / mpp - 0.25 * quarter  # the line's column
+        cols = np.arange(int(round(expect)) - 3, int(round(expect)) + 4)
+        ink = (frame[:, cols] - ROAD) / (PALETTE["marking"][0] - ROAD)
+        assert np.all(ink >= 0)  # on the road, nothing darker than it
+        assert np.all(frame[:, cols[0]] == ROAD) and np.all(frame[:, cols[-1]] == ROAD)  # a thin line
+        per_row = ink.sum(axis=1)
+        assert per_row.min() > 0.9 and per_row.max() < 1.5  # about one pixel's worth of marking...
+        assert ink.max(axis=1).min() >= 0.7  # ...with one pixel at least ~3/4 covered
+        centres.append((ink * cols).sum() / ink.sum())
+    np.testing.assert_allclose(centres[0], 31.5 - 3.0 / mpp, atol=0.2)
+    # Four quarter-pixel steps move it one pixel, a little at every step (a crisp line stays put or
+    # jumps a whole pixel); the 1.25-px line's centroid on the pixel grid wobbles by < 0.1 px.
+    assert centres[-1] - centres[0] == pytest.approx(-1.0, abs=0.1)
+    assert np.all((np.diff(centres) < -0.1) & (np.diff(centres) > -0.45)), np.diff(centres)
+
+
 # --- the projection itself ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("heading", [0.0, 0.7, -2.0, np.pi])
@@ -276,9 +451,13 @@ def test_constant_frame_raises(monkeypatch, make_core):
 
 
 def test_camera_inside_the_ego_is_a_blank_frame(make_core):
-    """A legitimate config that sees nothing but the ego (8x8 px at 1 cm/px): constant, so it raises."""
+    """A camera that sees nothing but the ego (8x8 px at 1 cm/px) renders a constant frame: it raises.
+    CameraConfig now rejects such a config, so the renderer's own check is reached by setting the
+    scale after validation."""
     core = make_core("highway")
-    cam = Camera(CameraConfig(height=8, width=8, metres_per_pixel=0.01, stack=1))
+    cfg = CameraConfig(height=8, width=8, stack=1)
+    cfg.metres_per_pixel = 0.01
+    cam = Camera(cfg)
     with pytest.raises(BlankFrameError):
         cam.render(core.unwrapped.road, core.unwrapped.vehicle)
 

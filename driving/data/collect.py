@@ -216,11 +216,11 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     except UnknownScenarioError as e:
         raise UserError(str(e)) from None
     root = Path(cfg.out)
-    probe = make_env(cfg)  # validates scenario, camera, expert and env overrides up front
-    try:
+    try:  # validates scenario, camera, expert and env overrides up front, before any worker starts
+        probe = make_env(cfg)
         probe.reset(seed=cfg.seed)
     except ValueError as e:
-        raise UserError(f"bad env config: {e}") from None
+        raise UserError(f"bad config: {e}") from None
     meta = _prepare(cfg, root, probe)
     seeds = episode_seeds(cfg)
     rows = _finished(root, seeds)

@@ -1,0 +1,155 @@
+"""The imitation gap: how often the expert's labels change when it may only use what the camera shows.
+
+The privileged expert drives (no noise). At every state a second expert with the same settings but
+`perception=camera` (road users inside the camera's footprint, predicted from what frames show) is
+queried too; a step disagrees where the two labels differ by more than `accel_threshold` or
+`steer_threshold` (normalised units: 0.2 of a ±6 m/s² range is 1.2 m/s²). A label that depends on
+something the camera cannot show is noise to a student that only sees the frames, so this is the
+tool for choosing a camera: the smaller the gap, the more of the expert a student can learn.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from driving.envpool import single_threaded_children
+from driving.errors import UserError
+from sim import CameraConfig, DrivingEnv, Expert, ExpertConfig, UnknownScenarioError, get_scenario
+
+GAP_SEED = 1_000_000  # the evaluation's seeds
+
+
+@dataclass
+class GapConfig:
+    scenario: str = "highway"  # one name, or several separated by commas
+    episodes: int = 10  # per scenario
+    seed: int = GAP_SEED  # episode i uses seed + i
+    max_steps: Optional[int] = None  # None: the scenario's own episode length
+    workers: int = 0  # processes; 0 = one per core
+    accel_threshold: float = 0.2  # normalised units
+    steer_threshold: float = 0.05
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    expert: dict[str, Any] = field(default_factory=dict)  # ExpertConfig overrides (both experts)
+    env: dict[str, Any] = field(default_factory=dict)  # highway-env config overrides
+
+    def __post_init__(self):
+        if self.episodes < 1:
+            raise ValueError("episodes must be >= 1")
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0 (0 = one per core)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1 (or null for the scenario's own length)")
+        if self.accel_threshold <= 0 or self.steer_threshold <= 0:
+            raise ValueError("accel_threshold and steer_threshold must be > 0")
+
+    @property
+    def scenarios(self) -> list[str]:
+        return [s.strip() for s in self.scenario.split(",") if s.strip()]
+
+
+def _experts(cfg: GapConfig, scenario: str) -> tuple[DrivingEnv, Expert]:
+    """The env driven by the privileged expert, and the camera-limited expert queried beside it."""
+    sc = get_scenario(scenario)
+    if cfg.max_steps is not None:
+        sc = replace(sc, max_steps=cfg.max_steps)
+    overrides = {k: v for k, v in cfg.expert.items() if k != "perception"}
+    env = DrivingEnv(sc, camera=cfg.camera, expert={**overrides, "perception": "privileged"},
+                     env_overrides=dict(cfg.env))
+    fair = Expert(ExpertConfig.from_dict({**sc.expert, **overrides, "perception": "camera"}), sc.action,
+                  camera=cfg.camera)
+    return env, fair
+
+
+def gap_episode(cfg: GapConfig, scenario: str, seed: int) -> dict:
+    """Labels of both experts along one privileged-expert episode: (T, 2) arrays."""
+    env, fair = _experts(cfg, scenario)
+    try:
+        _, info = env.reset(seed=seed)
+        fair.reset(env.core)
+        privileged, camera = [], []
+        done = False
+        while not done:
+            privileged.append(info["expert_action"])
+            camera.append(fair.act(env.core))
+            _, _, terminated, truncated, info = env.step(info["expert_action"])
+            done = terminated or truncated
+        return {"scenario": scenario, "seed": seed, "privileged": np.array(privileged),
+                "camera": np.array(camera), "crashed": bool(info["crashed"])}
+    finally:
+        env.close()
+
+
+def _job(args) -> dict:
+    return gap_episode(*args)
+
+
+def summarise(cfg: GapConfig, episodes: list[dict]) -> dict:
+    def shares(eps):
+        if not eps:
+            return {"steps": 0, "accel_disagreement": 0.0, "steer_disagreement": 0.0}
+        diff = np.abs(np.concatenate([e["privileged"] - e["camera"] for e in eps]))
+        return {"steps": int(len(diff)),
+                "accel_disagreement": float((diff[:, 1] > cfg.accel_threshold).mean()),
+                "steer_disagreement": float((diff[:, 0] > cfg.steer_threshold).mean()),
+                "accel_mean_abs_diff": float(diff[:, 1].mean()),
+                "steer_mean_abs_diff": float(diff[:, 0].mean()),
+                "episodes": len(eps), "privileged_crashes": int(sum(e["crashed"] for e in eps))}
+
+    ahead, behind, half = cfg.camera.footprint
+    return {**shares(episodes),
+            "scenarios": {s: shares([e for e in episodes if e["scenario"] == s]) for s in cfg.scenarios},
+            "footprint_m": {"ahead": ahead, "behind": behind, "half_width": half},
+            "thresholds": {"accel": cfg.accel_threshold, "steer": cfg.steer_threshold},
+            "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1]}
+
+
+def validate(cfg: GapConfig) -> None:
+    """Every user error in the parent, before any worker starts: one line each."""
+    if not cfg.scenarios:
+        raise UserError("no scenario given: e.g. scenario=highway or scenario=highway,merge")
+    for name in cfg.scenarios:
+        try:
+            sc = get_scenario(name)
+        except UnknownScenarioError as e:
+            raise UserError(str(e)) from None
+        try:
+            ExpertConfig.from_dict({**sc.expert, **cfg.expert})
+            sc.highway_config(cfg.env)
+        except ValueError as e:
+            raise UserError(f"{e}") from None
+
+
+def measure_gap(cfg: GapConfig, progress: bool = True) -> dict:
+    validate(cfg)
+    jobs = [(cfg, s, cfg.seed + i) for s in cfg.scenarios for i in range(cfg.episodes)]
+    workers = min(cfg.workers or os.cpu_count() or 1, len(jobs))
+    bar = tqdm(total=len(jobs), unit="ep", desc="gap", disable=not progress, dynamic_ncols=True)
+    episodes = []
+    if workers <= 1:
+        for j in jobs:
+            episodes.append(_job(j))
+            bar.update(1)
+    else:
+        with single_threaded_children(), mp.get_context("spawn").Pool(workers) as pool:
+            for ep in pool.imap(_job, jobs):
+                episodes.append(ep)
+                bar.update(1)
+    bar.close()
+    return summarise(cfg, episodes)
+
+
+def format_gap(result: dict) -> str:
+    f = result["footprint_m"]
+    lines = [f"camera footprint: {f['ahead']:.0f} m ahead, {f['behind']:.0f} m behind, ±{f['half_width']:.0f} m",
+             f"{'scenario':15} {'steps':>6} {'accel':>7} {'steer':>7}   (share of steps whose labels differ)"]
+    for name, r in result["scenarios"].items():
+        lines.append(f"{name:15} {r['steps']:>6} {100 * r['accel_disagreement']:>6.1f}% "
+                     f"{100 * r['steer_disagreement']:>6.1f}%")
+    lines.append(f"label disagreement: accel {100 * result['accel_disagreement']:.1f}% "
+                 f"steer {100 * result['steer_disagreement']:.1f}%")
+    return "\n".join(lines)
