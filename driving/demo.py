@@ -1,6 +1,7 @@
 """The README's main job on built-in defaults: collect demonstrations, train a small policy on the
-CPU (or GPU), evaluate it closed loop beside the expert, and write a rollout video. About ten
-minutes on a 2-core CPU; every stage resumes if interrupted (re-run the same command).
+CPU (or GPU), evaluate it closed loop beside the expert, and write a rollout video. About five
+minutes on a 2-core CPU; every stage resumes if interrupted (re-run the same command). A stack of 4
+frames (0.6 s) rather than 2: at 1 m/px a closing speed of 5 m/s moves the car ahead 1 px a step.
 """
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from driving.data.stats import dataset_stats, format_stats
 
 # Sizes per machine: what fits about eight minutes on 2 CPU cores, and more where a CUDA GPU trains.
 SIZES = {
-    "cpu": {"collect": ["episodes=40"],
-            "train": ["steps=2000", "batch_size=64", "val_every=500", "checkpoint_every=500"],
+    "cpu": {"collect": ["episodes=100"],
+            "train": ["steps=2000", "batch_size=64", "net.stack=4", "val_every=500", "checkpoint_every=500"],
             "eval": ["episodes=10", "videos=1"]},
     "cuda": {"collect": ["episodes=200"],
-             "train": ["steps=5000", "batch_size=256", "val_every=1000", "checkpoint_every=1000"],
+             "train": ["steps=5000", "batch_size=256", "net.stack=4", "val_every=1000", "checkpoint_every=1000"],
              "eval": ["episodes=30", "videos=2"]},
 }
 
