@@ -19,16 +19,14 @@ from tqdm import tqdm
 
 from driving.envpool import single_threaded_children
 from driving.errors import UserError
+from driving.evaluate import EVAL_SEED
 from sim import CameraConfig, DrivingEnv, Expert, ExpertConfig, UnknownScenarioError, get_scenario
-
-GAP_SEED = 1_000_000  # the evaluation's seeds
-
 
 @dataclass
 class GapConfig:
     scenario: str = "highway"  # one name, or several separated by commas
     episodes: int = 10  # per scenario
-    seed: int = GAP_SEED  # episode i uses seed + i
+    seed: int = EVAL_SEED  # episode i uses seed + i (the evaluation's seeds)
     max_steps: Optional[int] = None  # None: the scenario's own episode length
     workers: int = 0  # processes; 0 = one per core
     accel_threshold: float = 0.2  # normalised units
@@ -89,9 +87,7 @@ def _job(args) -> dict:
 
 
 def summarise(cfg: GapConfig, episodes: list[dict]) -> dict:
-    def shares(eps):
-        if not eps:
-            return {"steps": 0, "accel_disagreement": 0.0, "steer_disagreement": 0.0}
+    def shares(eps):  # every scenario has >= 1 episode (GapConfig.episodes >= 1)
         diff = np.abs(np.concatenate([e["privileged"] - e["camera"] for e in eps]))
         return {"steps": int(len(diff)),
                 "accel_disagreement": float((diff[:, 1] > cfg.accel_threshold).mean()),
@@ -121,7 +117,7 @@ def validate(cfg: GapConfig) -> None:
             ExpertConfig.from_dict({**sc.expert, **cfg.expert})
             sc.highway_config(cfg.env)
         except ValueError as e:
-            raise UserError(f"{e}") from None
+            raise UserError(str(e)) from None
 
 
 def measure_gap(cfg: GapConfig, progress: bool = True) -> dict:
