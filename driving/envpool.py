@@ -12,21 +12,22 @@ from dataclasses import replace
 
 import numpy as np
 
-from sim import DrivingEnv, get_scenario
+from driving.rollout import STATE_FACTS
+from sim import CameraConfig, DrivingEnv, get_scenario
 
-INFO_KEYS = ("crashed", "on_road", "progress", "speed", "heading", "lane_offset", "x", "y", "time",
-             "expert_action")
+INFO_KEYS = (*STATE_FACTS, "expert_action")  # what a worker sends back of each step's info
 
 
-def make_eval_env(scenario: str, camera: dict, max_steps: int | None = None,
-                  scene_camera: dict | None = None, env: dict | None = None,
-                  expert: dict | None = None) -> DrivingEnv:
-    """`env`: highway-env config overrides (e.g. {"fast_road": False} for the stock road);
-    `expert`: ExpertConfig overrides of the reference expert (e.g. {"perception": "privileged"})."""
+def build_env(scenario: str, camera, max_steps: int | None = None, scene_camera=None,
+              env: dict | None = None, expert: dict | None = None) -> DrivingEnv:
+    """The one way an env is built from a scenario name and overrides (collection, evaluation,
+    videos, training-time checks). `camera`: CameraConfig or its dict; `env`: highway-env config
+    overrides (e.g. {"fast_road": False}); `expert`: ExpertConfig overrides (e.g. perception)."""
     sc = get_scenario(scenario)
     if max_steps is not None:
         sc = replace(sc, max_steps=max_steps)
-    return DrivingEnv(sc, camera=dict(camera), expert=dict(expert or {}), scene_camera=scene_camera,
+    camera = camera if isinstance(camera, CameraConfig) else CameraConfig(**dict(camera))
+    return DrivingEnv(sc, camera=camera, expert=dict(expert or {}), scene_camera=scene_camera,
                       env_overrides=dict(env or {}))
 
 
@@ -38,7 +39,7 @@ class _Inline:
     """The same protocol as a worker process, in this process (workers=1: no start-up cost)."""
 
     def __init__(self, env_kwargs: dict):
-        self.env = make_eval_env(**env_kwargs)
+        self.env = build_env(**env_kwargs)
         self._reply = None
 
     def send(self, msg):

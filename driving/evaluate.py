@@ -21,6 +21,7 @@ from driving.baselines import ExpertPolicy
 from driving.config import to_dict
 from driving.envpool import EnvPool
 from driving.errors import UserError
+from driving.rollout import EpisodeRecorder, as_actor, batch_of
 from sim import CameraConfig, UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
 from sim.metrics import aggregate, episode_metrics
@@ -69,18 +70,20 @@ def open_pool(scenario: str, camera: dict, workers: int, n_episodes: int,
 
 def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers: int,
                  max_steps: int | None = None, progress: bool = True, label: str = "",
-                 pool: EnvPool | None = None) -> list[dict]:
-    """Run `policy` on every seed; returns per-episode records (per-step arrays + end flags),
-    in seed order. The policy sees a batch: obs["camera"] (B, K, H, W[, 3]), obs["speed"] (B,),
-    obs["expert_action"] (B, 2). Pass an open `pool` (same scenario, camera, max_steps) to reuse
-    its worker processes across calls."""
+                 pool: EnvPool | None = None, keep_frames: bool = False) -> list[dict]:
+    """The closed-loop engine: run `policy` (an actor of driving.rollout, or anything with
+    `act(batch)`) on every seed; returns the episodes' records (driving.rollout.EpisodeRecorder) in
+    seed order. Pass an open `pool` (same scenario, camera, max_steps) to reuse its worker
+    processes across calls; `keep_frames` keeps the newest camera frame of every step (datasets)."""
     if pool is None:
         with open_pool(scenario, camera, workers, len(seeds), max_steps) as own:
-            return run_episodes(policy, scenario, seeds, camera, workers, max_steps, progress, label, own)
+            return run_episodes(policy, scenario, seeds, camera, workers, max_steps, progress, label, own,
+                                keep_frames)
+    actor = as_actor(policy)
     n = min(len(pool), len(seeds))
     queue = deque(enumerate(seeds))
     records: list = [None] * len(seeds)
-    active: dict[int, dict] = {}
+    active: dict[int, tuple] = {}  # env -> (index of the seed, recorder, the actor's episode state)
     bar = tqdm(total=len(seeds), unit="ep", disable=not progress, desc=f"eval {label or scenario}",
                dynamic_ncols=True)
     t0, steps = time.perf_counter(), 0
@@ -88,9 +91,7 @@ def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers:
     def start(i):
         k, seed = queue.popleft()
         obs, _, _, info = pool.reset(i, seed)
-        active[i] = {"index": k, "seed": seed, "obs": obs, "info": info,
-                     "steps": {key: [info[key]] for key in ("speed", "progress", "on_road", "crashed", "heading")},
-                     "actions": [], "expert_actions": []}
+        active[i] = (k, EpisodeRecorder(seed, obs, info, keep_frames), actor.start(seed))
 
     for i in range(n):
         if queue:
@@ -105,12 +106,9 @@ def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers:
         if not ids:
             inflight.pop(g, None)
             return
-        batch = {
-            "camera": np.stack([active[i]["obs"]["camera"] for i in ids]),
-            "speed": np.array([active[i]["obs"]["speed"] for i in ids], dtype=np.float32),
-            "expert_action": np.stack([active[i]["info"]["expert_action"] for i in ids]),
-        }
-        actions = np.asarray(policy.act(batch), dtype=np.float32).reshape(len(ids), 2)
+        recs = [active[i][1] for i in ids]
+        batch = batch_of([r.obs for r in recs], [r.info for r in recs])
+        actions = actor.act(batch, [active[i][2] for i in ids])
         pool.send_steps({i: a for i, a in zip(ids, actions)})
         inflight[g] = (ids, actions)
 
@@ -120,17 +118,9 @@ def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers:
         results = pool.recv_steps(ids)
         steps += len(ids)
         for i, a in zip(ids, actions):
-            obs, term, trunc, info = results[i]
-            ep = active[i]
-            ep["actions"].append(a)
-            ep["expert_actions"].append(ep["info"]["expert_action"])
-            for key in ep["steps"]:
-                ep["steps"][key].append(info[key])
-            ep["obs"], ep["info"] = obs, info
-            if term or trunc:
-                records[ep["index"]] = {"seed": ep["seed"], "steps": ep["steps"], "truncated": bool(trunc),
-                                        "terminated": bool(term), "actions": np.array(ep["actions"]),
-                                        "expert_actions": np.array(ep["expert_actions"])}
+            k, rec, _ = active[i]
+            if rec.add(a, *results[i]):
+                records[k] = rec.record()
                 del active[i]
                 bar.update(1)
                 bar.set_postfix_str(f"{steps / (time.perf_counter() - t0):.0f} steps/s", refresh=False)
@@ -206,6 +196,7 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         "scenarios": {},
     }
     all_rows = {"policy": [], "expert": []}
+    actions = {}  # what every scored episode executed: videos replay exactly these
     timing = {}
     for name in cfg.scenarios:
         sc = get_scenario(name)
@@ -216,13 +207,16 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
             expert_records = run_episodes(ExpertPolicy(), name, seeds, camera, cfg.workers, cfg.max_steps,
                                           progress, f"{name} expert", pool=pool)
             expert_rows = score_records(expert_records, name, dt, None)
+            actions.update({actions_key(name, r["seed"], "expert"): r["actions"] for r in expert_records})
             reference = {r["seed"]: r["distance_m"] for r in expert_rows}
             if is_expert:
                 policy_rows = expert_rows
+                actions.update({actions_key(name, r["seed"], "policy"): r["actions"] for r in expert_records})
             else:
                 policy_records = run_episodes(policy, name, seeds, camera, cfg.workers, cfg.max_steps,
                                               progress, f"{name} policy", pool=pool)
                 policy_rows = score_records(policy_records, name, dt, reference)
+                actions.update({actions_key(name, r["seed"], "policy"): r["actions"] for r in policy_records})
         timing[name] = time.perf_counter() - t
         result["scenarios"][name] = {
             "episodes": {"policy": policy_rows, "expert": expert_rows},
@@ -231,22 +225,45 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         all_rows["policy"] += policy_rows
         all_rows["expert"] += expert_rows
     result["aggregate"] = {k: aggregate(v) for k, v in all_rows.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    result["videos"] = render_videos(checkpoint, policy, camera, cfg, result, out) if cfg.videos else []
-    atomic.write_json(out / "eval.json", result)
     from driving.report import write_reports
 
+    # The metrics are on disk before any video is rendered: a failure while filming loses nothing.
+    result["videos"] = []
+    atomic.save_npz(out / ACTIONS_FILE, actions)
+    atomic.write_json(out / "eval.json", result)
     write_reports(result, out)
+    if cfg.videos:
+        result["videos"] = render_videos(checkpoint, policy, camera, cfg, result, out, actions)
+        atomic.write_json(out / "eval.json", result)
+        write_reports(result, out)
     return {"out": out, "result": result, "timing_s": timing}
 
 
-def worst_episodes(result: dict, n: int) -> list[dict]:
-    rows = [r for s in result["scenarios"].values() for r in s["episodes"]["policy"]]
+ACTIONS_FILE = "actions.npz"  # per scored episode: the actions it executed, keyed by actions_key
+
+
+def actions_key(scenario: str, seed: int, who: str) -> str:
+    return f"{scenario}__{seed}__{who}"
+
+
+def split_actions_key(key: str) -> tuple[str, int, str]:
+    scenario, seed, who = key.rsplit("__", 2)
+    return scenario, int(seed), who
+
+
+def worst(rows: list[dict], n: int) -> list[dict]:
+    """The one definition of "worst": lowest driving score, crashes before others, then by seed."""
     return sorted(rows, key=lambda r: (r["driving_score"], not r["crashed"], r["seed"]))[:n]
 
 
-def render_videos(checkpoint, policy, camera, cfg: EvalConfig, result: dict, out: Path) -> list[dict]:
-    """Re-run the policy's worst episodes (evaluation is deterministic) with a scene camera."""
+def worst_episodes(result: dict, n: int, who: str = "policy") -> list[dict]:
+    return worst([r for s in result["scenarios"].values() for r in s["episodes"][who]], n)
+
+
+def render_videos(checkpoint, policy, camera, cfg: EvalConfig, result: dict, out: Path,
+                  actions: dict) -> list[dict]:
+    """Film the policy's worst episodes: re-simulated with the actions they executed when scored,
+    and checked against their scored rows."""
     try:
         from driving import video
     except ImportError:  # video support not installed
@@ -257,7 +274,9 @@ def render_videos(checkpoint, policy, camera, cfg: EvalConfig, result: dict, out
         video.policy_episode_video(policy, row["scenario"], row["seed"], camera, path,
                                    max_steps=cfg.max_steps, env=cfg.env,
                                    expert={"perception": cfg.expert_perception},
-                                   saliency=None if cfg.saliency == "none" or checkpoint == "expert" else cfg.saliency)
+                                   saliency=None if cfg.saliency == "none" or checkpoint == "expert" else cfg.saliency,
+                                   actions=actions[actions_key(row["scenario"], row["seed"], "policy")],
+                                   expect=row)
         made.append({"scenario": row["scenario"], "seed": row["seed"], "driving_score": row["driving_score"],
                      "crashed": row["crashed"], "file": str(path.relative_to(out))})
     return made

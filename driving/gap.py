@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 from tqdm import tqdm
 
-from driving.envpool import single_threaded_children
+from driving.envpool import build_env, single_threaded_children
 from driving.errors import UserError
 from driving.evaluate import EVAL_SEED
+from driving.rollout import ExpertActor, play_episode
 from sim import CameraConfig, DrivingEnv, Expert, ExpertConfig, UnknownScenarioError, get_scenario
+
 
 @dataclass
 class GapConfig:
@@ -52,34 +54,31 @@ class GapConfig:
 
 def _experts(cfg: GapConfig, scenario: str) -> tuple[DrivingEnv, Expert]:
     """The env driven by the privileged expert, and the camera-limited expert queried beside it."""
-    sc = get_scenario(scenario)
-    if cfg.max_steps is not None:
-        sc = replace(sc, max_steps=cfg.max_steps)
     overrides = {k: v for k, v in cfg.expert.items() if k != "perception"}
-    env = DrivingEnv(sc, camera=cfg.camera, expert={**overrides, "perception": "privileged"},
-                     env_overrides=dict(cfg.env))
-    fair = Expert(ExpertConfig.from_dict({**sc.expert, **overrides, "perception": "camera"}), sc.action,
-                  camera=cfg.camera)
+    env = build_env(scenario, cfg.camera, cfg.max_steps, env=cfg.env,
+                    expert={**overrides, "perception": "privileged"})
+    fair = Expert(ExpertConfig.from_dict({**env.scenario.expert, **overrides, "perception": "camera"}),
+                  env.scenario.action, camera=cfg.camera)
     return env, fair
 
 
 def gap_episode(cfg: GapConfig, scenario: str, seed: int) -> dict:
     """Labels of both experts along one privileged-expert episode: (T, 2) arrays."""
     env, fair = _experts(cfg, scenario)
+    camera = []
+
+    def query(obs, info):  # every state visited; the first right after the reset
+        if info["step"] == 0:
+            fair.reset(env.core)
+        camera.append(fair.act(env.core))
+
     try:
-        _, info = env.reset(seed=seed)
-        fair.reset(env.core)
-        privileged, camera = [], []
-        done = False
-        while not done:
-            privileged.append(info["expert_action"])
-            camera.append(fair.act(env.core))
-            _, _, terminated, truncated, info = env.step(info["expert_action"])
-            done = terminated or truncated
-        return {"scenario": scenario, "seed": seed, "privileged": np.array(privileged),
-                "camera": np.array(camera), "crashed": bool(info["crashed"])}
+        rec = play_episode(env, ExpertActor(), seed, on_state=query)
     finally:
         env.close()
+    n = len(rec["actions"])
+    return {"scenario": scenario, "seed": seed, "privileged": rec["expert_actions"],
+            "camera": np.array(camera[:n]), "crashed": bool(rec["steps"]["crashed"][-1])}
 
 
 def _job(args) -> dict:

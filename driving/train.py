@@ -398,6 +398,8 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         if pointers:
             save(step, pointers=tuple(pointers))
     bar.close()
+    if closed_loop is not None:
+        closed_loop.close()
     if step == start and start > 0 and rank == 0:
         print(f"{run_dir} already trained to step {start}")
     agree = True
@@ -434,43 +436,49 @@ def _yaml(cfg: TrainConfig) -> str:
 
 
 class ClosedLoopMonitor:
-    """Short closed-loop evaluations of the model being trained, on fixed seeds."""
+    """Short closed-loop evaluations of the model being trained, on fixed seeds, with the engine of
+    `driving eval`; its worker processes start at the first call and serve every later one."""
 
     def __init__(self, cfg: TrainConfig, ds: Dataset, run_dir: Path, device: torch.device, meta: dict):
-        from driving.evaluate import EvalConfig
-
         self.cfg = cfg.eval
         self.scenario = cfg.eval.scenario or ds.meta["scenario"]["name"]
         self.seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
         self.camera = dict(ds.meta["camera"])
         self.camera["stack"] = max(self.camera.get("stack", 1), cfg.net.stack)
+        from driving.evaluate import EvalConfig
+
+        self.expert = {"perception": EvalConfig().expert_perception}  # the reference of `driving eval`
         self.run_dir, self.device, self.meta = run_dir, device, meta
-        self.eval_cfg = EvalConfig(scenario=self.scenario, episodes=cfg.eval.episodes, seed=cfg.eval.seed,
-                                   workers=cfg.eval.workers, max_steps=cfg.eval.max_steps, videos=0)
         self.reference = None
+        self.pool = None
 
     def run(self, model, step: int) -> tuple[dict, Path | None]:
         from driving.baselines import ExpertPolicy
-        from driving.evaluate import run_episodes, score_records
+        from driving.evaluate import open_pool, run_episodes, score_records, worst
         from driving.policy import policy_from_model
         from sim import get_scenario
         from sim.metrics import aggregate
 
         dt = 1.0 / get_scenario(self.scenario).policy_frequency
         c = self.cfg
+        if self.pool is None:
+            self.pool = open_pool(self.scenario, self.camera, c.workers, len(self.seeds), c.max_steps,
+                                  expert=self.expert)
+        run = {"scenario": self.scenario, "seeds": self.seeds, "camera": self.camera, "workers": c.workers,
+               "max_steps": c.max_steps, "progress": False, "pool": self.pool}
         if self.reference is None:
-            recs = run_episodes(ExpertPolicy(), self.scenario, self.seeds, self.camera, c.workers, c.max_steps,
-                                progress=False)
+            recs = run_episodes(ExpertPolicy(), **run)
             self.reference = {r["seed"]: r["distance_m"] for r in score_records(recs, self.scenario, dt, None)}
         was_training = model.training
         policy = policy_from_model(model.eval(), self.meta, self.device)
         try:
-            recs = run_episodes(policy, self.scenario, self.seeds, self.camera, c.workers, c.max_steps,
-                                progress=False)
+            recs = run_episodes(policy, **run)
             rows = score_records(recs, self.scenario, dt, self.reference)
             video = None
             if c.video:
-                video = self._video(policy, min(rows, key=lambda r: r["driving_score"]), step)
+                row = worst(rows, 1)[0]
+                actions = next(r["actions"] for r in recs if r["seed"] == row["seed"])
+                video = self._video(policy, row, step, actions)
         finally:
             model.train(was_training)
         agg = aggregate(rows)
@@ -480,12 +488,18 @@ class ClosedLoopMonitor:
             row[f"eval_{k}"] = agg[k]["mean"]
         return row, video
 
-    def _video(self, policy, row: dict, step: int) -> Path | None:
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def _video(self, policy, row: dict, step: int, actions) -> Path | None:
         try:
             from driving import video
         except ImportError:
             return None
         path = self.run_dir / "eval" / f"train_{step:08d}" / f"{row['scenario']}_seed{row['seed']}.mp4"
         video.policy_episode_video(policy, row["scenario"], row["seed"], self.camera, path,
-                                   max_steps=self.cfg.max_steps, saliency=None)
+                                   max_steps=self.cfg.max_steps, saliency=None, expert=self.expert,
+                                   actions=actions, expect=row)
         return path

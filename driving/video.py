@@ -29,7 +29,9 @@ import cv2
 import numpy as np
 
 from driving.data.format import Dataset, DatasetError
+from driving.envpool import build_env
 from driving.errors import UserError
+from driving.rollout import ReplayActor, check_same_episode, play_episode
 from sim import CameraConfig, DrivingEnv
 
 # The scene camera for people: north-up (world +x up, so highways run vertically), RGB, 72 m x 48 m
@@ -51,7 +53,8 @@ BORDER = 8  # px of the crash / off-road frame border
 
 # -- recording -------------------------------------------------------------------------------------
 def record_rollout(env: DrivingEnv, policy, seed: int, saliency_method: str | None = None,
-                   saliency_output: int = 0, title: str | None = None) -> dict:
+                   saliency_output: int = 0, title: str | None = None, actions=None,
+                   expect: dict | None = None) -> dict:
     """Run one episode of `policy` (batch-1 `act(obs)`) in `env` (built with a scene_camera).
 
     Returns a dict of arrays (T policy steps, n = substeps per step, N = 1 + T*n scene frames):
@@ -63,6 +66,9 @@ def record_rollout(env: DrivingEnv, policy, seed: int, saliency_method: str | No
       speed, crashed, on_road, time, progress (T+1,)  facts of the states 0..T
     and scalars: substeps, fps (= simulation frequency), seed, and what the frame's text says:
     title, camera_title, labels (of the two bar colours), saliency_method.
+    `actions`: the episode's recorded actions, executed instead of asking the policy (so the video
+    shows exactly the episode that was scored; the policy still gives the saliency). `expect`: the
+    scored row; a re-simulation that ends otherwise raises EpisodeMismatch.
     """
     if env.scene_camera is None:
         raise ValueError("record_rollout needs an env built with scene_camera=... (e.g. "
@@ -73,33 +79,23 @@ def record_rollout(env: DrivingEnv, policy, seed: int, saliency_method: str | No
     if model is not None:
         from driving.saliency import saliency  # imports torch: only when needed
     stack = getattr(policy, "stack", None) or getattr(getattr(model, "cfg", None), "stack", None)
-    obs, info = env.reset(seed=seed)
-    scene = [info["scene_frames"]]
-    steps: dict[str, list] = {k: [] for k in ("camera", "action", "expert_action", "saliency")}
-    facts: dict[str, list] = {k: [] for k in ("speed", "crashed", "on_road", "time", "progress")}
+    scene, cameras, maps = [], [], []
 
-    def keep_facts(info):
-        for k, values in facts.items():
-            values.append(info[k])
-
-    keep_facts(info)
-    done = False
-    while not done:
-        expert = info.get("expert_action")
-        if expert is not None:
-            obs = {**obs, "expert_action": expert}
-        action = np.asarray(policy.act(obs), dtype=np.float32).reshape(2)
-        steps["camera"].append(obs["camera"])
-        steps["action"].append(action)
-        steps["expert_action"].append(expert if expert is not None else np.full(2, np.nan, np.float32))
+    def seen(obs, info):  # every state visited, the last included
+        scene.append(info["scene_frames"])
+        cameras.append(obs["camera"])
         if model is not None:
             frames = obs["camera"][None, -stack:] if stack else obs["camera"][None]
-            steps["saliency"].append(saliency(model, frames, np.reshape(obs["speed"], 1), saliency_method,
-                                              output=saliency_output)[0])
-        obs, _, terminated, truncated, info = env.step(action)
-        scene.append(info["scene_frames"])
-        keep_facts(info)
-        done = terminated or truncated
+            maps.append(saliency(model, frames, np.reshape(obs["speed"], 1), saliency_method,
+                                 output=saliency_output)[0])
+
+    what = f"{env.scenario.name} seed {seed}"
+    rec = play_episode(env, policy if actions is None else ReplayActor(actions, what), seed, on_state=seen)
+    if expect is not None:
+        check_same_episode(rec, expect, what)
+    steps = {"camera": cameras[:-1], "action": rec["actions"], "expert_action": rec["expert_actions"],
+             "saliency": maps[:-1]}
+    facts = {k: rec["steps"][k] for k in ("speed", "crashed", "on_road", "time", "progress")}
     n = len(scene[1]) if len(scene) > 1 else env.scenario.simulation_frequency // env.scenario.policy_frequency
     name = getattr(policy, "name", None)
     if not name and getattr(policy, "path", None) is not None:  # a checkpoint: RUN/checkpoints/STEP
@@ -409,17 +405,12 @@ def replay_episode(dataset_dir: str | Path, episode: int,
     """Re-simulate a dataset episode from its seed with its recorded executed actions; returns a
     rollout (bars: "executed" and the "expert" label). Raises DatasetError if the replayed camera frames
     differ from the recorded ones (the simulator or camera code changed since collection)."""
-    from driving.data.collect import make_env
-
     ds = Dataset.open(dataset_dir)
     i, row = _episode_row(ds, episode)
     cfg = _collect_config(ds)
     arrays = ds.episode(i, ("frames", "action", "expert_action"))
-    base = make_env(cfg)  # the collection env; rebuilt below with the scene camera added
-    scenario = base.scenario
-    base.close()
-    env = DrivingEnv(scenario, camera=cfg.camera, expert=dict(cfg.expert), env_overrides=dict(cfg.env),
-                     scene_camera=scene_camera)
+    env = build_env(cfg.scenario, cfg.camera, cfg.max_steps, scene_camera=scene_camera, env=cfg.env,
+                    expert=cfg.expert)
     frames, actions = arrays["frames"], arrays["action"]
     hint = (f"replay of episode {episode} (seed {row['seed']}) of {ds.root} diverged from the recorded "
             "frames at step {t}: the simulator, scenario or camera code changed since it was collected; "
@@ -429,12 +420,12 @@ def replay_episode(dataset_dir: str | Path, episode: int,
         name = "recorded"
         t = 0
 
-        def act(self, obs):
+        def act(self, batch):
             t = self.t
-            if not np.array_equal(obs["camera"][-1], frames[t]):
+            if not np.array_equal(batch["camera"][0][-1], frames[t]):
                 raise DatasetError(hint.format(t=t))
             self.t += 1
-            return actions[t]
+            return actions[t][None]
 
     try:
         # the env ends the episode by itself; a longer replay would mean a different simulation
@@ -491,28 +482,21 @@ def video_for_dataset(dataset_dir: str | Path, out_dir: str | Path, episodes: Se
     return out
 
 
-def scene_env(scenario, camera: CameraConfig | dict | None = None, scene_camera: CameraConfig = SCENE_CAMERA,
-              **kwargs) -> DrivingEnv:
-    """A DrivingEnv with the video scene camera attached (kwargs go to DrivingEnv)."""
-    return DrivingEnv(scenario, camera=camera, scene_camera=scene_camera, **kwargs)
-
-
 def policy_episode_video(policy, scenario: str, seed: int, camera: dict, path: str | Path,
                          max_steps: int | None = None, saliency: str | None = "vbp",
                          scene_camera: CameraConfig = SCENE_CAMERA, env: dict | None = None,
-                         expert: dict | None = None) -> Path:
-    """Re-run one evaluation episode (deterministic given policy and seed) and write its video."""
-    from driving.envpool import make_eval_env
-
-    env = make_eval_env(scenario, camera, max_steps, scene_camera=scene_camera, env=env, expert=expert)
+                         expert: dict | None = None, actions=None, expect: dict | None = None) -> Path:
+    """Re-run one evaluation episode and write its video: with its recorded `actions` when given,
+    checked against its scored row `expect` when given (record_rollout)."""
+    env = build_env(scenario, camera, max_steps, scene_camera=scene_camera, env=env, expert=expert)
     try:
         method = saliency if getattr(policy, "model", None) is not None else None
-        rollout = record_rollout(env, policy, seed, saliency_method=method)
+        rollout = record_rollout(env, policy, seed, saliency_method=method, actions=actions, expect=expect)
     finally:
         env.close()
     return write_video(rollout, path)
 
 
 __all__ = ["SCENE_CAMERA", "policy_episode_video", "compose_frame", "compose_frames", "dataset_episode_video", "encode_mp4",
-           "overlay_saliency", "probe_video", "record_rollout", "replay_episode", "scene_env",
+           "overlay_saliency", "probe_video", "record_rollout", "replay_episode",
            "video_for_dataset", "write_video"]

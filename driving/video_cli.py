@@ -39,9 +39,15 @@ def video_command(source: str, overrides: list[str]) -> list[Path]:
 
 
 def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
+    """Film episodes of an evaluation exactly as they were scored: the same env and expert settings,
+    the actions recorded in actions.npz (older evaluations: the policy drives again), and the
+    re-simulation checked against the scored row."""
+    import numpy as np
+
     from driving import video
     from driving.baselines import ExpertPolicy
-    from driving.evaluate import load_eval_policy
+    from driving.evaluate import ACTIONS_FILE, actions_key, load_eval_policy, worst
+    from driving.rollout import EpisodeMismatch
 
     result = json.loads((src / "eval.json").read_text())
     if cfg.who not in ("policy", "expert"):
@@ -55,14 +61,27 @@ def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
             raise UserError(f"seeds {missing} are not in {src}/eval.json; its seeds: {sorted(known)}")
         rows = [r for r in rows if r["seed"] in cfg.seeds]
     else:
-        rows = sorted(rows, key=lambda r: (r["driving_score"], not r["crashed"], r["seed"]))[:cfg.count]
+        rows = worst(rows, cfg.count)
     if cfg.who == "expert" or result["checkpoint"] == "expert":
         policy, camera = ExpertPolicy(), result["camera"]
     else:
         policy, camera, _ = load_eval_policy(result["checkpoint"], "auto")
+    recorded = {}
+    if (src / ACTIONS_FILE).is_file():
+        with np.load(src / ACTIONS_FILE) as z:
+            recorded = {k: z[k] for k in z.files}
     out = Path(cfg.out) if cfg.out else src / "videos"
-    max_steps = result["config"].get("max_steps")
+    conf = result["config"]
     saliency = None if cfg.saliency == "none" else cfg.saliency
-    return [video.policy_episode_video(policy, r["scenario"], r["seed"], camera,
-                                       out / f"{r['scenario']}_seed{r['seed']}_{cfg.who}.mp4",
-                                       max_steps=max_steps, saliency=saliency) for r in rows]
+    made = []
+    for r in rows:
+        try:
+            made.append(video.policy_episode_video(
+                policy, r["scenario"], r["seed"], camera, out / f"{r['scenario']}_seed{r['seed']}_{cfg.who}.mp4",
+                max_steps=conf.get("max_steps"), saliency=saliency, env=conf.get("env"),
+                expert={"perception": result.get("expert_perception", "privileged")},
+                actions=recorded.get(actions_key(r["scenario"], r["seed"], cfg.who)), expect=r))
+        except EpisodeMismatch as e:
+            raise UserError(f"{e}: the simulator or policy changed since {src} was evaluated; "
+                            "evaluate again to film it") from None
+    return made

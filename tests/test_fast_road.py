@@ -197,10 +197,10 @@ def test_memoised_lane_coordinates_are_the_stock_ones(make_core):
 
 
 def test_evaluation_envs_take_the_switch():
-    from driving.envpool import make_eval_env
+    from driving.envpool import build_env
 
     for fast in (True, False):
-        env = make_eval_env("merge", {"height": 32, "width": 16, "stack": 1}, env={"fast_road": fast})
+        env = build_env("merge", {"height": 32, "width": 16, "stack": 1}, env={"fast_road": fast})
         env.reset(seed=0)
         assert is_fast(env.road) == fast
         env.close()

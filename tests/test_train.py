@@ -195,3 +195,25 @@ def test_closed_loop_evaluation_during_training_keeps_best(tmp_path):
     assert (out / "checkpoints" / "best" / "weights.pt").is_file()
     assert CameraConfig(**{k: v for k, v in json.loads((out / "checkpoints" / "best" / "policy.json")
                                                         .read_text())["camera"].items()}).height == 32
+
+
+def test_training_time_evaluation_starts_its_workers_once_and_films_the_scored_episode(tmp_path, monkeypatch):
+    """The evaluation during training runs on `driving eval`'s engine with one pool for every call;
+    its video is the worst scored episode, re-simulated with the actions it executed."""
+    import driving.envpool as envpool
+
+    opened = []
+    real = envpool.EnvPool.__init__
+
+    def counting(self, n, env_kwargs):
+        opened.append(n)
+        real(self, n, env_kwargs)
+
+    monkeypatch.setattr(envpool.EnvPool, "__init__", counting)
+    ds = synthetic_dataset(tmp_path / "ds", height=32, width=16)
+    out = tmp_path / "run"
+    train(cfg_for(ds, out, "steps=6", "eval.every=2", "eval.episodes=2", "eval.max_steps=4", "eval.workers=2",
+                  "eval.video=true"), progress=False)
+    assert opened == [2]  # three evaluations, one pool of two workers
+    videos = sorted((out / "eval").glob("train_*/*.mp4"))
+    assert [v.parent.name for v in videos] == ["train_00000002", "train_00000004", "train_00000006"]

@@ -17,11 +17,21 @@ from tqdm import tqdm
 
 from driving import atomic
 from driving.config import config_diff, to_dict
-from driving.data.format import (FORMAT_VERSION, DatasetError, episode_filename, outcome_of,
-                                 read_episode_file, write_episode)
-from driving.envpool import single_threaded_children
+from driving.data.format import (
+    FORMAT_VERSION,
+    DatasetError,
+    episode_filename,
+    outcome_of,
+    read_episode_file,
+    write_episode,
+)
+from driving.envpool import build_env, single_threaded_children
 from driving.errors import UserError
+from driving.rollout import ExpertActor, NoiseProcess, NoiseSpec, play_episode  # noqa: F401 (NoiseProcess: API)
 from sim import CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
+
+# The state facts a dataset keeps per step (besides frames and actions).
+DATASET_FACTS = ("speed", "on_road", "crashed", "expert_saturated", "progress", "lane_offset", "heading", "x", "y")
 
 
 @dataclass
@@ -81,60 +91,34 @@ def episode_seeds(cfg: CollectConfig) -> list[int]:
 
 
 def make_env(cfg: CollectConfig) -> DrivingEnv:
-    scenario = get_scenario(cfg.scenario)
-    if cfg.max_steps is not None:
-        from dataclasses import replace
-
-        scenario = replace(scenario, max_steps=cfg.max_steps)
-    return DrivingEnv(scenario, camera=cfg.camera, expert=dict(cfg.expert), env_overrides=dict(cfg.env))
+    return build_env(cfg.scenario, cfg.camera, cfg.max_steps, env=cfg.env, expert=cfg.expert)
 
 
-class NoiseProcess:
-    """AR(1) Gaussian noise with stationary std `sigma`, seeded per episode."""
-
-    def __init__(self, sigma: np.ndarray, correlation: float, seed: int):
-        self.sigma = np.asarray(sigma, dtype=np.float64)
-        self.rho = correlation
-        self.rng = np.random.default_rng([seed, 0x6E6F697365])  # independent of the sim's stream
-        self.state = self.rng.normal(size=2) * self.sigma
-
-    def sample(self) -> np.ndarray:
-        out = self.state
-        eps = self.rng.normal(size=2) * self.sigma
-        self.state = self.rho * self.state + np.sqrt(1 - self.rho ** 2) * eps
-        return out
+def episode_arrays(record: dict) -> tuple[dict, dict]:
+    """A recorded episode (driving.rollout) -> (per-step arrays, summary) as a dataset stores them:
+    every array has one row per action, for the state the action was chosen in."""
+    facts = record["steps"]
+    n = len(record["actions"])
+    steps = {"frames": record["frames"], "action": record["actions"], "expert_action": record["expert_actions"],
+             **{k: facts[k][:n] for k in DATASET_FACTS}}
+    on_road = np.asarray(facts["on_road"], dtype=bool)
+    summary = {
+        "seed": int(record["seed"]),
+        "length": n,
+        "outcome": outcome_of(bool(facts["crashed"][-1]), int((~on_road).sum())),
+        "crashed": bool(facts["crashed"][-1]),
+        "terminated": bool(record["terminated"]),
+        "offroad_steps": int((~on_road).sum()),
+        "progress": float(facts["progress"][-1]),
+        "mean_speed": float(np.mean(facts["speed"][:n])),
+    }
+    return steps, summary
 
 
 def run_episode(env: DrivingEnv, cfg: CollectConfig, seed: int) -> tuple[dict, dict]:
     """One expert episode with noisy execution. Returns (per-step arrays, summary)."""
-    obs, info = env.reset(seed=seed)
-    noise = NoiseProcess([cfg.noise.steer, cfg.noise.accel], cfg.noise.correlation, seed)
-    rec: dict[str, list] = {k: [] for k in ("frames", "action", "expert_action", "speed", "on_road",
-                                            "crashed", "expert_saturated", "progress", "lane_offset",
-                                            "heading", "x", "y")}
-    terminated = truncated = False
-    while not (terminated or truncated):
-        label = info["expert_action"]
-        executed = np.clip(label + noise.sample(), -1.0, 1.0)
-        rec["frames"].append(obs["camera"][-1])
-        rec["action"].append(executed)
-        rec["expert_action"].append(label)
-        rec["speed"].append(info["speed"])
-        for k in ("on_road", "crashed", "expert_saturated", "progress", "lane_offset", "heading", "x", "y"):
-            rec[k].append(info[k])
-        obs, _, terminated, truncated, info = env.step(executed)
-    on_road = np.asarray(rec["on_road"] + [info["on_road"]])
-    summary = {
-        "seed": int(seed),
-        "length": len(rec["frames"]),
-        "outcome": outcome_of(bool(info["crashed"]), int((~on_road).sum())),
-        "crashed": bool(info["crashed"]),
-        "terminated": bool(terminated),
-        "offroad_steps": int((~on_road).sum()),
-        "progress": float(info["progress"]),
-        "mean_speed": float(np.mean(rec["speed"])),
-    }
-    return rec, summary
+    actor = ExpertActor(NoiseSpec(cfg.noise.steer, cfg.noise.accel, cfg.noise.correlation))
+    return episode_arrays(play_episode(env, actor, seed, keep_frames=True))
 
 
 # -- worker processes -----------------------------------------------------------------------
