@@ -39,8 +39,11 @@ class NoiseConfig:
     """Noise added to the executed action (normalised units). The label stays the clean expert's."""
 
     steer: float = 0.15
-    accel: float = 0.15
-    correlation: float = 0.6  # AR(1) coefficient per step: 0 = white noise; stationary std is kept
+    # Strong, slow accel noise (0.3 = 1.8 m/s², ~1 s correlation at 5 Hz) takes the expert close to
+    # the car ahead often enough to label hard braking: with 0.15/0.6 the demo's student coasted
+    # into 4 of 10 leaders; with 0.3/0.8, 0 of 30 (docs/FIGURES.md).
+    accel: float = 0.3
+    correlation: float = 0.8  # AR(1) coefficient per step: 0 = white noise; stationary std is kept
 
     def __post_init__(self):
         if self.steer < 0 or self.accel < 0:
