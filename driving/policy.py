@@ -71,6 +71,50 @@ class LoadedPolicy:
 
     __call__ = act
 
+    def for_scenario(self, scenario) -> "LoadedPolicy | ScaledPolicy":
+        """This policy driving `scenario` (a sim Scenario): itself where the action ranges are the
+        ones it was trained with, else rescaled (action_scale)."""
+        scale = action_scale(self.meta, scenario, self.path)
+        return self if scale is None else ScaledPolicy(self, scale)
+
+
+def action_scale(meta: dict, scenario, where) -> np.ndarray | None:
+    """None where `scenario` has the action ranges the checkpoint (its `meta`) was trained with; where
+    the scenario's are wider, the factor that keeps every physical command the same; where narrower,
+    a UserError (commands it learned could not be executed)."""
+    trained = meta.get("action")
+    if not trained:  # checkpoints from before the ranges were recorded
+        return None
+    spec = scenario.action
+    pairs = [("steering", "rad", trained["steer_range_rad"], spec.steer_range),
+             ("acceleration", "m/s²", trained["accel_range_mps2"], spec.accel_range)]
+    if all(abs(t - g) <= 1e-9 * max(t, g) for _, _, t, g in pairs):
+        return None
+    narrow = [f"{name} ±{g:g} {unit} (trained ±{t:g})" for name, unit, t, g in pairs if g < t]
+    if narrow:
+        raise UserError(f"the checkpoint at {where} was trained on {meta.get('scenario')} and commands more than "
+                        f"scenario {scenario.name} allows: {', '.join(narrow)}; evaluate it on scenarios whose "
+                        "action ranges are at least its own")
+    return np.array([t / g for _, _, t, g in pairs], dtype=np.float32)
+
+
+class ScaledPolicy:
+    """A policy trained with narrower action ranges than the scenario it drives: its normalised
+    outputs are clipped to [-1, 1] (as its own scenario would) and scaled to the same physical command."""
+
+    def __init__(self, policy: LoadedPolicy, scale: np.ndarray):
+        self.inner, self.scale = policy, scale
+        self.model, self.meta, self.path, self.stack = policy.model, policy.meta, policy.path, policy.stack
+
+    @property
+    def camera(self) -> dict:
+        return self.inner.camera
+
+    def act(self, obs: dict) -> np.ndarray:
+        return np.clip(self.inner.act(obs), -1.0, 1.0) * self.scale
+
+    __call__ = act
+
 
 def policy_from_model(model, meta: dict, device: torch.device, path: Path | str = "<training>") -> LoadedPolicy:
     """Wrap an in-memory model (e.g. during training) exactly as a loaded checkpoint would be."""

@@ -101,3 +101,41 @@ def test_cli_eval_expert(tmp_path, capsys):
     assert rc == 0
     assert "driving score" in capsys.readouterr().out
     assert json.loads((out / "eval.json").read_text())["seeds"] == {"racetrack": [1_000_000, 1_000_001]}
+
+
+def _trained(tmp_path, steer_range: float):
+    ds = synthetic_dataset(tmp_path / f"ds{steer_range}")
+    meta = json.loads((ds / "meta.json").read_text())
+    meta["action"]["steer_range_rad"] = steer_range
+    (ds / "meta.json").write_text(json.dumps(meta))
+    run = tmp_path / f"run{steer_range}"
+    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={run}", "steps=2", "batch_size=4",
+                                          "device=cpu", "wandb.mode=disabled"]), progress=False)
+    return run / "checkpoints" / "last"
+
+
+def test_a_checkpoint_keeps_its_physical_commands_on_a_scenario_with_wider_ranges(tmp_path):
+    """Trained at ±0.15 rad (highway), driving racetrack (±0.8 rad): every output is rescaled so the
+    front wheels turn exactly as far as they would have on the highway."""
+    from driving.policy import load_policy
+    from sim import get_scenario
+
+    policy = load_policy(_trained(tmp_path, 0.15), device="cpu")
+    obs = {"camera": np.random.default_rng(0).integers(0, 255, (3, 2, 32, 16), dtype=np.uint8),
+           "speed": np.array([10.0, 20.0, 30.0], dtype=np.float32)}
+    assert policy.for_scenario(get_scenario("highway")) is policy
+    track = get_scenario("racetrack")
+    scaled = policy.for_scenario(track)
+    own = np.clip(policy.act(obs), -1, 1)
+    got = scaled.act(obs)
+    assert np.allclose(got[:, 0] * track.action.steer_range, own[:, 0] * 0.15, atol=1e-6)
+    assert np.allclose(got[:, 1] * track.action.accel_range, own[:, 1] * 6.0, atol=1e-6)
+    r = evaluate(str(_trained(tmp_path, 0.15)), cfg(tmp_path / "ev", "scenario=racetrack"), progress=False)
+    assert r["result"]["scenarios"]["racetrack"]["episodes"]["policy"][0]["steps"] == 8
+
+
+def test_a_checkpoint_is_refused_where_the_scenario_cannot_execute_its_commands(tmp_path):
+    ckpt = _trained(tmp_path, 0.8)  # trained to steer up to ±0.8 rad; the highway allows ±0.15
+    with pytest.raises(UserError, match=r"steering ±0.15 rad \(trained ±0.8\)"):
+        evaluate(str(ckpt), cfg(tmp_path / "ev"), progress=False)
+    assert not (tmp_path / "ev").exists()  # refused before any work
