@@ -5,30 +5,46 @@ import html
 from pathlib import Path
 
 from driving import atomic
+from driving.rollout import worst as worst_rows
 
 ROWS = [("driving_score", "driving score", "{:.3f}"), ("success_rate", "success rate", "{:.0%}"),
         ("collision_rate", "collision rate", "{:.0%}"), ("offroad_episode_rate", "episodes off road", "{:.0%}"),
         ("route_completion", "route completion", "{:.3f}"), ("mean_speed", "mean speed m/s", "{:.1f}"),
         ("distance_m", "distance m", "{:.0f}"), ("offroad_fraction", "off-road fraction", "{:.3f}"),
         ("mean_abs_long_accel", "mean abs long. accel m/s²", "{:.2f}"),
-        ("mean_abs_lat_accel", "mean abs lat. accel m/s²", "{:.2f}"), ("rms_jerk", "RMS jerk m/s³", "{:.1f}")]
+        ("mean_abs_lat_accel", "mean abs lat. accel m/s²", "{:.2f}"), ("rms_jerk", "RMS jerk m/s³", "{:.1f}"),
+        ("lane_changes", "lane changes per episode", "{:.2f}"), ("min_ttc_s", "min time-to-collision s", "{:.1f}"),
+        ("min_headway_s", "min time headway s", "{:.2f}")]
+# rates are per-seed booleans in the paired differences
+PAIRED_KEY = {"success_rate": "success", "collision_rate": "crashed"}
 
 
-def _cell(agg: dict, fmt: str) -> str:
-    return f"{fmt.format(agg['mean'])} [{fmt.format(agg['ci_low'])}, {fmt.format(agg['ci_high'])}]"
+def _cell(agg: dict | None, fmt: str, sign: bool = False) -> str:
+    if agg is None:
+        return "–"
+    f = fmt.replace("{:", "{:+") if sign else fmt
+    return f"{f.format(agg['mean'])} [{f.format(agg['ci_low'])}, {f.format(agg['ci_high'])}]"
 
 
-def table_rows(agg_policy: dict, agg_expert: dict) -> list[tuple[str, str, str]]:
-    return [(label, _cell(agg_policy[key], fmt), _cell(agg_expert[key], fmt)) for key, label, fmt in ROWS]
+def table_rows(agg_policy: dict, agg_expert: dict, paired: dict | None = None) -> list[tuple[str, ...]]:
+    """(label, policy, expert, policy - expert on the same seeds) for every metric the results hold."""
+    paired = paired or {}
+    return [(label, _cell(agg_policy[key], fmt), _cell(agg_expert[key], fmt),
+             _cell(paired.get(PAIRED_KEY.get(key, key)), fmt, sign=True))
+            for key, label, fmt in ROWS if key in agg_policy and key in agg_expert]
+
+
+def _rows(s: dict) -> list[tuple[str, ...]]:
+    return table_rows(s["aggregate"]["policy"], s["aggregate"]["expert"], s.get("paired"))
 
 
 def text_table(result: dict) -> str:
-    """The metric table of every scenario, policy beside expert, for a terminal."""
+    """The metric table of every scenario, policy beside expert and their paired difference."""
     lines = []
     for name, s in result["scenarios"].items():
         n = len(s["episodes"]["policy"])
-        lines.append(f"\n{name}: {n} episodes".ljust(31) + f"{'policy':26} expert")
-        lines += [f"  {a:27} {b:26} {c}" for a, b, c in table_rows(s["aggregate"]["policy"], s["aggregate"]["expert"])]
+        lines.append(f"\n{name}: {n} episodes".ljust(31) + f"{'policy':26} {'expert':26} policy - expert")
+        lines += [f"  {a:27} {b:26} {c:26} {d}" for a, b, c, d in _rows(s)]
     return "\n".join(lines)
 
 
@@ -36,12 +52,14 @@ def markdown(result: dict) -> str:
     lines = [f"# Closed-loop evaluation: {result['policy']}", "",
              f"checkpoint: `{result['checkpoint']}`  ", f"trained on: {result.get('trained_on')}  ",
              f"episodes per scenario: {result['config']['episodes']} (seeds from {result['config']['seed']})  ",
-             "values: mean [95% CI]; rates use Wilson intervals. Driving score = route completion "
-             "(vs the expert on the same seed) x 0.6 if crashed x (1 - off-road fraction).", ""]
+             "values: mean [95% CI]; rates use Wilson intervals; policy - expert: the mean difference on the "
+             "same seeds with a paired t interval. Driving score = route completion "
+             "(vs the expert on the same seed) x 0.6 if crashed x (1 - off-road fraction). Time-to-collision "
+             "and headway: to the vehicle ahead in the ego's lane, capped at 10 s.", ""]
     for name, s in result["scenarios"].items():
-        lines += [f"## {name}", "", "| metric | policy | expert |", "|---|---|---|"]
-        lines += [f"| {a} | {b} | {c} |" for a, b, c in table_rows(s["aggregate"]["policy"], s["aggregate"]["expert"])]
-        worst = sorted(s["episodes"]["policy"], key=lambda r: r["driving_score"])[:5]
+        lines += [f"## {name}", "", "| metric | policy | expert | policy - expert |", "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(s)]
+        worst = worst_rows(s["episodes"]["policy"], 5)
         lines += ["", "Worst episodes:", "", "| seed | score | crashed | off-road | distance m | speed m/s |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['seed']} | {r['driving_score']:.3f} | {r['crashed']} | {r['offroad_fraction']:.2f} | "
@@ -67,9 +85,9 @@ def html_page(result: dict) -> str:
              " Values: mean [95% CI]. Driving score = route completion (vs the expert on the same seed)"
              " &times; 0.6 if crashed &times; (1 &minus; off-road fraction).</p>"]
     for name, s in result["scenarios"].items():
-        parts.append(f"<h2>{e(name)}</h2><table><tr><th>metric</th><th>policy</th><th>expert</th></tr>")
-        parts += [f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(c)}</td></tr>"
-                  for a, b, c in table_rows(s["aggregate"]["policy"], s["aggregate"]["expert"])]
+        parts.append(f"<h2>{e(name)}</h2><table><tr><th>metric</th><th>policy</th><th>expert</th>"
+                     "<th>policy &minus; expert (same seeds)</th></tr>")
+        parts += [f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(c)}</td><td>{e(d)}</td></tr>" for a, b, c, d in _rows(s)]
         parts.append("</table>")
     if result.get("videos"):
         parts.append("<h2>Videos, worst first</h2>")

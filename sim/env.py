@@ -134,6 +134,7 @@ class DrivingEnv(gymnasium.Env):
             "x": float(ego.position[0]),
             "y": float(ego.position[1]),
             "lane": "/".join(str(x) for x in ego.lane_index) if ego.lane_index else "",
+            **self._leader(),
         }
         if self.scene_camera is not None:
             info["scene_frames"] = np.stack(self._scene)
@@ -141,6 +142,19 @@ class DrivingEnv(gymnasium.Env):
             info["expert_action"] = self.expert.act(self.core).astype(np.float32)
             info["expert_saturated"] = self.expert.saturated
         return info
+
+    def _leader(self) -> dict:
+        """Bumper-to-bumper gap (m) to the vehicle ahead in the ego's lane and the speed at which it
+        closes (m/s, > 0 when approaching); inf and 0 when there is none."""
+        ego = self.ego
+        front, _ = self.road.neighbour_vehicles(ego, ego.lane_index) if ego.lane_index else (None, None)
+        if front is None:
+            return {"gap_ahead": float("inf"), "closing_speed": 0.0}
+        between = np.asarray(front.position, dtype=np.float64) - ego.position
+        dist = float(np.linalg.norm(between))
+        u = between / dist if dist > 1e-9 else np.array([np.cos(ego.heading), np.sin(ego.heading)])
+        gap = dist - (getattr(front, "LENGTH", 5.0) + getattr(ego, "LENGTH", 5.0)) / 2
+        return {"gap_ahead": gap, "closing_speed": float((ego.velocity - front.velocity) @ u)}
 
     def render(self):
         if self.render_mode == "rgb_array":

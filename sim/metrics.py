@@ -46,6 +46,7 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
     score = completion * (CRASH_PENALTY if crashed else 1.0) * (1.0 - offroad_fraction)
     ended_properly = truncated or (terminated and not crashed)
     return {
+        **decision_metrics(steps),
         "steps": int(n_actions),
         "duration_s": float(duration),
         "crashed": crashed,
@@ -65,6 +66,31 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
     }
 
 
+TTC_CAP_S = 10.0  # time-to-collision and headway above this count as this (nothing close ahead)
+
+
+def decision_metrics(steps: dict) -> dict:
+    """Lane changes (the lane changes within one road segment), the minimum time-to-collision
+    (gap / closing speed while closing) and the minimum time headway (gap / own speed) to the vehicle
+    ahead in the ego's lane, both capped at TTC_CAP_S. Empty for records without these facts."""
+    out = {}
+    lanes = steps.get("lane")
+    if lanes is not None:
+        parts = [str(lane).rsplit("/", 1) for lane in lanes]
+        out["lane_changes"] = int(sum(1 for a, b in zip(parts, parts[1:])
+                                      if len(a) == len(b) == 2 and a[0] == b[0] and a[1] != b[1]))
+    if steps.get("gap_ahead") is not None:
+        gap = np.maximum(np.asarray(steps["gap_ahead"], dtype=np.float64), 0.0)
+        closing = np.asarray(steps["closing_speed"], dtype=np.float64)
+        speed = np.asarray(steps["speed"], dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ttc = np.where(closing > 1e-6, gap / closing, np.inf)
+            headway = np.where(speed > 1e-6, gap / speed, np.inf)
+        out["min_ttc_s"] = float(min(TTC_CAP_S, np.min(ttc))) if len(ttc) else TTC_CAP_S
+        out["min_headway_s"] = float(min(TTC_CAP_S, np.min(headway))) if len(headway) else TTC_CAP_S
+    return out
+
+
 def _mean_abs(x: np.ndarray) -> float:
     return float(np.mean(np.abs(x))) if len(x) else 0.0
 
@@ -73,16 +99,60 @@ def _max_abs(x: np.ndarray) -> float:
     return float(np.max(np.abs(x))) if len(x) else 0.0
 
 
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def _t_cdf(t: float, dof: int) -> float:
+    tail = 0.5 * _betainc(dof / 2, 0.5, dof / (dof + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
 def _t_quantile(p: float, dof: int) -> float:
-    """Student-t quantile via the Cornish-Fisher expansion (exact enough for CIs, no scipy)."""
-    z = _normal_quantile(p)
+    """Student-t quantile, exact to ~1e-12 (bisection on the CDF; no scipy)."""
     if dof <= 0:
         return float("nan")
-    g1 = (z ** 3 + z) / 4
-    g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
-    g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
-    g4 = (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160
-    return z + g1 / dof + g2 / dof ** 2 + g3 / dof ** 3 + g4 / dof ** 4
+    if p < 0.5:
+        return -_t_quantile(1 - p, dof)
+    lo, hi = 0.0, 1.0
+    while _t_cdf(hi, dof) < p:
+        lo, hi = hi, hi * 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _t_cdf(mid, dof) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-13 * hi:
+            break
+    return 0.5 * (lo + hi)
 
 
 def _normal_quantile(p: float) -> float:
@@ -135,7 +205,8 @@ def rate_ci(successes, level: float = 0.95) -> dict:
 
 RATE_KEYS = {"success_rate": "success", "collision_rate": "crashed"}
 MEAN_KEYS = ("driving_score", "route_completion", "mean_speed", "distance_m", "offroad_fraction",
-             "offroad_time_s", "mean_abs_long_accel", "mean_abs_lat_accel", "rms_jerk", "max_abs_jerk")
+             "offroad_time_s", "mean_abs_long_accel", "mean_abs_lat_accel", "rms_jerk", "max_abs_jerk",
+             "lane_changes", "min_ttc_s", "min_headway_s")
 UNIT_KEYS = ("driving_score", "route_completion", "offroad_fraction")
 
 
@@ -144,6 +215,20 @@ def aggregate(rows: list[dict]) -> dict:
     out = {k: rate_ci([r[src] for r in rows]) for k, src in RATE_KEYS.items()}
     out["offroad_episode_rate"] = rate_ci([r["offroad_fraction"] > 0 for r in rows])
     for k in MEAN_KEYS:
-        hi = 1.0 if k in UNIT_KEYS else math.inf
-        out[k] = mean_ci([r[k] for r in rows], lo=0.0, hi=hi)  # every listed metric is >= 0
+        if rows and all(k in r for r in rows):  # decision metrics: absent from older records
+            hi = 1.0 if k in UNIT_KEYS else math.inf
+            out[k] = mean_ci([r[k] for r in rows], lo=0.0, hi=hi)  # every listed metric is >= 0
+    return out
+
+
+def paired_differences(policy_rows: list[dict], expert_rows: list[dict]) -> dict:
+    """Policy minus expert on the same seeds, per metric: mean with a paired Student-t 95% interval
+    (the per-seed differences' own spread, so seed-to-seed variation in difficulty cancels)."""
+    expert = {(r.get("scenario"), r["seed"]): r for r in expert_rows}
+    pairs = [(p, expert[(p.get("scenario"), p["seed"])]) for p in policy_rows
+             if (p.get("scenario"), p["seed"]) in expert]
+    out = {}
+    for k in (*RATE_KEYS.values(), *MEAN_KEYS):
+        if pairs and all(k in p and k in e for p, e in pairs):
+            out[k] = mean_ci([float(p[k]) - float(e[k]) for p, e in pairs])
     return out

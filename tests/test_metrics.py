@@ -83,3 +83,44 @@ def test_aggregate_has_the_contract_keys():
     assert agg["collision_rate"]["mean"] == 0.5 and agg["success_rate"]["mean"] == 0.5
     assert agg["mean_speed"]["mean"] == pytest.approx(15.0)
     assert not math.isnan(agg["driving_score"]["ci_low"])
+
+
+@pytest.mark.parametrize("p, dof, exact", [
+    (0.975, 1, 12.7062047362), (0.975, 2, 4.30265272975), (0.975, 5, 2.57058183661),
+    (0.975, 30, 2.04227245630), (0.995, 3, 5.84090930973), (0.025, 4, -2.77644510520),
+])
+def test_t_quantiles_are_exact_for_small_samples(p, dof, exact):
+    """Tabulated values (R's qt): the old Cornish-Fisher series was 11% too narrow at n = 2."""
+    assert _t_quantile(p, dof) == pytest.approx(exact, rel=1e-9)
+
+
+def test_decision_metrics_count_lane_changes_and_the_closest_approach():
+    from sim.metrics import decision_metrics
+
+    steps = {
+        # two lane changes on segment 0/1, then a new segment (not a lane change), an empty lane id
+        "lane": ["0/1/0", "0/1/0", "0/1/1", "0/1/2", "1/2/2", "", "1/2/2"],
+        "gap_ahead": [40.0, 30.0, 20.0, np.inf, 12.0, 30.0, 30.0],
+        "closing_speed": [5.0, 5.0, 10.0, 0.0, -3.0, 0.0, 0.0],
+        "speed": [20.0, 20.0, 20.0, 20.0, 24.0, 20.0, 0.0],
+    }
+    m = decision_metrics(steps)
+    assert m["lane_changes"] == 2
+    assert m["min_ttc_s"] == pytest.approx(2.0)  # 20 m closing at 10 m/s; receding leaders do not count
+    assert m["min_headway_s"] == pytest.approx(0.5)  # 12 m at 24 m/s
+    far = decision_metrics({**steps, "gap_ahead": [np.inf] * 7})
+    assert far["min_ttc_s"] == far["min_headway_s"] == 10.0  # nothing ahead: the cap
+
+
+def test_paired_differences_pair_by_scenario_and_seed():
+    from sim.metrics import paired_differences
+
+    pol = [{"scenario": s, "seed": k, "crashed": k == 1 and s == "a", "success": True, "driving_score": d}
+           for s, k, d in (("a", 0, 0.9), ("a", 1, 0.5), ("b", 0, 0.7))]
+    exp = [{"scenario": s, "seed": k, "crashed": False, "success": True, "driving_score": d}
+           for s, k, d in (("b", 0, 1.0), ("a", 1, 1.0), ("a", 0, 1.0))]
+    d = paired_differences(pol, exp)
+    assert d["driving_score"]["mean"] == pytest.approx((-0.1 - 0.5 - 0.3) / 3)
+    assert d["driving_score"]["n"] == 3 and d["crashed"]["mean"] == pytest.approx(1 / 3)
+    half = 4.30265272975 * np.std([-0.1, -0.5, -0.3], ddof=1) / np.sqrt(3)
+    assert d["driving_score"]["ci_high"] - d["driving_score"]["mean"] == pytest.approx(half)
