@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from driving.errors import UserError
 
@@ -35,15 +37,50 @@ def cmd_collect(ns) -> int:
     return 0
 
 
+@dataclass
+class DataInfoConfig:
+    json: bool = False  # one JSON object instead of a table
+    validate: bool = False  # read every episode file fully
+
+
+@dataclass
+class DataShowConfig:
+    out: Optional[str] = None  # PNG path (default: DATASET/contact_sheet.png)
+    frames: int = 24
+    columns: int = 8
+    seed: int = 0
+
+
+# The flags `data info/show` took before they took key=value like every other command.
+_OLD_FLAGS = {"--json": "json=true", "--validate": "validate=true", "--out": "out=PATH", "--frames": "frames=N",
+              "--columns": "columns=N", "--seed": "seed=N"}
+
+
+def _data_config(schema, ns):
+    from driving.config import load_config
+
+    for flag, new in _OLD_FLAGS.items():
+        if getattr(ns, "old_" + flag[2:], None) is not None:
+            raise UserError(f"driving data {ns.data_command} takes key=value, not {flag}: "
+                            f"driving data {ns.data_command} DATASET {new}")
+    return load_config(schema, None, ns.overrides)
+
+
+def _old_flags(parser) -> None:
+    for flag in _OLD_FLAGS:  # accepted only to be refused with a pointer to the new form
+        parser.add_argument(flag, nargs="?", const="", dest="old_" + flag[2:], help=argparse.SUPPRESS)
+
+
 def cmd_data_info(ns) -> int:
     from driving.data.format import Dataset
     from driving.data.stats import dataset_stats, format_stats
 
+    cfg = _data_config(DataInfoConfig, ns)
     ds = Dataset.open(ns.dataset)
-    if ns.validate:
+    if cfg.validate:
         ds.validate()
     stats = dataset_stats(ds)
-    print(json.dumps(stats) if ns.json else format_stats(stats))
+    print(json.dumps(stats) if cfg.json else format_stats(stats))
     return 0
 
 
@@ -51,9 +88,10 @@ def cmd_data_show(ns) -> int:
     from driving.data.contact_sheet import write_contact_sheet
     from driving.data.format import Dataset
 
+    cfg = _data_config(DataShowConfig, ns)
     ds = Dataset.open(ns.dataset)
-    out = Path(ns.out) if ns.out else Path(ns.dataset) / "contact_sheet.png"
-    write_contact_sheet(ds, out, n=ns.frames, columns=ns.columns, seed=ns.seed)
+    out = Path(cfg.out) if cfg.out else Path(ns.dataset) / "contact_sheet.png"
+    write_contact_sheet(ds, out, n=cfg.frames, columns=cfg.columns, seed=cfg.seed)
     print(out)
     return 0
 
@@ -83,14 +121,28 @@ def cmd_gap(ns) -> int:
 
 
 def cmd_eval(ns) -> int:
-    from driving.config import load_config
     from driving.evaluate import EvalConfig, evaluate
     from driving.report import text_table
 
-    cfg = load_config(EvalConfig, None, ns.overrides)
+    cfg = _config_from_args(EvalConfig, ns)
+    if cfg is None:
+        return 0
     r = evaluate(ns.checkpoint, cfg, progress=not ns.quiet)
     print(text_table(r["result"]))
     print(f"\n{r['out']}/eval.json  {r['out']}/report.html")
+    return 0
+
+
+def cmd_scoreboard(ns) -> int:
+    from driving.scoreboard import ScoreboardConfig, markdown, run_scoreboard
+
+    cfg = _config_from_args(ScoreboardConfig, ns)
+    if cfg is None:
+        return 0
+    board = run_scoreboard(cfg, progress=not ns.quiet,
+                           command="driving scoreboard " + " ".join(ns.args))
+    print("\n" + markdown(board))
+    print(f"{cfg.out}/scoreboard.json  {cfg.out}/scoreboard.md")
     return 0
 
 
@@ -146,12 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="one JSON object (fractions) instead of a table")
 
     e = sub.add_parser("eval", help="closed loop -> metrics, report, videos",
-                       description="driving eval CHECKPOINT|expert [key=value ...]  (keys: scenario, "
-                                   "episodes, workers, seed, out, max_steps, videos, saliency, device, env.*)")
+                       description="driving eval CHECKPOINT|expert [CONFIG.yaml] [key=value ...]  (keys: "
+                                   "scenario, episodes, workers, seed, out, max_steps, videos, saliency, device, "
+                                   "expert_perception, env.*; configs/eval/ has examples)")
     e.add_argument("checkpoint", help="runs/NAME/checkpoints/last, a step folder, a run folder, or 'expert'")
-    e.add_argument("overrides", nargs="*", metavar="key=value")
+    e.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value")
+    e.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_eval)
+
+    _config_command(sub, "scoreboard", cmd_scoreboard, "collect -> train -> eval per scenario and training seed",
+                    "driving scoreboard [CONFIG.yaml] [key=value ...]  (keys: scenario (a comma list), seeds "
+                    "(training seeds), out, size (auto|cpu|cuda: the demo's sizes per machine), collect.*, "
+                    "train.*, eval.* (extra keys of each stage)). Resumes after a kill; writes "
+                    "scoreboard.json and scoreboard.md.")
 
     v = sub.add_parser("video", help="render rollouts of an evaluation, or dataset episodes, to mp4",
                        description="driving video EVAL_DIR|DATASET [key=value ...]  (keys: episodes, "
@@ -161,17 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_video)
 
     d = sub.add_parser("data", help="inspect a dataset").add_subparsers(dest="data_command", required=True)
-    i = d.add_parser("info", help="counts, outcomes, action and speed statistics")
+    i = d.add_parser("info", help="counts, outcomes, action and speed statistics",
+                     description="driving data info DATASET [json=true] [validate=true]")
     i.add_argument("dataset")
-    i.add_argument("--json", action="store_true", help="one JSON object instead of a table")
-    i.add_argument("--validate", action="store_true", help="read every episode file fully")
+    i.add_argument("overrides", nargs="*", metavar="key=value")
+    _old_flags(i)
     i.set_defaults(func=cmd_data_info)
-    s = d.add_parser("show", help="PNG contact sheet of sampled frames with their actions")
+    s = d.add_parser("show", help="PNG contact sheet of sampled frames with their actions",
+                     description="driving data show DATASET [out=PNG] [frames=24] [columns=8] [seed=0]")
     s.add_argument("dataset")
-    s.add_argument("--out", help="PNG path (default: DATASET/contact_sheet.png)")
-    s.add_argument("--frames", type=int, default=24)
-    s.add_argument("--columns", type=int, default=8)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("overrides", nargs="*", metavar="key=value")
+    _old_flags(s)
     s.set_defaults(func=cmd_data_show)
 
     dm = sub.add_parser("demo", help="the whole pipeline on built-in defaults (README's main job)")

@@ -31,6 +31,22 @@ def build_env(scenario: str, camera, max_steps: int | None = None, scene_camera=
                       env_overrides=dict(env or {}))
 
 
+def probe_env(scenario: str, camera, max_steps: int | None = None, env: dict | None = None,
+              expert: dict | None = None) -> None:
+    """Build and reset the env once in this process, so that a bad `env.*`, `expert.*` or `camera.*`
+    value is one UserError here rather than a traceback inside a worker."""
+    from driving.errors import UserError
+
+    try:
+        probe = build_env(scenario, camera, max_steps, env=env, expert=expert)
+        try:
+            probe.reset(seed=0)
+        finally:
+            probe.close()
+    except (ValueError, TypeError) as e:
+        raise UserError(f"bad config for scenario {scenario}: {e}") from None
+
+
 def _slim(info: dict) -> dict:
     return {k: info[k] for k in INFO_KEYS if k in info}
 

@@ -19,12 +19,12 @@ from tqdm import tqdm
 from driving import atomic
 from driving.baselines import ExpertPolicy
 from driving.config import to_dict
-from driving.envpool import EnvPool
+from driving.envpool import EnvPool, probe_env
 from driving.errors import UserError
-from driving.rollout import EpisodeRecorder, as_actor, batch_of
+from driving.rollout import EpisodeRecorder, as_actor, batch_of, worst
 from sim import CameraConfig, UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
-from sim.metrics import aggregate, episode_metrics
+from sim.metrics import aggregate, episode_metrics, paired_differences
 
 EVAL_SEED = 1_000_000  # evaluation seeds start here; collection seeds (from 0) never reach them
 
@@ -184,6 +184,10 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
     out = Path(cfg.out) if cfg.out else default_out(checkpoint, cfg)
     seeds = seeds_for(cfg)
     is_expert = checkpoint == "expert"
+    for name in cfg.scenarios:  # every user error before any work starts
+        probe_env(name, camera, cfg.max_steps, cfg.env, {"perception": cfg.expert_perception})
+        if not is_expert:
+            policy.for_scenario(get_scenario(name))  # action ranges it cannot drive are refused
     result = {
         "checkpoint": "expert" if is_expert else str(policy.path),
         "policy": "expert" if is_expert else meta["model"],
@@ -213,7 +217,7 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
                 policy_rows = expert_rows
                 actions.update({actions_key(name, r["seed"], "policy"): r["actions"] for r in expert_records})
             else:
-                policy_records = run_episodes(policy, name, seeds, camera, cfg.workers, cfg.max_steps,
+                policy_records = run_episodes(policy.for_scenario(sc), name, seeds, camera, cfg.workers, cfg.max_steps,
                                               progress, f"{name} policy", pool=pool)
                 policy_rows = score_records(policy_records, name, dt, reference)
                 actions.update({actions_key(name, r["seed"], "policy"): r["actions"] for r in policy_records})
@@ -221,10 +225,12 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         result["scenarios"][name] = {
             "episodes": {"policy": policy_rows, "expert": expert_rows},
             "aggregate": {"policy": aggregate(policy_rows), "expert": aggregate(expert_rows)},
+            "paired": paired_differences(policy_rows, expert_rows),
         }
         all_rows["policy"] += policy_rows
         all_rows["expert"] += expert_rows
     result["aggregate"] = {k: aggregate(v) for k, v in all_rows.items()}
+    result["paired"] = paired_differences(all_rows["policy"], all_rows["expert"])
     from driving.report import write_reports
 
     # The metrics are on disk before any video is rendered: a failure while filming loses nothing.
@@ -249,11 +255,6 @@ def actions_key(scenario: str, seed: int, who: str) -> str:
 def split_actions_key(key: str) -> tuple[str, int, str]:
     scenario, seed, who = key.rsplit("__", 2)
     return scenario, int(seed), who
-
-
-def worst(rows: list[dict], n: int) -> list[dict]:
-    """The one definition of "worst": lowest driving score, crashes before others, then by seed."""
-    return sorted(rows, key=lambda r: (r["driving_score"], not r["crashed"], r["seed"]))[:n]
 
 
 def worst_episodes(result: dict, n: int, who: str = "policy") -> list[dict]:

@@ -25,7 +25,7 @@ import numpy as np
 # Facts of every state visited (T + 1 per episode, the initial state included): what metrics,
 # datasets and videos read. The env's info carries them (sim/env.py).
 STATE_FACTS = ("speed", "progress", "on_road", "crashed", "heading", "lane_offset", "x", "y", "time",
-               "expert_saturated")
+               "expert_saturated", "lane", "gap_ahead", "closing_speed")
 
 
 @dataclass
@@ -159,6 +159,11 @@ def check_same_episode(record: dict, row: dict, what: str) -> None:
         diffs.append(f"distance: scored {row['distance_m']:.3f} m, re-simulated {distance:.3f} m")
     if diffs:
         raise EpisodeMismatch(f"{what} does not match its scored row ({'; '.join(diffs)})")
+
+
+def worst(rows: list[dict], n: int) -> list[dict]:
+    """The one definition of "worst": lowest driving score, crashes before others, then by seed."""
+    return sorted(rows, key=lambda r: (r["driving_score"], not r["crashed"], r["seed"]))[:n]
 
 
 def as_actor(policy_or_actor):

@@ -441,7 +441,14 @@ class ClosedLoopMonitor:
 
     def __init__(self, cfg: TrainConfig, ds: Dataset, run_dir: Path, device: torch.device, meta: dict):
         self.cfg = cfg.eval
+        from driving.policy import action_scale
+        from sim import UnknownScenarioError, get_scenario
+
         self.scenario = cfg.eval.scenario or ds.meta["scenario"]["name"]
+        try:  # before the first training step, not at the first evaluation
+            action_scale(meta, get_scenario(self.scenario), "this run")
+        except UnknownScenarioError as e:
+            raise UserError(f"eval.scenario: {e}") from None
         self.seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
         self.camera = dict(ds.meta["camera"])
         self.camera["stack"] = max(self.camera.get("stack", 1), cfg.net.stack)
@@ -470,7 +477,7 @@ class ClosedLoopMonitor:
             recs = run_episodes(ExpertPolicy(), **run)
             self.reference = {r["seed"]: r["distance_m"] for r in score_records(recs, self.scenario, dt, None)}
         was_training = model.training
-        policy = policy_from_model(model.eval(), self.meta, self.device)
+        policy = policy_from_model(model.eval(), self.meta, self.device).for_scenario(get_scenario(self.scenario))
         try:
             recs = run_episodes(policy, **run)
             rows = score_records(recs, self.scenario, dt, self.reference)

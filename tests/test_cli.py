@@ -26,7 +26,7 @@ def test_collect_prints_a_summary(cli_dataset, capsys):
 
 
 def test_data_info_json_has_contract_keys(cli_dataset, capsys):
-    assert main(["data", "info", str(cli_dataset), "--json"]) == 0
+    assert main(["data", "info", str(cli_dataset), "json=true"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["episodes"] == 2
     assert info["frames"] == 20
@@ -36,7 +36,7 @@ def test_data_info_json_has_contract_keys(cli_dataset, capsys):
 
 def test_data_show_writes_a_contact_sheet_of_real_frames(cli_dataset, tmp_path, capsys):
     png = tmp_path / "sheet.png"
-    assert main(["data", "show", str(cli_dataset), "--out", str(png), "--frames", "6", "--columns", "3"]) == 0
+    assert main(["data", "show", str(cli_dataset), f"out={png}", "frames=6", "columns=3"]) == 0
     img = cv2.imread(str(png))
     assert img is not None and img.shape[0] > 2 * 128 and img.shape[1] > 3 * 64
     # the tiles hold the road (grey) and the ego (white, 255) as drawn by the camera
@@ -49,6 +49,16 @@ def test_data_show_writes_a_contact_sheet_of_real_frames(cli_dataset, tmp_path, 
     (["collect", "bogus=1"], "unknown config key 'bogus'"),
     (["collect", "missing.yaml"], "config file missing.yaml not found"),
     (["data", "info", "/nonexistent/ds"], "not found"),
+    # simulator keys are checked in this process before any worker starts, whatever the workers
+    (["collect", "env.bogus=1", "workers=2", "out=/tmp/never"], "unknown highway-env config key 'bogus'"),
+    (["collect", "expert.bogus=1", "workers=2", "out=/tmp/never"], "unknown expert config keys ['bogus']"),
+    (["eval", "expert", "env.bogus=1", "workers=2", "out=/tmp/never"], "unknown highway-env config key 'bogus'"),
+    (["eval", "expert", "expert_perception=psychic", "out=/tmp/never"], "expert_perception must be one of"),
+    (["eval", "expert", "missing.yaml"], "config file missing.yaml not found"),
+    # one config style: the old flags of `data info/show` point to their key=value form
+    (["data", "info", "/nonexistent/ds", "--json"], "not --json: driving data info DATASET json=true"),
+    (["data", "show", "/nonexistent/ds", "--frames", "6"], "not --frames: driving data show DATASET frames=N"),
+    (["eval", "expert", "scenario=roundabout", "env.vehicles_count=lots", "out=/tmp/never"], "bad config"),
 ])
 def test_user_errors_are_one_line(args, needle, capsys):
     assert main(args) == 2
@@ -72,3 +82,27 @@ def test_demo_runs_the_whole_pipeline_at_tiny_scale(tmp_path, capsys):
     info = probe_video(video)
     assert info["codec"] == "h264" and info["frames"] > 5
     assert (tmp_path / "demo" / "data_contact_sheet.png").is_file()
+
+
+def test_scoreboard_runs_every_stage_per_seed_and_resumes_without_redoing_work(tmp_path, capsys):
+    out = tmp_path / "board"
+    args = ["scoreboard", "scenario=highway", "seeds=[0,1]", "size=cpu", f"out={out}",
+            "collect.episodes=2", "collect.max_steps=6", "train.steps=2", "train.batch_size=4",
+            "train.val_every=1", "train.checkpoint_every=1", "train.device=cpu",
+            "eval.episodes=2", "eval.max_steps=6", "eval.videos=0", "eval.workers=1", "-q"]
+    assert main(args) == 0
+    board = json.loads((out / "scoreboard.json").read_text())
+    row = board["scenarios"]["highway"]
+    assert row["training_seeds"] == [0, 1] and row["eval_episodes"] == 2
+    assert row["policy"]["driving_score"]["n"] == 2 and 0 <= row["policy"]["driving_score"]["mean"] <= 1
+    assert row["expert"]["driving_score"]["mean"] == 1.0
+    assert board["hardware"]["cpu_cores"] >= 1 and board["command"].startswith("driving scoreboard")
+    table = (out / "scoreboard.md").read_text()
+    assert "| highway |" in table and "driving scoreboard" in table
+    weights = [json.loads((out / "highway" / f"seed{s}" / "run" / "checkpoints" / "last" / "policy.json")
+                          .read_text())["train_config"]["seed"] for s in (0, 1)]
+    assert weights == [0, 1]
+    evals = {s: (out / "highway" / f"seed{s}" / "eval" / "eval.json").stat().st_mtime_ns for s in (0, 1)}
+    assert main(args) == 0  # a second run finds everything done
+    assert {s: (out / "highway" / f"seed{s}" / "eval" / "eval.json").stat().st_mtime_ns for s in (0, 1)} == evals
+    assert "scoreboard.md" in capsys.readouterr().out

@@ -1,0 +1,183 @@
+"""`driving scoreboard`: collect -> train -> evaluate for a list of scenarios and training seeds,
+sized to the machine, resumable, summarised as scoreboard.json and scoreboard.md.
+
+Per scenario one dataset (collection seeds from 0); per training seed one run and one evaluation on
+the same held-out seeds, of `checkpoints/best` where training evaluated closed loop, else `last`.
+Every stage resumes by itself (collection and training pick up where they stopped; a finished
+evaluation of the same checkpoint and config is kept), so re-running the command after a kill
+finishes the job. The table gives, per scenario, the mean over training seeds with a 95% interval
+and the expert on the same evaluation seeds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from driving import atomic
+from driving.config import load_config, to_dict
+from driving.errors import UserError
+
+ALL = "highway,highway-dense,merge,roundabout,racetrack,intersection"
+SUMMARY = ("driving_score", "collision_rate", "success_rate", "lane_changes", "mean_abs_lat_accel", "min_ttc_s")
+
+
+@dataclass
+class ScoreboardConfig:
+    scenario: str = ALL  # a comma list
+    seeds: list[int] = field(default_factory=lambda: [0])  # training seeds
+    out: str = "runs/scoreboard"
+    size: str = "auto"  # auto (cuda when torch sees a GPU) | cpu | cuda: the demo's sizes per machine
+    collect: dict[str, Any] = field(default_factory=dict)  # extra `driving collect` keys, e.g. episodes
+    train: dict[str, Any] = field(default_factory=dict)  # extra `driving train` keys
+    eval: dict[str, Any] = field(default_factory=dict)  # extra `driving eval` keys
+
+    def __post_init__(self):
+        if self.size not in ("auto", "cpu", "cuda"):
+            raise ValueError("size must be auto, cpu or cuda")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one training seed, e.g. seeds=[0,1,2]")
+
+    @property
+    def scenarios(self) -> list[str]:
+        return [s.strip() for s in self.scenario.split(",") if s.strip()]
+
+
+def _dotted(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _dotted(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}={json.dumps(v) if isinstance(v, (list, bool)) or v is None else v}")
+    return out
+
+
+def hardware() -> dict:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu_cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def plan(cfg: ScoreboardConfig) -> tuple[str, dict]:
+    from driving.demo import SIZES, demo_sizes
+
+    if cfg.size == "auto":
+        return demo_sizes()
+    if cfg.size == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("size=cuda but torch sees no CUDA GPU: use size=auto or size=cpu")
+    return cfg.size, SIZES[cfg.size]
+
+
+def run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | None = None) -> dict:
+    from driving.data.collect import CollectConfig, collect
+    from driving.evaluate import EvalConfig, evaluate
+    from driving.train import TrainConfig, train
+    from sim import UnknownScenarioError, get_scenario
+
+    for name in cfg.scenarios:
+        try:
+            get_scenario(name)
+        except UnknownScenarioError as e:
+            raise UserError(str(e)) from None
+    if not cfg.scenarios:
+        raise UserError("no scenario given: e.g. scenario=highway,intersection")
+    found, sizes = plan(cfg)
+    out = Path(cfg.out)
+    # every config is resolved (and every bad key refused) before the first stage runs
+    stages = {}
+    for name in cfg.scenarios:
+        data = out / name / "data"
+        c = load_config(CollectConfig, None, [f"scenario={name}", f"out={data}", *sizes["collect"],
+                                              *_dotted(cfg.collect)])
+        runs = []
+        for seed in cfg.seeds:
+            run = out / name / f"seed{seed}"
+            t = load_config(TrainConfig, None, [f"dataset={data}", f"out={run / 'run'}", f"seed={seed}",
+                                                "wandb.mode=offline", *sizes["train"], *_dotted(cfg.train)])
+            e = load_config(EvalConfig, None, [f"scenario={name}", f"out={run / 'eval'}", *sizes["eval"],
+                                               *_dotted(cfg.eval)])
+            runs.append((seed, t, e))
+        stages[name] = (c, runs)
+    print(f"scoreboard sizes for {found}: " + "; ".join(f"{k} " + " ".join(v) for k, v in sizes.items()))
+    t0 = time.perf_counter()
+    for name, (c, runs) in stages.items():
+        print(f"== {name}: collect {c.episodes} episodes")
+        collect(c, progress=progress)
+        for seed, t, e in runs:
+            print(f"== {name}: train seed {seed} ({t.steps} steps), evaluate {e.episodes} seeds")
+            result = train(t, progress=progress)
+            ckpts = Path(result["run_dir"]) / "checkpoints"
+            ckpt = ckpts / ("best" if (ckpts / "best").exists() else "last")
+            done = Path(e.out) / "eval.json"
+            if not _same_evaluation(done, ckpt, e):
+                evaluate(str(ckpt), e, progress=progress)
+    board = summarise(cfg, stages, found, command, time.perf_counter() - t0)
+    atomic.write_json(out / "scoreboard.json", board)
+    atomic.write_bytes(out / "scoreboard.md", markdown(board).encode())
+    return board
+
+
+def _same_evaluation(path: Path, ckpt: Path, e) -> bool:
+    """A finished evaluation of this checkpoint (resolved: `best` may have moved) with this config."""
+    from driving.checkpoint import resolve
+
+    if not path.is_file():
+        return False
+    try:
+        old = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return old.get("checkpoint") == str(resolve(ckpt)) and old.get("config") == to_dict(e) and old.get("videos") \
+        is not None and len(old.get("videos", [])) == min(e.videos, e.episodes)
+
+
+def summarise(cfg: ScoreboardConfig, stages: dict, found: str, command: str | None, wall_s: float) -> dict:
+    from sim.metrics import mean_ci
+
+    rows = {}
+    for name, (_, runs) in stages.items():
+        evals = [json.loads((Path(e.out) / "eval.json").read_text()) for _, _, e in runs]
+        aggs = [ev["scenarios"][name]["aggregate"] for ev in evals]
+        policy = {k: mean_ci([a["policy"][k]["mean"] for a in aggs]) for k in SUMMARY if k in aggs[0]["policy"]}
+        expert = {k: aggs[0]["expert"][k] for k in SUMMARY if k in aggs[0]["expert"]}
+        rows[name] = {"policy": policy, "expert": expert, "training_seeds": [s for s, _, _ in runs],
+                      "eval_episodes": runs[0][2].episodes, "checkpoints": [ev["checkpoint"] for ev in evals]}
+    return {"config": to_dict(cfg), "sizes": found, "hardware": hardware(), "wall_s": wall_s,
+            "command": command or "driving scoreboard " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+            "scenarios": rows}
+
+
+def _cell(m: dict, fmt: str) -> str:
+    if m["n"] <= 1:
+        return fmt.format(m["mean"])
+    return f"{fmt.format(m['mean'])} [{fmt.format(m['ci_low'])}, {fmt.format(m['ci_high'])}]"
+
+
+def markdown(board: dict) -> str:
+    hw = board["hardware"]
+    lines = ["| scenario | driving score | expert | collisions | expert | lane changes/ep | expert "
+             "| mean abs lat. accel m/s² | expert |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in board["scenarios"].items():
+        p, e = r["policy"], r["expert"]
+        lines.append(f"| {name} | {_cell(p['driving_score'], '{:.3f}')} | {e['driving_score']['mean']:.3f} "
+                     f"| {_cell(p['collision_rate'], '{:.0%}')} | {e['collision_rate']['mean']:.0%} "
+                     f"| {_cell(p['lane_changes'], '{:.2f}')} | {e['lane_changes']['mean']:.2f} "
+                     f"| {_cell(p['mean_abs_lat_accel'], '{:.2f}')} | {e['mean_abs_lat_accel']['mean']:.2f} |")
+    first = next(iter(board["scenarios"].values()))
+    lines += ["", f"Policy: mean over training seeds {first['training_seeds']} (95% t interval where there are "
+                  f"several), each evaluated on {first['eval_episodes']} held-out seeds beside the expert. "
+                  f"Sizes: {board['sizes']}. Hardware: {hw['cpu_cores']} CPU cores, GPU {hw['gpu'] or 'none'}, "
+                  f"torch {hw['torch']}. Wall {board['wall_s'] / 60:.1f} min.", "",
+              f"`{board['command']}`"]
+    return "\n".join(lines) + "\n"
