@@ -171,15 +171,20 @@ def default_out(checkpoint: str, cfg: EvalConfig) -> Path:
     return ckpt.parent.parent / "eval" / f"{ckpt.name}_{tag}"
 
 
-def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
-    """Evaluate a checkpoint (or `expert`) closed loop; writes OUT/eval.json and the reports."""
-    for name in cfg.scenarios:
+def check_scenarios(names: list[str]) -> None:
+    """One UserError for an empty list or an unknown name."""
+    for name in names:
         try:
             get_scenario(name)
         except UnknownScenarioError as e:
             raise UserError(str(e)) from None
-    if not cfg.scenarios:
+    if not names:
         raise UserError("no scenario given: e.g. scenario=highway or scenario=highway,racetrack")
+
+
+def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
+    """Evaluate a checkpoint (or `expert`) closed loop; writes OUT/eval.json and the reports."""
+    check_scenarios(cfg.scenarios)
     policy, camera, meta = load_eval_policy(checkpoint, cfg.device)
     out = Path(cfg.out) if cfg.out else default_out(checkpoint, cfg)
     seeds = seeds_for(cfg)

@@ -81,17 +81,10 @@ def plan(cfg: ScoreboardConfig) -> tuple[str, dict]:
 
 def run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | None = None) -> dict:
     from driving.data.collect import CollectConfig, collect
-    from driving.evaluate import EvalConfig, evaluate
+    from driving.evaluate import EvalConfig, check_scenarios, evaluate
     from driving.train import TrainConfig, train
-    from sim import UnknownScenarioError, get_scenario
 
-    for name in cfg.scenarios:
-        try:
-            get_scenario(name)
-        except UnknownScenarioError as e:
-            raise UserError(str(e)) from None
-    if not cfg.scenarios:
-        raise UserError("no scenario given: e.g. scenario=highway,intersection")
+    check_scenarios(cfg.scenarios)
     found, sizes = plan(cfg)
     out = Path(cfg.out)
     # every config is resolved (and every bad key refused) before the first stage runs
