@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from driving.config import load_config
-from driving.data.collect import CollectConfig, NoiseProcess, collect
+from driving.data.collect import CollectConfig, collect
+from driving.rollout import NoiseProcess
 from driving.data.format import Dataset, DatasetError, STEP_KEYS
 from driving.errors import UserError
 

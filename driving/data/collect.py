@@ -27,7 +27,7 @@ from driving.data.format import (
 )
 from driving.envpool import build_env, single_threaded_children
 from driving.errors import UserError
-from driving.rollout import ExpertActor, NoiseProcess, NoiseSpec, play_episode  # noqa: F401 (NoiseProcess: API)
+from driving.rollout import ExpertActor, NoiseSpec, play_episode
 from sim import CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
 
 # The state facts a dataset keeps per step (besides frames and actions).
