@@ -257,13 +257,8 @@ def actions_key(scenario: str, seed: int, who: str) -> str:
     return f"{scenario}__{seed}__{who}"
 
 
-def split_actions_key(key: str) -> tuple[str, int, str]:
-    scenario, seed, who = key.rsplit("__", 2)
-    return scenario, int(seed), who
-
-
-def worst_episodes(result: dict, n: int, who: str = "policy") -> list[dict]:
-    return worst([r for s in result["scenarios"].values() for r in s["episodes"][who]], n)
+def worst_episodes(result: dict, n: int) -> list[dict]:
+    return worst([r for s in result["scenarios"].values() for r in s["episodes"]["policy"]], n)
 
 
 def render_videos(checkpoint, policy, camera, cfg: EvalConfig, result: dict, out: Path,
