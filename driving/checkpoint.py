@@ -72,6 +72,12 @@ def resolve(path: str | Path) -> Path:
     return p
 
 
+def chosen(run_dir: str | Path) -> Path:
+    """The checkpoint a run hands on: `best` where training evaluated closed loop, else `last`."""
+    ckpts = Path(run_dir) / "checkpoints"
+    return ckpts / ("best" if (ckpts / "best").exists() else "last")
+
+
 def load_meta(path: Path) -> dict:
     try:
         return json.loads((Path(path) / "policy.json").read_text())
@@ -84,6 +90,23 @@ def load_tensors(path: Path, name: str, device="cpu") -> dict:
         return torch.load(Path(path) / name, map_location=device, weights_only=False)
     except Exception as e:  # torch raises several types for truncated/corrupt files
         raise UserError(f"{path}/{name} is corrupt ({type(e).__name__}): use another checkpoint") from None
+
+
+def repair_last(ckpt_root: Path) -> str | None:
+    """A `last` pointer whose target is gone is pointed at the newest complete step folder (or removed
+    where there is none), so a run never silently starts again over its own checkpoints. Returns a
+    note saying what was done, or None where `last` was fine."""
+    link = Path(ckpt_root) / "last"
+    if not link.is_symlink() or link.exists():
+        return None
+    complete = sorted(p.name for p in Path(ckpt_root).iterdir() if p.name.isdigit() and p.is_dir()
+                      and all((p / f).is_file() for f in ("policy.json", "weights.pt", "train_state.pt")))
+    target = os.readlink(link)
+    if not complete:
+        link.unlink()
+        return f"{link} pointed at missing {target} and no complete checkpoint is left: starting from step 0"
+    point(ckpt_root, "last", complete[-1])
+    return f"{link} pointed at missing {target}: resuming from {complete[-1]}, the newest complete checkpoint"
 
 
 def clean_temp(ckpt_root: Path) -> None:

@@ -146,6 +146,18 @@ def cmd_scoreboard(ns) -> int:
     return 0
 
 
+def cmd_dagger(ns) -> int:
+    from driving.dagger import DaggerConfig, markdown, run_dagger
+
+    cfg = _config_from_args(DaggerConfig, ns)
+    if cfg is None:
+        return 0
+    board = run_dagger(cfg, progress=not ns.quiet, command="driving dagger " + " ".join(ns.args))
+    print("\n" + markdown(board))
+    print(f"{cfg.out}/rounds.json  {cfg.out}/rounds.md")
+    return 0
+
+
 def cmd_video(ns) -> int:
     from driving.video_cli import video_command
 
@@ -212,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "(training seeds), out, size (auto|cpu|cuda: the demo's sizes per machine), collect.*, "
                     "train.*, eval.* (extra keys of each stage)). Resumes after a kill; writes "
                     "scoreboard.json and scoreboard.md.")
+
+    _config_command(sub, "dagger", cmd_dagger, "DAgger rounds: the student drives, the expert labels its states",
+                    "driving dagger [CONFIG.yaml] [key=value ...]  (keys: scenario, out, dataset (round 0's; "
+                    "default: collected), rounds, beta (expert share per round, e.g. [0.5,0.0]), takeover, "
+                    "noise.*, episodes (per round), round_steps, workers, device, size (auto|cpu|cuda), "
+                    "collect.*, train.*, eval.*; configs/dagger/ has examples). Every round is evaluated on the "
+                    "same seeds; writes rounds.json and rounds.md; resumes after a kill.")
 
     v = sub.add_parser("video", help="render rollouts of an evaluation, or dataset episodes, to mp4",
                        description="driving video EVAL_DIR|DATASET [key=value ...]  (keys: episodes, "

@@ -72,3 +72,16 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> str:
         elif va != vb:
             out.append(f"{prefix}{k}: {va!r} there, {vb!r} now")
     return "; ".join(out)
+
+
+def as_overrides(d: dict, prefix: str = "") -> list[str]:
+    """A nested dict (a stage's extra keys in a YAML file) as `key.sub=value` overrides."""
+    import json
+
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += as_overrides(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}={json.dumps(v) if isinstance(v, (list, bool)) or v is None else v}")
+    return out

@@ -13,6 +13,7 @@ from driving.data.collect import CollectConfig, collect
 from driving.data.contact_sheet import write_contact_sheet
 from driving.data.format import Dataset
 from driving.data.stats import dataset_stats, format_stats
+from driving.errors import UserError
 
 # Sizes per machine: what fits about eight minutes on 2 CPU cores, and more where a CUDA GPU trains.
 SIZES = {
@@ -32,6 +33,18 @@ def demo_sizes() -> tuple[str, dict]:
     if torch.cuda.is_available():
         return f"CUDA GPU ({torch.cuda.get_device_name(0)})", SIZES["cuda"]
     return f"CPU ({os.cpu_count()} cores, no CUDA GPU)", SIZES["cpu"]
+
+
+def sizes_for(size: str) -> tuple[str, dict]:
+    """`auto` (this machine's, as the demo picks them), `cpu` or `cuda` -> (what it is, the sizes)."""
+    if size == "auto":
+        return demo_sizes()
+    if size == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("size=cuda but torch sees no CUDA GPU: use size=auto or size=cpu")
+    return size, SIZES[size]
 
 
 def run_demo(out: str | Path = "runs/demo", overrides: list[str] = (), progress: bool = True) -> dict:

@@ -6,6 +6,7 @@ expert), report.md and report.html (metric table, videos worst first), videos/*.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
@@ -21,7 +22,7 @@ from driving.baselines import ExpertPolicy
 from driving.config import to_dict
 from driving.envpool import EnvPool, probe_env
 from driving.errors import UserError
-from driving.rollout import EpisodeRecorder, as_actor, batch_of, worst
+from driving.rollout import EpisodeRecorder, as_actor, batch_of, finished, worst
 from sim import CameraConfig, UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
 from sim.metrics import aggregate, episode_metrics, paired_differences
@@ -47,6 +48,10 @@ class EvalConfig:
     def __post_init__(self):
         if self.episodes < 1:
             raise ValueError("episodes must be >= 1")
+        if self.workers < 0 or self.videos < 0:
+            raise ValueError("workers and videos must be >= 0 (workers 0: one per core; videos 0: none)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1 (or null for the scenario's own length)")
         if self.saliency not in ("vbp", "gradcam", "none"):
             raise ValueError("saliency must be vbp, gradcam or none")
         if self.expert_perception not in PERCEPTIONS:
@@ -70,15 +75,17 @@ def open_pool(scenario: str, camera: dict, workers: int, n_episodes: int,
 
 def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers: int,
                  max_steps: int | None = None, progress: bool = True, label: str = "",
-                 pool: EnvPool | None = None, keep_frames: bool = False) -> list[dict]:
+                 pool: EnvPool | None = None, keep_frames: bool = False, on_record=None) -> list[dict]:
     """The closed-loop engine: run `policy` (an actor of driving.rollout, or anything with
     `act(batch)`) on every seed; returns the episodes' records (driving.rollout.EpisodeRecorder) in
     seed order. Pass an open `pool` (same scenario, camera, max_steps) to reuse its worker
-    processes across calls; `keep_frames` keeps the newest camera frame of every step (datasets)."""
+    processes across calls; `keep_frames` keeps the newest camera frame of every step (datasets).
+    `on_record(record)` sees each record as its episode ends (e.g. to write it at once); what it
+    returns is kept in its place (e.g. the record without its frames)."""
     if pool is None:
         with open_pool(scenario, camera, workers, len(seeds), max_steps) as own:
             return run_episodes(policy, scenario, seeds, camera, workers, max_steps, progress, label, own,
-                                keep_frames)
+                                keep_frames, on_record)
     actor = as_actor(policy)
     n = min(len(pool), len(seeds))
     queue = deque(enumerate(seeds))
@@ -118,9 +125,11 @@ def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers:
         results = pool.recv_steps(ids)
         steps += len(ids)
         for i, a in zip(ids, actions):
-            k, rec, _ = active[i]
+            k, rec, state = active[i]
             if rec.add(a, *results[i]):
-                records[k] = rec.record()
+                records[k] = finished(actor, rec.record(), state)
+                if on_record is not None:
+                    records[k] = on_record(records[k])
                 del active[i]
                 bar.update(1)
                 bar.set_postfix_str(f"{steps / (time.perf_counter() - t0):.0f} steps/s", refresh=False)
@@ -248,6 +257,22 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         atomic.write_json(out / "eval.json", result)
         write_reports(result, out)
     return {"out": out, "result": result, "timing_s": timing}
+
+
+def finished_evaluation(checkpoint: str | Path, cfg: EvalConfig) -> dict | None:
+    """The result in cfg.out where it is a finished evaluation of this checkpoint (resolved: `best`
+    may have moved) with this config, videos included; else None (it must run)."""
+    from driving.checkpoint import resolve
+
+    path = Path(cfg.out) / "eval.json"
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    same = old.get("checkpoint") == str(resolve(checkpoint)) and old.get("config") == to_dict(cfg)
+    return old if same and len(old.get("videos") or []) == min(cfg.videos, cfg.episodes) else None
 
 
 ACTIONS_FILE = "actions.npz"  # per scored episode: the actions it executed, keyed by actions_key

@@ -2,7 +2,8 @@
 
 An *actor* chooses the executed action from a batch of observations: `start(seed)` makes its
 per-episode state (a noise process, a coin for the expert share), `act(batch, states)` returns
-(B, 2) actions. The batch is what the env gives, plus the expert's label for that state:
+(B, 2) actions; an optional `finish(state)` returns extra per-step arrays for the episode's record
+(the mixture's student actions). The batch is what the env gives, plus the expert's label for that state:
 {"camera": (B, K, H, W[, 3]), "speed": (B,), "expert_action": (B, 2)}.
 
 - `ExpertActor`: the expert's label plus DART noise on what is executed (collection).
@@ -107,7 +108,8 @@ class MixtureActor:
         self.name = f"mixture(beta={beta:g})"
 
     def start(self, seed: int):
-        return {"coin": np.random.default_rng([seed, 0x62657461]), "noise": _noise(self.noise, seed)}
+        return {"coin": np.random.default_rng([seed, 0x62657461]), "noise": _noise(self.noise, seed),
+                "student": [], "expert_chose": []}
 
     def act(self, batch: dict, states: list) -> np.ndarray:
         expert = np.asarray(batch["expert_action"], dtype=np.float32)
@@ -115,8 +117,16 @@ class MixtureActor:
         use_expert = np.array([s["coin"].random() < self.beta for s in states])
         if self.takeover > 0:
             use_expert |= np.abs(student - expert).max(axis=1) > self.takeover
+        for s, a, e in zip(states, student, use_expert):
+            s["student"].append(a)
+            s["expert_chose"].append(bool(e))
         chosen = np.where(use_expert[:, None], expert, student)
         return _perturb(chosen, [s["noise"] for s in states])
+
+    def finish(self, state) -> dict:
+        """What the student chose at every step, and whether the expert's action was taken instead."""
+        return {"student_actions": np.array(state["student"], dtype=np.float32).reshape(-1, 2),
+                "expert_chose": np.array(state["expert_chose"], dtype=bool)}
 
 
 class ReplayActor:
@@ -164,6 +174,13 @@ def check_same_episode(record: dict, row: dict, what: str) -> None:
 def worst(rows: list[dict], n: int) -> list[dict]:
     """The one definition of "worst": lowest driving score, crashes before others, then by seed."""
     return sorted(rows, key=lambda r: (r["driving_score"], not r["crashed"], r["seed"]))[:n]
+
+
+def finished(actor, record: dict, state) -> dict:
+    """The episode's record with the actor's own per-step arrays added (where it has any)."""
+    if hasattr(actor, "finish"):
+        record.update(actor.finish(state))
+    return record
 
 
 def as_actor(policy_or_actor):
@@ -234,4 +251,4 @@ def play_episode(env, actor, seed: int, keep_frames: bool = False, on_state=None
         done = rec.add(action, obs, terminated, truncated, info)
     if on_state is not None:
         on_state(obs, info)
-    return rec.record()
+    return finished(actor, rec.record(), state)

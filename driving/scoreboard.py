@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from driving import atomic
-from driving.config import load_config, to_dict
-from driving.errors import UserError
+from driving.config import as_overrides, load_config, to_dict
 
 ALL = "highway,highway-dense,merge,roundabout,racetrack,intersection"
 SUMMARY = ("driving_score", "collision_rate", "success_rate", "lane_changes", "mean_abs_lat_accel", "min_ttc_s")
@@ -49,16 +48,6 @@ class ScoreboardConfig:
         return [s.strip() for s in self.scenario.split(",") if s.strip()]
 
 
-def _dotted(d: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out += _dotted(v, f"{prefix}{k}.")
-        else:
-            out.append(f"{prefix}{k}={json.dumps(v) if isinstance(v, (list, bool)) or v is None else v}")
-    return out
-
-
 def hardware() -> dict:
     import torch
 
@@ -66,40 +55,29 @@ def hardware() -> dict:
     return {"cpu_cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def plan(cfg: ScoreboardConfig) -> tuple[str, dict]:
-    from driving.demo import SIZES, demo_sizes
-
-    if cfg.size == "auto":
-        return demo_sizes()
-    if cfg.size == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError("size=cuda but torch sees no CUDA GPU: use size=auto or size=cpu")
-    return cfg.size, SIZES[cfg.size]
-
-
 def run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | None = None) -> dict:
+    from driving.checkpoint import chosen
     from driving.data.collect import CollectConfig, collect
-    from driving.evaluate import EvalConfig, check_scenarios, evaluate
+    from driving.demo import sizes_for
+    from driving.evaluate import EvalConfig, check_scenarios, evaluate, finished_evaluation
     from driving.train import TrainConfig, train
 
     check_scenarios(cfg.scenarios)
-    found, sizes = plan(cfg)
+    found, sizes = sizes_for(cfg.size)
     out = Path(cfg.out)
     # every config is resolved (and every bad key refused) before the first stage runs
     stages = {}
     for name in cfg.scenarios:
         data = out / name / "data"
         c = load_config(CollectConfig, None, [f"scenario={name}", f"out={data}", *sizes["collect"],
-                                              *_dotted(cfg.collect)])
+                                              *as_overrides(cfg.collect)])
         runs = []
         for seed in cfg.seeds:
             run = out / name / f"seed{seed}"
             t = load_config(TrainConfig, None, [f"dataset={data}", f"out={run / 'run'}", f"seed={seed}",
-                                                "wandb.mode=offline", *sizes["train"], *_dotted(cfg.train)])
+                                                "wandb.mode=offline", *sizes["train"], *as_overrides(cfg.train)])
             e = load_config(EvalConfig, None, [f"scenario={name}", f"out={run / 'eval'}", *sizes["eval"],
-                                               *_dotted(cfg.eval)])
+                                               *as_overrides(cfg.eval)])
             runs.append((seed, t, e))
         stages[name] = (c, runs)
     print(f"scoreboard sizes for {found}: " + "; ".join(f"{k} " + " ".join(v) for k, v in sizes.items()))
@@ -110,29 +88,13 @@ def run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | 
         for seed, t, e in runs:
             print(f"== {name}: train seed {seed} ({t.steps} steps), evaluate {e.episodes} seeds")
             result = train(t, progress=progress)
-            ckpts = Path(result["run_dir"]) / "checkpoints"
-            ckpt = ckpts / ("best" if (ckpts / "best").exists() else "last")
-            done = Path(e.out) / "eval.json"
-            if not _same_evaluation(done, ckpt, e):
+            ckpt = chosen(result["run_dir"])
+            if not finished_evaluation(ckpt, e):
                 evaluate(str(ckpt), e, progress=progress)
     board = summarise(cfg, stages, found, command, time.perf_counter() - t0)
     atomic.write_json(out / "scoreboard.json", board)
     atomic.write_bytes(out / "scoreboard.md", markdown(board).encode())
     return board
-
-
-def _same_evaluation(path: Path, ckpt: Path, e) -> bool:
-    """A finished evaluation of this checkpoint (resolved: `best` may have moved) with this config."""
-    from driving.checkpoint import resolve
-
-    if not path.is_file():
-        return False
-    try:
-        old = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return old.get("checkpoint") == str(resolve(ckpt)) and old.get("config") == to_dict(e) and old.get("videos") \
-        is not None and len(old.get("videos", [])) == min(e.videos, e.episodes)
 
 
 def summarise(cfg: ScoreboardConfig, stages: dict, found: str, command: str | None, wall_s: float) -> dict:

@@ -16,6 +16,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -26,7 +27,14 @@ from tqdm import tqdm
 from driving import atomic, checkpoint
 from driving.config import config_diff, to_dict
 from driving.data.format import Dataset
-from driving.data.tensors import AugmentConfig, DeviceData, augment, fingerprint, split_episodes
+from driving.data.tensors import (
+    AugmentConfig,
+    DeviceData,
+    augment,
+    check_compatible,
+    fingerprint,
+    split_episodes,
+)
 from driving.errors import UserError
 from driving.models import InputSpec, ModelConfig, build_model
 from driving.policy import pick_device
@@ -63,7 +71,9 @@ class WandbConfig:
 
 @dataclass
 class TrainConfig:
-    dataset: str = "data/highway"
+    dataset: Any = "data/highway"  # a dataset folder, or a list of folders trained on together
+    dataset_weights: Optional[list[float]] = None  # with several datasets: each one's share of a batch
+    init_from: Optional[str] = None  # warm start: a checkpoint's weights and normalisation (same model)
     out: str = "runs/pilotnet"
     model: str = "pilotnet"  # pilotnet | resnet18
     net: ModelConfig = field(default_factory=ModelConfig)
@@ -75,6 +85,10 @@ class TrainConfig:
     loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])  # steer, accel
     standardise_outputs: bool = True  # divide each output's error by its label std
     aux_speed_weight: float = 0.05
+    # DAgger datasets record the student's action: frames where it differs from the label by more than
+    # the threshold (either output, normalised) weigh `disagree_weight` times as much in the loss.
+    disagree_threshold: float = 0.3
+    disagree_weight: float = 1.0
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     val_fraction: float = 0.1
@@ -95,8 +109,25 @@ class TrainConfig:
             raise ValueError("loss_weights must be [steer, accel]")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        for k in ("log_every", "val_every", "checkpoint_every"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1 (steps between events; more than `steps` means only at the end)")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("val_fraction must be in [0, 1)")
+        paths = self.datasets
+        if not paths or not all(isinstance(d, str) and d for d in paths):
+            raise ValueError(f"dataset must be a folder or a list of folders, e.g. dataset=[data/a,data/b]; "
+                             f"got {self.dataset!r}")
+        if self.dataset_weights is not None and (len(self.dataset_weights) != len(paths)
+                                                 or min(self.dataset_weights) < 0 or sum(self.dataset_weights) <= 0):
+            raise ValueError(f"dataset_weights must give one share >= 0 per dataset ({len(paths)}), not all 0; "
+                             f"got {self.dataset_weights}")
+        if self.disagree_weight <= 0 or self.disagree_threshold < 0:
+            raise ValueError("disagree_weight must be > 0 and disagree_threshold >= 0")
+
+    @property
+    def datasets(self) -> list:
+        return list(self.dataset) if isinstance(self.dataset, (list, tuple)) else [self.dataset]
 
 
 # Keys that may change between an interrupted run and its resumption without changing the result.
@@ -149,6 +180,15 @@ def _set_rng_state(state: dict, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _row_step(line: str) -> int | None:
+    """The step of a metrics.jsonl row; None for a blank or torn line (a kill or a full disk mid-append)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row.get("step", 0) if isinstance(row, dict) else None
+
+
 class MetricsLog:
     """metrics.jsonl in the run folder (always) and wandb (when enabled), rank 0 only."""
 
@@ -158,17 +198,18 @@ class MetricsLog:
         self.wandb = None
         if not active:
             return
-        if resume_step and self.path.is_file():  # drop rows logged after the checkpoint we resume
-            rows = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+        if self.path.is_file():  # drop rows logged after the checkpoint we resume, and a torn last line
+            rows = [line for line in self.path.read_text(errors="replace").splitlines()
+                    if _row_step(line) is not None and _row_step(line) <= resume_step]
             atomic.write_bytes(self.path, ("\n".join(rows) + "\n" if rows else "").encode())
-        if cfg.wandb.mode != "disabled":
+        mode = os.environ.get("WANDB_MODE") or cfg.wandb.mode  # the environment's choice wins, as in wandb
+        if mode != "disabled":
             try:
                 os.environ.setdefault("WANDB_SILENT", "true")  # our own bar and log say enough
                 import wandb
 
                 self.wandb = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, id=run_id,
-                                        resume="allow", mode=cfg.wandb.mode, dir=str(run_dir),
+                                        resume="allow", mode=mode, dir=str(run_dir),
                                         config=to_dict(cfg), name=run_dir.name)
             except Exception as e:  # logging must never kill training
                 print(f"warning: wandb disabled ({type(e).__name__}: {e})")
@@ -191,10 +232,13 @@ class MetricsLog:
             self.wandb.finish()
 
 
-def _loss(pred, target, speed_pred, speed, weights, cfg: TrainConfig):
+def _loss(pred, target, speed_pred, speed, weights, cfg: TrainConfig, sample_weight=None):
     err = pred.float() - target
     per = err.abs() if cfg.loss == "l1" else err ** 2
-    per_output = per.mean(dim=0)  # (2,) steer, accel
+    if sample_weight is None:
+        per_output = per.mean(dim=0)  # (2,) steer, accel
+    else:  # a weighted mean: the loss keeps its scale whatever share of the batch is weighted up
+        per_output = (per * sample_weight[:, None]).sum(dim=0) / sample_weight.sum()
     total = (per_output * weights).sum()
     out = {"loss_steer": per_output[0], "loss_accel": per_output[1]}
     if speed_pred is not None and cfg.aux_speed_weight > 0:
@@ -228,12 +272,21 @@ def _autocast(device: torch.device, cfg: TrainConfig):
     return contextlib.nullcontext()
 
 
-def sample_batch(data: DeviceData, n: int, gen: torch.Generator, cfg: TrainConfig):
-    """n random samples: stacked, augmented frames (float 0..255), speeds, expert labels."""
-    idx = torch.randint(0, data.n, (n,), generator=gen, device=data.device)
+def sample_batch(data: DeviceData, n: int, gen: torch.Generator, cfg: TrainConfig, with_weights: bool = False):
+    """n random samples: stacked, augmented frames (float 0..255), speeds, expert labels (and, with
+    `with_weights`, each sample's loss weight: None where no sample is weighted up)."""
+    idx = data.sample(n, gen, cfg.dataset_weights)
     frames, speed, target = data.batch(idx)
     x = augment(frames, cfg.augment, gen)
-    return _to_channels_last(x, cfg), speed, target
+    if not with_weights:
+        return _to_channels_last(x, cfg), speed, target
+    return _to_channels_last(x, cfg), speed, target, sample_weights(data, idx, cfg)
+
+
+def sample_weights(data: DeviceData, idx: torch.Tensor, cfg: TrainConfig):
+    if cfg.disagree_weight == 1.0:
+        return None
+    return 1.0 + (cfg.disagree_weight - 1.0) * data.disagree[idx].float()
 
 
 def _to_channels_last(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -242,10 +295,11 @@ def _to_channels_last(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return x
 
 
-def optimisation_step(fwd, model, opt, sched, x, speed, target, weights, cfg: TrainConfig) -> dict:
+def optimisation_step(fwd, model, opt, sched, x, speed, target, weights, cfg: TrainConfig,
+                      sample_weight=None) -> dict:
     with _autocast(x.device, cfg):
         pred, speed_pred = fwd(x, speed)
-    parts = _loss(pred, target, speed_pred, speed, weights, cfg)
+    parts = _loss(pred, target, speed_pred, speed, weights, cfg, sample_weight)
     opt.zero_grad(set_to_none=True)
     parts["loss"].backward()
     if cfg.optim.grad_clip > 0:
@@ -274,19 +328,28 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         raise UserError(f"batch_size {cfg.batch_size} must divide by the number of processes {world}")
 
     # -- data --------------------------------------------------------------------------------
-    ds = Dataset.open(cfg.dataset)
-    if len(ds) == 0:
-        raise UserError(f"dataset {cfg.dataset} has no episodes: collect some with `driving collect`")
-    train_eps, val_eps = split_episodes(len(ds), cfg.val_fraction, cfg.seed)
-    data = DeviceData(ds, cfg.net.stack, device, train_eps)
-    val = DeviceData(ds, cfg.net.stack, device, val_eps) if len(val_eps) else None
+    datasets = [Dataset.open(d) for d in cfg.datasets]
+    for path, d in zip(cfg.datasets, datasets):
+        if len(d) == 0:
+            raise UserError(f"dataset {path} has no episodes: collect some with `driving collect`")
+    check_compatible(datasets)
+    ds = datasets[0]  # all agree on scenario, camera, action spec and expert
+    # episodes split per dataset, by episode (the first with the run's seed: one dataset splits as before)
+    splits = [split_episodes(len(d), cfg.val_fraction, cfg.seed + k) for k, d in enumerate(datasets)]
     cam = ds.meta["camera"]
+    data_fingerprint = fingerprint(datasets)
+    what = cfg.datasets[0] if len(datasets) == 1 else f"datasets {cfg.datasets}"
 
     # -- run folder and resume ---------------------------------------------------------------
     run_dir = Path(cfg.out)
     ckpt_root = run_dir / "checkpoints"
+    note = checkpoint.repair_last(ckpt_root) if ckpt_root.is_dir() and rank == 0 else None
+    if note:
+        print(f"warning: {note}")
+    if distributed:
+        dist.barrier()  # every rank sees the repaired pointer
     resume = (ckpt_root / "last").exists()
-    start, ckpt_meta = 0, None
+    start, ckpt_meta, init_meta = 0, None, None
     if resume:
         ckpt = checkpoint.resolve(ckpt_root / "last")
         ckpt_meta = checkpoint.load_meta(ckpt)
@@ -295,18 +358,31 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
             raise UserError(f"{run_dir} holds a run with a different config ({config_diff(old, _identity(cfg))}): "
                             "use the same config to resume, or another out= folder")
         if ckpt_meta["camera"] != cam:
-            raise UserError(f"dataset {cfg.dataset} has camera {cam}, the checkpoint in {run_dir} was "
+            raise UserError(f"dataset {what} has camera {cam}, the checkpoint in {run_dir} was "
                             f"trained on {ckpt_meta['camera']}: use a dataset with the same camera")
-        if ckpt_meta["dataset"]["fingerprint"] != fingerprint(ds):
-            raise UserError(f"dataset {cfg.dataset} changed since {run_dir} was trained on it "
+        if ckpt_meta["dataset"]["fingerprint"] != data_fingerprint:
+            raise UserError(f"{what} changed since {run_dir} was trained on it "
                             "(different episodes): use another out= folder to train on it")
         start = ckpt_meta["step"]
         spec = InputSpec(**ckpt_meta["input"])
-    else:
-        stats = data.stats()  # normalisation and label spread come from the training episodes
-        spec = InputSpec(height=cam["height"], width=cam["width"], channels=3 if cam["rgb"] else 1,
-                         frame_mean=stats["frame_mean"], frame_std=stats["frame_std"],
-                         speed_mean=stats["speed_mean"], speed_std=stats["speed_std"])
+        if start >= cfg.steps and stop_at is None:  # nothing left: no need to load the data
+            if rank == 0:
+                print(f"{run_dir} already trained to step {start}")
+            return {"run_dir": run_dir, "step": start, "param_digest": None, "ranks_agree": True}
+    elif cfg.init_from:
+        init_ckpt, init_meta = warm_start_meta(cfg, cam)
+    data = DeviceData(datasets, cfg.net.stack, device, [t for t, _ in splits], cfg.disagree_threshold)
+    val = (DeviceData(datasets, cfg.net.stack, device, [v for _, v in splits], cfg.disagree_threshold)
+           if any(len(v) for _, v in splits) else None)
+    if cfg.batch_size > data.n:
+        raise UserError(f"batch_size {cfg.batch_size} is larger than the {data.n} training frames of {what}: use "
+                        f"batch_size <= {data.n}, or collect more episodes")
+    if not resume:
+        stats = data.stats()  # label spread (and, unless warm-started, normalisation) from the training episodes
+        spec = InputSpec(**init_meta["input"]) if init_meta is not None else InputSpec(
+            height=cam["height"], width=cam["width"], channels=3 if cam["rgb"] else 1,
+            frame_mean=stats["frame_mean"], frame_std=stats["frame_std"],
+            speed_mean=stats["speed_mean"], speed_std=stats["speed_std"])
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint.clean_temp(ckpt_root) if ckpt_root.exists() else None
@@ -327,6 +403,8 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     if cfg.standardise_outputs:
         weights = weights / (label_std if cfg.loss == "l1" else label_std ** 2)
     run_id = ckpt_meta["run_id"] if resume else f"{run_dir.name}-{os.urandom(4).hex()}"
+    if init_meta is not None:
+        model.load_state_dict(checkpoint.load_tensors(init_ckpt, "weights.pt", device))
     if resume:
         model.load_state_dict(checkpoint.load_tensors(ckpt, "weights.pt", device))
         state = checkpoint.load_tensors(ckpt, "train_state.pt", "cpu")
@@ -342,7 +420,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         # datasets from before perception existed were labelled by the privileged expert
         "expert_perception": ds.meta["expert"].get("perception", "privileged"),
         "action": ds.meta["action"], "scenario": ds.meta["scenario"]["name"],
-        "dataset": {"path": str(cfg.dataset), "fingerprint": fingerprint(ds), "frames": ds.frames},
+        "dataset": {"path": cfg.dataset if len(datasets) > 1 else str(cfg.datasets[0]), "fingerprint": data_fingerprint,
+                    "frames": sum(d.frames for d in datasets)},
+        "init_from": str(init_ckpt) if init_meta is not None else (ckpt_meta or {}).get("init_from"),
         "label_std": label_std.tolist(), "run_id": run_id, "train_identity": _identity(cfg),
         "train_config": to_dict(cfg),
     }
@@ -367,9 +447,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     step = start
     for step in range(start + 1, end + 1):
         t0 = time.perf_counter()
-        x, speed, target = sample_batch(data, per_rank, gen, cfg)
+        x, speed, target, w = sample_batch(data, per_rank, gen, cfg, with_weights=True)
         data_time += time.perf_counter() - t0
-        parts = optimisation_step(fwd, model, opt, sched, x, speed, target, weights, cfg)
+        parts = optimisation_step(fwd, model, opt, sched, x, speed, target, weights, cfg, w)
         samples += cfg.batch_size
         bar.update(1)
         if step % cfg.log_every == 0 or step == end:
@@ -418,6 +498,24 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         dist.barrier()
     log.close()
     return {"run_dir": run_dir, "step": step, "param_digest": digest, "ranks_agree": agree, **last}
+
+
+def warm_start_meta(cfg: TrainConfig, camera: dict) -> tuple[Path, dict]:
+    """(checkpoint folder, its meta) for `init_from`, refused unless it builds the same model for the
+    same camera as this run."""
+    ckpt = checkpoint.resolve(cfg.init_from)
+    meta = checkpoint.load_meta(ckpt)
+    if meta["model"] != cfg.model or meta["net"] != asdict(cfg.net):
+        diff = config_diff({"model": meta["model"], "net": meta["net"]}, {"model": cfg.model, "net": asdict(cfg.net)})
+        raise UserError(f"init_from {cfg.init_from} holds a different model ({diff}): set model and net.* as "
+                        "it was trained, or drop init_from")
+    diff = [f"{k}: {meta['camera'].get(k)!r} there, {camera.get(k)!r} in the data" for k in
+            ("height", "width", "metres_per_pixel", "rgb", "heading_up", "ego_row")
+            if meta["camera"].get(k) != camera.get(k)]
+    if diff:
+        raise UserError(f"init_from {cfg.init_from} was trained on another camera ({'; '.join(diff)}): warm start "
+                        "from a checkpoint trained with the dataset's camera")
+    return ckpt, meta
 
 
 def _gather_rng(gen: torch.Generator, distributed: bool):

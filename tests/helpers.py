@@ -9,9 +9,11 @@ import numpy as np
 from driving.data.format import FORMAT_VERSION, episode_filename, write_episode
 
 
-def synthetic_dataset(root: Path, lengths=(6, 5, 7, 4), height=32, width=16, rgb=False, seed=0) -> Path:
+def synthetic_dataset(root: Path, lengths=(6, 5, 7, 4), height=32, width=16, rgb=False, seed=0,
+                      student_offset: float | None = None) -> Path:
     """Episodes whose frames encode (episode, step): pixel [0, 0] = episode, [0, 1] = step, and a
-    bright bar whose column depends on the steering label, so a CNN can learn it."""
+    bright bar whose column depends on the steering label, so a CNN can learn it. With
+    `student_offset`, a DAgger round's dataset: the student's steering is off by that much on odd steps."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     rows = []
@@ -32,6 +34,8 @@ def synthetic_dataset(root: Path, lengths=(6, 5, 7, 4), height=32, width=16, rgb
             "expert_saturated": np.zeros(n, bool), "progress": np.arange(n) * 4.0,
             "lane_offset": np.zeros(n), "heading": np.zeros(n), "x": np.arange(n) * 4.0, "y": np.zeros(n),
         }
+        if student_offset is not None:
+            steps["student_action"] = label + np.outer(np.arange(n) % 2, [student_offset, 0.0])
         summary = {"seed": 100 + e, "length": n, "outcome": "ok", "crashed": False, "terminated": False,
                    "offroad_steps": 0, "progress": 4.0 * n, "mean_speed": 20.0}
         write_episode(root, e, steps, summary)
@@ -44,6 +48,8 @@ def synthetic_dataset(root: Path, lengths=(6, 5, 7, 4), height=32, width=16, rgb
             "config": {"synthetic": True, "seed": seed, "lengths": list(lengths), "rgb": rgb},
             "frame_shape": list(frames.shape[1:]), "policy_frequency": 5,
             "counts": {"episodes": len(rows), "frames": int(sum(lengths))}}
+    if student_offset is not None:
+        meta["dagger"] = {"round": 1, "checkpoint": "synthetic", "beta": 0.0, "takeover": 0.0}
     (root / "meta.json").write_text(json.dumps(meta))
     (root / "index.json").write_text(json.dumps(rows))
     return root

@@ -59,6 +59,9 @@ def test_data_show_writes_a_contact_sheet_of_real_frames(cli_dataset, tmp_path, 
     (["data", "info", "/nonexistent/ds", "--json"], "not --json: driving data info DATASET json=true"),
     (["data", "show", "/nonexistent/ds", "--frames", "6"], "not --frames: driving data show DATASET frames=N"),
     (["eval", "expert", "scenario=roundabout", "env.vehicles_count=lots", "out=/tmp/never"], "bad config"),
+    (["eval", "expert", "max_steps=0", "out=/tmp/never"], "max_steps must be >= 1"),
+    (["eval", "expert", "workers=-1", "out=/tmp/never"], "workers and videos must be >= 0"),
+    (["eval", "expert", "videos=-1", "out=/tmp/never"], "workers and videos must be >= 0"),
 ])
 def test_user_errors_are_one_line(args, needle, capsys):
     assert main(args) == 2

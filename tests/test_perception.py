@@ -185,7 +185,7 @@ def test_dataset_and_checkpoint_record_the_labelling_perception(tmp_path):
         root = collect(cfg, progress=False)
         assert Dataset.open(root).meta["expert"]["perception"] == perception
     tcfg = load_config(TrainConfig, None, [f"dataset={tmp_path / 'privileged'}", f"out={tmp_path / 'run'}",
-                                           "steps=1", "batch_size=4", "val_fraction=0", "val_every=0",
+                                           "steps=1", "batch_size=4", "val_fraction=0", "val_every=1",
                                            "checkpoint_every=1", "wandb.mode=disabled", "device=cpu"])
     train(tcfg, progress=False)
     meta = json.loads((tmp_path / "run" / "checkpoints" / "last" / "policy.json").read_text())

@@ -51,6 +51,9 @@ def test_mixture_shares(tmp_path):
         half = play_episode(env, MixtureActor(coast, beta=0.5), seed=3)
         from_expert = np.all(half["actions"] == half["expert_actions"], axis=1)
         assert 0 < from_expert.sum() < len(from_expert)
+        # the record keeps what the student chose at every step, and which steps the expert took
+        assert np.all(half["student_actions"] == np.float32([0.0, -0.2]))
+        assert np.array_equal(half["expert_chose"], from_expert)
         again = play_episode(env, MixtureActor(coast, beta=0.5), seed=3)
         assert np.array_equal(half["actions"], again["actions"])  # the coin is seeded per episode
         # takeover: whenever the two differ by more than 0.1 the expert drives

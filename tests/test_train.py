@@ -217,3 +217,38 @@ def test_training_time_evaluation_starts_its_workers_once_and_films_the_scored_e
     assert opened == [2]  # three evaluations, one pool of two workers
     videos = sorted((out / "eval").glob("train_*/*.mp4"))
     assert [v.parent.name for v in videos] == ["train_00000002", "train_00000004", "train_00000006"]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["checkpoint_every=0"], "checkpoint_every must be >= 1"),
+    (["val_every=0"], "val_every must be >= 1"),
+    (["log_every=0"], "log_every must be >= 1"),
+    (["batch_size=100000"], "batch_size 100000 is larger than the"),
+    (["net.weights=missing.pt"], "net.weights loads backbone weights for resnet18 only"),
+])
+def test_settings_that_cannot_work_are_refused_in_one_line(ds, tmp_path, extra, needle):
+    with pytest.raises(UserError, match=needle):
+        train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={tmp_path / 'r'}", *BASE, *extra]),
+              progress=False)
+
+
+def test_a_torn_metrics_line_and_a_dangling_last_pointer_resume_cleanly(ds, tmp_path, capsys):
+    full, run = tmp_path / "full", tmp_path / "run"
+    train(cfg_for(ds, full), progress=False)
+    train(cfg_for(ds, run), progress=False, stop_at=4)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "loss": 0.')  # what a kill or a full disk mid-append leaves
+    os.remove(run / "checkpoints" / "last")
+    os.symlink("00000999", run / "checkpoints" / "last")  # a pointer to a folder that is gone
+    result = train(cfg_for(ds, run), progress=False)
+    assert "resuming from 00000004" in capsys.readouterr().out
+    assert result["step"] == 8 and weights(run).keys() == weights(full).keys()
+    assert all(torch.equal(weights(run)[k], weights(full)[k]) for k in weights(full))  # as if never interrupted
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6, 8]  # no torn row, no duplicate
+
+
+def test_wandb_mode_from_the_environment_wins(ds, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    train(cfg_for(ds, tmp_path / "r", "wandb.mode=offline"), progress=False)
+    assert not (tmp_path / "r" / "wandb").exists()

@@ -142,19 +142,26 @@ def _worker_run(job: tuple[int, int]) -> dict:
 
 
 # -- the command ----------------------------------------------------------------------------
-def _prepare(cfg: CollectConfig, root: Path, env: DrivingEnv) -> dict:
-    meta = {
+def dataset_meta(env: DrivingEnv, camera: dict, noise: dict, identity: dict, **extra) -> dict:
+    """meta.json of a dataset recorded in `env`; `identity` is what must match to add to it."""
+    return {
         "format_version": FORMAT_VERSION,
         "scenario": env.scenario.as_dict(),
-        "camera": to_dict(cfg.camera),
+        "camera": camera,
         "action": env.scenario.action.as_dict(),
         "expert": env.expert.config.as_dict(),
-        "noise": to_dict(cfg.noise),
-        "config": identity(cfg),
-        "frame_shape": list(cfg.camera.frame_shape),
+        "noise": noise,
+        "config": identity,
+        "frame_shape": [camera["height"], camera["width"]] + ([3] if camera["rgb"] else []),
         "policy_frequency": env.scenario.policy_frequency,
         "counts": {"episodes": 0, "frames": 0},
+        **extra,
     }
+
+
+def open_dataset(root: Path, meta: dict, how: str = "use the same config to resume") -> dict:
+    """Start or continue the dataset in `root` with `meta`: refused where `root` holds something else
+    (another config's dataset, or files that are no dataset). Writes meta.json; returns it."""
     meta_path = root / "meta.json"
     if meta_path.is_file():
         try:
@@ -164,7 +171,7 @@ def _prepare(cfg: CollectConfig, root: Path, env: DrivingEnv) -> dict:
         if old.get("config") != meta["config"]:
             diff = config_diff(old.get("config", {}), meta["config"])
             raise UserError(f"{root} already holds a dataset collected with a different config "
-                            f"({diff}): use the same config to resume, or another out= folder")
+                            f"({diff}): {how}, or another out= folder")
         meta["counts"] = old.get("counts", meta["counts"])
     elif root.exists() and any(root.iterdir()):
         raise UserError(f"{root} exists and is not a dataset: choose another out= folder")
@@ -172,8 +179,12 @@ def _prepare(cfg: CollectConfig, root: Path, env: DrivingEnv) -> dict:
     return meta
 
 
-def _finished(root: Path, seeds: list[int]) -> dict[int, dict]:
-    """Episodes already on disk (valid files with the expected seed); bad files are removed."""
+def _prepare(cfg: CollectConfig, root: Path, env: DrivingEnv) -> dict:
+    return open_dataset(root, dataset_meta(env, to_dict(cfg.camera), to_dict(cfg.noise), identity(cfg)))
+
+
+def finished_episodes(root: Path, seeds: list[int]) -> dict[int, dict]:
+    """Episodes already on disk (valid files with the expected seed), as index rows; bad files are removed."""
     done = {}
     for episode, seed in enumerate(seeds):
         path = root / episode_filename(episode)
@@ -189,7 +200,7 @@ def _finished(root: Path, seeds: list[int]) -> dict[int, dict]:
     return done
 
 
-def _write_index(root: Path, rows: dict[int, dict], meta: dict) -> None:
+def write_index(root: Path, rows: dict[int, dict], meta: dict) -> None:
     index = [rows[k] for k in sorted(rows)]
     atomic.write_json(root / "index.json", index)
     meta["counts"] = {"episodes": len(index), "frames": int(sum(r["length"] for r in index))}
@@ -210,14 +221,14 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
         raise UserError(f"bad config: {e}") from None
     meta = _prepare(cfg, root, probe)
     seeds = episode_seeds(cfg)
-    rows = _finished(root, seeds)
+    rows = finished_episodes(root, seeds)
     # Rows of episodes beyond this run's count (an earlier, larger run) stay in the index.
     for row in _load_index(root):
         if row["episode"] >= len(seeds):
             rows.setdefault(row["episode"], row)
     todo = [(i, s) for i, s in enumerate(seeds) if i not in rows]
     workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(todo)))
-    _write_index(root, rows, meta)
+    write_index(root, rows, meta)
     bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), unit="ep", disable=not progress,
                desc=f"collect {cfg.scenario}", dynamic_ncols=True)
     frames, t0 = 0, time.perf_counter()
@@ -226,7 +237,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
         nonlocal frames
         rows[row["episode"]] = row
         frames += row["length"]
-        _write_index(root, rows, meta)
+        write_index(root, rows, meta)
         dt = max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix_str(f"{frames / dt:.0f} frames/s", refresh=False)
         bar.update(1)

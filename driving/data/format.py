@@ -12,6 +12,8 @@ An episode file holds, per step t (the state before the action of step t):
   expert_action  (T, 2) float32         the expert's clean label for frame t
   speed          (T,)   float32         ego speed, m/s
   on_road, crashed, expert_saturated (T,) bool; progress, lane_offset, heading, x, y (T,) float32
+  student_action (T, 2) float32         DAgger rounds only (meta has "dagger"): what the student chose,
+                                        before the expert's share, takeover and noise
 and `summary`, a JSON string (seed, length, outcome, ...). Episode files are the source of truth:
 index.json is rebuilt from them on resume, so a collection killed between the two loses nothing.
 """
@@ -33,6 +35,7 @@ STEP_KEYS = {
     "on_road": np.bool_, "crashed": np.bool_, "expert_saturated": np.bool_, "progress": np.float32,
     "lane_offset": np.float32, "heading": np.float32, "x": np.float32, "y": np.float32,
 }
+OPTIONAL_STEP_KEYS = {"student_action": np.float32}
 META_KEYS = ("format_version", "scenario", "camera", "action", "expert", "noise", "config", "counts")
 OUTCOMES = ("crash", "offroad", "ok")
 
@@ -53,6 +56,7 @@ def outcome_of(crashed: bool, offroad_steps: int) -> str:
 
 def write_episode(root: Path, episode: int, steps: dict, summary: dict) -> None:
     arrays = {k: np.asarray(steps[k], dtype=t) for k, t in STEP_KEYS.items()}
+    arrays.update({k: np.asarray(steps[k], dtype=t) for k, t in OPTIONAL_STEP_KEYS.items() if k in steps})
     n = len(arrays["frames"])
     bad = [k for k, a in arrays.items() if len(a) != n]
     if bad:
@@ -70,7 +74,7 @@ def read_episode_file(path: Path, keys=None) -> tuple[dict, dict]:
     try:
         with np.load(path, allow_pickle=False) as z:
             summary = json.loads(str(z["summary"]))
-            arrays = {k: z[k] for k in (keys or STEP_KEYS)}
+            arrays = {k: z[k] for k in (keys or (*STEP_KEYS, *(k for k in OPTIONAL_STEP_KEYS if k in z.files)))}
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as e:
         raise DatasetError(f"episode file {path} is corrupt ({type(e).__name__}: {e}): {hint}") from None
     n = summary.get("length")

@@ -22,11 +22,41 @@ class AugmentConfig:
     enabled: bool = True
 
 
-def fingerprint(ds: Dataset) -> str:
-    """Identifies a dataset's content: its config identity and the episode index (seeds, lengths)."""
+def fingerprint(ds: "Dataset | list[Dataset]") -> str:
+    """Identifies a dataset's content: its config identity and the episode index (seeds, lengths); for
+    several datasets, all of theirs in order (one dataset keeps its own fingerprint)."""
+    if isinstance(ds, (list, tuple)):
+        if len(ds) == 1:
+            return fingerprint(ds[0])
+        return hashlib.sha256(" ".join(fingerprint(d) for d in ds).encode()).hexdigest()[:16]
     h = hashlib.sha256(json.dumps(ds.meta["config"], sort_keys=True).encode())
     h.update(json.dumps([(r["seed"], r["length"]) for r in ds.index]).encode())
     return h.hexdigest()[:16]
+
+
+# What must be equal across datasets trained on together (a frame or label means the same in each).
+_CAMERA_KEYS = ("height", "width", "metres_per_pixel", "rgb", "heading_up", "ego_row")
+
+
+def check_compatible(datasets: list[Dataset]) -> None:
+    """One DatasetError naming the first dataset whose scenario, camera, action ranges or expert
+    perception differ from the first one's."""
+    first = datasets[0]
+
+    def facts(ds: Dataset) -> dict:
+        cam = ds.meta["camera"]
+        return {"scenario": ds.meta["scenario"]["name"],
+                **{f"camera.{k}": cam.get(k) for k in _CAMERA_KEYS},
+                "action": ds.meta["action"],
+                "expert perception": ds.meta["expert"].get("perception", "privileged")}
+
+    want = facts(first)
+    for ds in datasets[1:]:
+        got = facts(ds)
+        diff = [f"{k}: {want[k]!r} in {first.root}, {got[k]!r} in {ds.root}" for k in want if got[k] != want[k]]
+        if diff:
+            raise DatasetError(f"datasets trained on together must agree ({'; '.join(diff)}): train on datasets "
+                               "collected for the same scenario with the same camera and expert")
 
 
 def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,13 +68,29 @@ def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, 
 
 
 class DeviceData:
-    """All frames, labels and speeds of a dataset in memory, plus a sampler of stacked batches."""
+    """All frames, labels and speeds of one or several datasets in memory, plus a sampler of stacked
+    batches. `episodes` picks episodes per dataset (default all). Each frame carries its source (the
+    dataset's position) and whether the student's action there differed from the label by more than
+    `disagree_threshold` (DAgger datasets record what the student did; others never disagree)."""
 
-    def __init__(self, ds: Dataset, stack: int, device: torch.device, episodes=None):
-        if len(ds) == 0 or ds.frames == 0:
-            raise DatasetError(f"dataset {ds.root} has no episodes: collect some with `driving collect`")
-        episodes = np.arange(len(ds)) if episodes is None else np.asarray(episodes)
-        parts = [ds.episode(int(i), ("frames", "expert_action", "speed")) for i in episodes]
+    def __init__(self, ds, stack: int, device: torch.device, episodes=None, disagree_threshold: float = float("inf")):
+        datasets = list(ds) if isinstance(ds, (list, tuple)) else [ds]
+        if episodes is None:
+            episodes = [np.arange(len(d)) for d in datasets]
+        elif not isinstance(ds, (list, tuple)):
+            episodes = [episodes]
+        parts, sources, disagree = [], [], []
+        for k, (d, eps) in enumerate(zip(datasets, episodes)):
+            student = bool(d.meta.get("dagger"))
+            keys = ("frames", "expert_action", "speed") + (("student_action",) if student else ())
+            for i in np.asarray(eps):
+                p = d.episode(int(i), keys)
+                parts.append(p)
+                sources.append(np.full(len(p["frames"]), k, dtype=np.int64))
+                disagree.append(np.abs(p["student_action"] - p["expert_action"]).max(axis=1) > disagree_threshold
+                                if student else np.zeros(len(p["frames"]), dtype=bool))
+        if not parts or not sum(len(p["frames"]) for p in parts):
+            raise DatasetError(f"dataset {datasets[0].root} has no episodes: collect some with `driving collect`")
         frames = np.concatenate([p["frames"] for p in parts])
         lengths = np.array([len(p["frames"]) for p in parts])
         starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -55,7 +101,24 @@ class DeviceData:
         self.actions = torch.from_numpy(np.concatenate([p["expert_action"] for p in parts])).to(device)
         self.speed = torch.from_numpy(np.concatenate([p["speed"] for p in parts])).to(device)
         self.episode_start = torch.from_numpy(starts).to(device)
+        self.source = torch.from_numpy(np.concatenate(sources)).to(device)
+        self.disagree = torch.from_numpy(np.concatenate(disagree)).to(device)
+        # frames of each source are contiguous: sampling by source share is an offset plus a uniform draw
+        counts = np.bincount(np.concatenate(sources), minlength=len(datasets))
+        self.source_count = torch.from_numpy(counts).to(device)
+        self.source_offset = torch.from_numpy(np.cumsum(counts) - counts).to(device)
         self.on_device = self.frames.device == device
+
+    def sample(self, n: int, gen: torch.Generator, shares=None) -> torch.Tensor:
+        """n frame indices: uniform over all frames, or with `shares` (one per source) the expected
+        fraction of the batch drawn from each source, uniform within it."""
+        if shares is None:
+            return torch.randint(0, self.n, (n,), generator=gen, device=self.device)
+        p = torch.as_tensor(shares, dtype=torch.float32, device=self.device) * (self.source_count > 0)
+        src = torch.multinomial(p / p.sum(), n, replacement=True, generator=gen)
+        u = torch.rand(n, generator=gen, device=self.device)
+        within = (u * self.source_count[src]).long().clamp_max(self.source_count[src] - 1)
+        return self.source_offset[src] + within
 
     def stacks(self, idx: torch.Tensor) -> torch.Tensor:
         """Frames (B, K, H, W[, C]) ending at `idx`, oldest first; repeats an episode's first frame

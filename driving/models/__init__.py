@@ -14,6 +14,8 @@ def build_model(name: str, cfg: ModelConfig, spec: InputSpec) -> Policy:
         raise UserError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
     if cfg.stack < 1:
         raise UserError("net.stack must be >= 1")
+    if cfg.weights and name != "resnet18":
+        raise UserError(f"net.weights loads backbone weights for resnet18 only, not {name}: drop net.weights")
     model = MODELS[name](cfg, spec)
     model.name = name
     return model

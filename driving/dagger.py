@@ -1,0 +1,329 @@
+"""`driving dagger`: the student drives, the privileged expert labels every state it reaches.
+
+Round 0 is behaviour cloning with DART noise on a collected dataset (given, or collected here).
+In round r = 1..R the checkpoint of round r-1 drives `episodes` episodes with the expert's share
+beta_r (per step, the expert's action is executed with probability beta_r; `takeover` > 0 also hands
+the expert the wheel while the two disagree by more than it). The expert labels every step and the
+round is written as a dataset of the usual format, whose meta records the round, the checkpoint that
+drove and beta. The round's policy is the previous one fine-tuned (`init_from`) on every dataset so
+far. Every round is scored closed loop on the same fixed seeds beside the expert.
+
+    OUT/round0/data  (when collected here)   OUT/roundR/data   the student's episodes, expert labels
+    OUT/roundR/run   training run            OUT/roundR/eval   eval.json, report, video
+    OUT/rounds.json, OUT/rounds.md           the per-round table (also printed)
+
+Each stage resumes by itself (collection and DAgger episodes are written one by one, training picks
+up at its last checkpoint, a finished evaluation of the same checkpoint is kept): after a kill, the
+same command goes on where it stopped without redoing finished rounds.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from driving import atomic
+from driving.config import as_overrides, load_config, to_dict
+from driving.data.collect import NoiseConfig
+from driving.errors import UserError
+
+ROUND_SEED = 100_000  # the student's episodes of round r use seeds r * ROUND_SEED + i: apart from collection
+# (0..), training-time (2e6..) and final evaluation (1e6..) seeds
+TABLE = ("driving_score", "collision_rate", "lane_changes", "mean_abs_lat_accel", "min_ttc_s")
+
+
+@dataclass
+class DaggerConfig:
+    scenario: Optional[str] = None  # default: the dataset's, or highway when round 0 collects
+    out: str = "runs/dagger"
+    dataset: Optional[str] = None  # round 0's demonstrations; None: collected into OUT/round0/data
+    rounds: int = 2  # DAgger rounds after round 0
+    beta: list[float] = field(default_factory=lambda: [0.5, 0.0])  # expert share in rounds 1, 2, ...; last repeats
+    takeover: float = 0.0  # > 0: the expert drives while |student - expert| exceeds it (normalised units)
+    # the executed action's noise in DAgger rounds (round 0 collects with the collect config's own)
+    noise: NoiseConfig = field(default_factory=lambda: NoiseConfig(steer=0.0, accel=0.0))
+    episodes: int = 0  # student episodes per round; 0: half of round 0's collection size
+    round_steps: int = 0  # training steps of each fine-tuning round; 0: half of round 0's
+    workers: int = 0  # parallel envs for the student's episodes; 0: one per core
+    device: str = "auto"  # where the student drives
+    size: str = "auto"  # auto | cpu | cuda: the demo's sizes for round 0 (collect, train, eval)
+    collect: dict[str, Any] = field(default_factory=dict)  # extra `driving collect` keys for round 0
+    train: dict[str, Any] = field(default_factory=dict)  # extra `driving train` keys for every round
+    eval: dict[str, Any] = field(default_factory=dict)  # extra `driving eval` keys for every round
+
+    def __post_init__(self):
+        if self.rounds < 0 or self.rounds >= 1_000_000 // ROUND_SEED:
+            raise ValueError(f"rounds must be in 0..{1_000_000 // ROUND_SEED - 1}")
+        if not self.beta or any(not 0.0 <= b <= 1.0 for b in self.beta):
+            raise ValueError(f"beta (the expert's share per round) must list values in [0, 1], e.g. "
+                             f"beta=[0.5,0.0]; got {self.beta}")
+        if self.takeover < 0:
+            raise ValueError("takeover must be >= 0 (0: no takeover)")
+        if not 0 <= self.episodes < ROUND_SEED:
+            raise ValueError(f"episodes must be in 0..{ROUND_SEED - 1} (0: half of round 0's collection)")
+        if self.round_steps < 0:
+            raise ValueError("round_steps must be >= 0 (0: half of round 0's)")
+        if self.size not in ("auto", "cpu", "cuda"):
+            raise ValueError("size must be auto, cpu or cuda")
+
+    def beta_of(self, r: int) -> float:
+        return self.beta[min(r, len(self.beta)) - 1]
+
+
+def round_seeds(r: int, episodes: int) -> list[int]:
+    return [r * ROUND_SEED + i for i in range(episodes)]
+
+
+# -- one round's data: the student drives, the expert labels ----------------------------------------
+def drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: float, seeds: list[int],
+                cfg: DaggerConfig, progress: bool = True) -> Path:
+    """The checkpoint drives `seeds` in the scenario of round 0's dataset (its camera, expert and env
+    overrides) with the expert's share `beta`; every step is labelled by the expert and written to the
+    dataset `root` (resumable: episodes on disk are kept)."""
+    from driving.checkpoint import load_meta, resolve
+    from driving.data.collect import (
+        dataset_meta,
+        episode_arrays,
+        finished_episodes,
+        open_dataset,
+        write_index,
+    )
+    from driving.data.format import episode_filename, write_episode
+    from driving.envpool import build_env
+    from driving.evaluate import open_pool, run_episodes
+    from driving.policy import load_policy
+    from driving.rollout import MixtureActor, NoiseSpec
+    from sim import get_scenario
+
+    ckpt = resolve(ckpt)
+    meta = load_meta(ckpt)
+    camera = dict(base_meta["camera"])
+    scenario = base_meta["scenario"]["name"]
+    source = base_meta["config"] if isinstance(base_meta.get("config"), dict) else {}
+    env_over, max_steps = dict(source.get("env") or {}), source.get("max_steps")
+    expert = dict(base_meta["expert"])
+    policy = load_policy(ckpt, device=cfg.device)
+    policy.check_camera(camera)  # a checkpoint for another camera: one line, before any work
+    if meta.get("scenario") != scenario:
+        raise UserError(f"checkpoint {ckpt} was trained on {meta.get('scenario')}, round 0's dataset is "
+                        f"{scenario}: DAgger rounds continue one scenario")
+    run_camera = {**camera, "stack": max(camera.get("stack", 1), policy.stack)}
+    noise = to_dict(cfg.noise)
+    identity = {"dagger_round": r, "scenario": scenario, "checkpoint": str(ckpt), "run_id": meta.get("run_id"),
+                "step": meta.get("step"), "beta": beta, "takeover": cfg.takeover, "noise": noise,
+                "first_seed": seeds[0] if seeds else None, "camera": camera, "expert": expert, "env": env_over,
+                "max_steps": max_steps}
+    probe = build_env(scenario, camera, max_steps, env=env_over, expert=expert)
+    try:
+        dmeta = dataset_meta(probe, camera, noise, identity,
+                             dagger={"round": r, "checkpoint": str(ckpt), "beta": beta, "takeover": cfg.takeover})
+    finally:
+        probe.close()
+    root.mkdir(parents=True, exist_ok=True)
+    dmeta = open_dataset(root, dmeta, how="the checkpoint or beta of this round changed; delete the "
+                                         "round's folder to drive it again")
+    rows = finished_episodes(root, seeds)
+    episode_of = {s: i for i, s in enumerate(seeds)}
+    todo = [s for i, s in enumerate(seeds) if i not in rows]
+    write_index(root, rows, dmeta)
+    if not todo:
+        return root
+    actor = MixtureActor(policy.for_scenario(get_scenario(scenario)), beta,
+                         NoiseSpec(cfg.noise.steer, cfg.noise.accel, cfg.noise.correlation), cfg.takeover)
+
+    def write(record: dict) -> dict:
+        episode = episode_of[record["seed"]]
+        steps, summary = episode_arrays(record)
+        steps["student_action"] = record["student_actions"]
+        summary["expert_share"] = float(np.mean(record["expert_chose"])) if len(record["expert_chose"]) else 0.0
+        write_episode(root, episode, steps, summary)
+        rows[episode] = {"episode": episode, "file": episode_filename(episode), **summary}
+        write_index(root, rows, dmeta)
+        return {k: v for k, v in record.items() if k != "frames"}  # frames are on disk now
+
+    with open_pool(scenario, run_camera, cfg.workers, len(todo), max_steps, env_over, expert) as pool:
+        run_episodes(actor, scenario, todo, run_camera, cfg.workers, max_steps, progress,
+                     f"round {r} student (beta {beta:g})", pool=pool, keep_frames=True, on_record=write)
+    return root
+
+
+# -- the command -------------------------------------------------------------------------------------
+def resolve_stages(cfg: DaggerConfig) -> dict:
+    """Every stage's config, resolved (and every bad key refused) before any work starts."""
+    from driving.data.collect import CollectConfig
+    from driving.data.format import Dataset
+    from driving.demo import sizes_for
+    from driving.evaluate import EvalConfig, check_scenarios
+    from driving.train import TrainConfig
+
+    found, sizes = sizes_for(cfg.size)
+    out = Path(cfg.out)
+    collect_cfg = None
+    if cfg.dataset is not None:
+        base = Dataset.open(cfg.dataset)
+        if len(base) == 0:
+            raise UserError(f"dataset {cfg.dataset} has no episodes: collect some with `driving collect`")
+        scenario = base.meta["scenario"]["name"]
+        if cfg.scenario is not None and cfg.scenario != scenario:
+            raise UserError(f"dataset {cfg.dataset} was collected on {scenario}, scenario={cfg.scenario}: "
+                            "leave scenario unset or pass a dataset of that scenario")
+        data0 = Path(cfg.dataset)
+        collected = len(base)
+    else:
+        scenario = cfg.scenario or "highway"
+        check_scenarios([scenario])
+        data0 = out / "round0" / "data"
+        collect_cfg = load_config(CollectConfig, None, [f"scenario={scenario}", f"out={data0}", *sizes["collect"],
+                                                        *as_overrides(cfg.collect)])
+        collected = collect_cfg.episodes
+    train_over = ["wandb.mode=offline", *sizes["train"], *as_overrides(cfg.train)]
+    train0 = load_config(TrainConfig, None, [f"dataset={data0}", f"out={out / 'round0' / 'run'}", *train_over])
+    if train0.init_from:
+        raise UserError("train.init_from is set by the rounds themselves: drop it")
+    steps = cfg.round_steps or max(1, train0.steps // 2)
+    episodes = cfg.episodes or max(1, collected // 2)
+    ev = load_config(EvalConfig, None, [f"scenario={scenario}", f"device={cfg.device}", *sizes["eval"],
+                                        *as_overrides(cfg.eval)])
+    if ev.scenarios != [scenario]:
+        raise UserError(f"eval.scenario must be the rounds' scenario {scenario}: drop eval.scenario")
+    rounds = []
+    for r in range(cfg.rounds + 1):
+        rounds.append({"round": r, "eval": replace(ev, out=str(out / f"round{r}" / "eval")), "beta": None if r == 0 else cfg.beta_of(r),
+                       "data": data0 if r == 0 else out / f"round{r}" / "data",
+                       "seeds": [] if r == 0 else round_seeds(r, episodes)})
+    datasets = [str(x["data"]) for x in rounds]
+    for r, x in enumerate(rounds):  # init_from is set when the round starts: `best` exists only then
+        x["train"] = train0 if r == 0 else replace(train0, dataset=datasets[:r + 1], steps=steps,
+                                                       out=str(out / f"round{r}" / "run"))
+    return {"found": found, "scenario": scenario, "collect": collect_cfg, "data0": data0, "rounds": rounds,
+            "episodes": episodes, "round_steps": steps}
+
+
+def chosen_path(out: Path, r: int) -> Path:
+    """The checkpoint round r hands on (its training run's `best`, else `last`), as a stable path."""
+    from driving.checkpoint import chosen
+
+    return chosen(out / f"round{r}" / "run")
+
+
+def run_dagger(cfg: DaggerConfig, progress: bool = True, command: str | None = None) -> dict:
+    from driving.data.collect import collect
+    from driving.data.format import Dataset
+    from driving.evaluate import evaluate, finished_evaluation
+    from driving.train import train
+
+    plan = resolve_stages(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(out / "config.yaml", _yaml(cfg).encode())
+    print(f"dagger on {plan['scenario']}: sizes for {plan['found']}; {cfg.rounds} rounds of {plan['episodes']} "
+          f"student episodes, {plan['round_steps']} fine-tuning steps each")
+    t0 = time.perf_counter()
+    if plan["collect"] is not None:
+        print(f"== round 0: collect {plan['collect'].episodes} expert episodes (DART)")
+        collect(plan["collect"], progress=progress)
+    base_meta = Dataset.open(plan["data0"]).meta
+    table = []
+    for x in plan["rounds"]:
+        r = x["round"]
+        if r > 0:
+            print(f"== round {r}: the round {r - 1} policy drives {len(x['seeds'])} episodes, "
+                  f"expert share {x['beta']:g}; the expert labels every step")
+            drive_round(chosen_path(out, r - 1), base_meta, Path(x["data"]), r, x["beta"], x["seeds"], cfg, progress)
+        t = x["train"] if r == 0 else replace(x["train"], init_from=str(chosen_path(out, r - 1)))
+        print(f"== round {r}: train {t.steps} steps on {len(t.datasets)} dataset(s)"
+              + (f", warm start from round {r - 1}" if r else ""))
+        train(t, progress=progress)
+        ckpt = chosen_path(out, r)
+        result = finished_evaluation(ckpt, x["eval"])
+        if result is None:
+            print(f"== round {r}: evaluate on {x['eval'].episodes} fixed seeds beside the expert")
+            result = evaluate(str(ckpt), x["eval"], progress=progress)["result"]
+        table.append(round_row(x, result, [Dataset.open(d) for d in t.datasets]))
+        board = summary(cfg, plan, table, command, time.perf_counter() - t0)
+        atomic.write_json(out / "rounds.json", board)
+        atomic.write_bytes(out / "rounds.md", markdown(board).encode())
+    return board
+
+
+def round_row(x: dict, result: dict, datasets: list) -> dict:
+    scenario = next(iter(result["scenarios"]))
+    s = result["scenarios"][scenario]
+    agg = s["aggregate"]
+    student = datasets[-1] if x["round"] else None
+    share = None
+    if student is not None and student.index:
+        share = float(np.average([row.get("expert_share", 0.0) for row in student.index],
+                                 weights=[row["length"] for row in student.index]))
+    return {"round": x["round"], "beta": x["beta"], "expert_share_executed": share,
+            "frames": int(sum(d.frames for d in datasets)), "student_frames": student.frames if student else 0,
+            "checkpoint": result["checkpoint"], "eval_dir": str(x["eval"].out),
+            "policy": {k: agg["policy"][k] for k in TABLE if k in agg["policy"]},
+            "expert": {k: agg["expert"][k] for k in TABLE if k in agg["expert"]},
+            "episodes": s["episodes"]["policy"]}
+
+
+def summary(cfg: DaggerConfig, plan: dict, table: list[dict], command: str | None, wall_s: float) -> dict:
+    """The per-round rows, and each round's gain over round 0 (BC alone), paired by seed."""
+    from driving.scoreboard import hardware
+    from sim.metrics import paired_differences
+
+    rounds = []
+    for row in table:
+        gain = paired_differences(row["episodes"], table[0]["episodes"]) if row["round"] else {}
+        rounds.append({**{k: v for k, v in row.items() if k != "episodes"},
+                       # collisions as a paired difference of the per-episode flag (a rate difference)
+                       "gain_over_bc": {("collision_rate" if k == "crashed" else k): gain[k]
+                                        for k in (*TABLE, "crashed") if k in gain}})
+    return {"config": to_dict(cfg), "scenario": plan["scenario"], "sizes": plan["found"], "hardware": hardware(),
+            "eval_episodes": plan["rounds"][0]["eval"].episodes, "wall_s": wall_s,
+            "command": command or "driving dagger " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+            "rounds": rounds}
+
+
+def _ci(m: dict, fmt: str) -> str:
+    if m.get("n", 0) <= 1 or m.get("ci_low") is None:
+        return fmt.format(m["mean"])
+    return f"{fmt.format(m['mean'])} [{fmt.format(m['ci_low'])}, {fmt.format(m['ci_high'])}]"
+
+
+def markdown(board: dict) -> str:
+    lines = ["| round | beta | frames | driving score | expert | collisions | expert | lane changes/ep | expert "
+             "| mean abs lat. accel m/s² | expert |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in board["rounds"]:
+        p, e = r["policy"], r["expert"]
+        beta = "BC" if r["beta"] is None else f"{r['beta']:g}"
+        lines.append(f"| {r['round']} | {beta} | {r['frames']} | {_ci(p['driving_score'], '{:.3f}')} "
+                     f"| {e['driving_score']['mean']:.3f} | {p['collision_rate']['mean']:.0%} "
+                     f"| {e['collision_rate']['mean']:.0%} | {p['lane_changes']['mean']:.2f} "
+                     f"| {e['lane_changes']['mean']:.2f} | {p['mean_abs_lat_accel']['mean']:.2f} "
+                     f"| {e['mean_abs_lat_accel']['mean']:.2f} |")
+    gains = [r for r in board["rounds"] if r["gain_over_bc"]]
+    if gains:
+        lines += ["", "Gain over round 0 (BC alone), paired by seed, mean [95% interval]:", "",
+                  "| round | driving score | collisions | lane changes/ep | mean abs lat. accel m/s² |",
+                  "|---|---|---|---|---|"]
+        for r in gains:
+            g = r["gain_over_bc"]
+            cells = [_ci(g[k], fmt) if k in g else "—" for k, fmt in
+                     (("driving_score", "{:+.3f}"), ("collision_rate", "{:+.2f}"), ("lane_changes", "{:+.2f}"),
+                      ("mean_abs_lat_accel", "{:+.2f}"))]
+            lines.append(f"| {r['round']} | " + " | ".join(cells) + " |")
+    hw = board["hardware"]
+    lines += ["", f"{board['scenario']}: every round evaluated on the same {board['eval_episodes']} held-out seeds "
+                  f"beside the expert (95% intervals). Sizes: {board['sizes']}. Hardware: {hw['cpu_cores']} CPU "
+                  f"cores, GPU {hw['gpu'] or 'none'}. Wall {board['wall_s'] / 60:.1f} min.", "",
+              f"`{board['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _yaml(cfg: DaggerConfig) -> str:
+    from driving.config import to_yaml
+
+    return to_yaml(cfg)
+

@@ -1,0 +1,187 @@
+"""DAgger: training on several datasets at once, warm starts, disagreement weights, and the
+`driving dagger` rounds (the student drives, the expert labels, every round scored, resumable)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from driving.cli import main
+from driving.config import load_config
+from driving.data.format import Dataset, DatasetError
+from driving.data.tensors import DeviceData, check_compatible, fingerprint
+from driving.errors import UserError
+from driving.train import TrainConfig, sample_weights, train
+from tests.helpers import synthetic_dataset
+
+BASE = ["batch_size=8", "device=cpu", "wandb.mode=disabled", "log_every=2", "val_every=4",
+        "checkpoint_every=4", "val_fraction=0.25", "optim.warmup_steps=2", "threads=1"]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multi")
+    return synthetic_dataset(root / "a", lengths=(6, 5, 7), seed=0), synthetic_dataset(root / "b", lengths=(4, 7, 3), seed=1)
+
+
+def test_several_datasets_are_sampled_by_share_and_fingerprinted_together(two):
+    a, b = (Dataset.open(p) for p in two)
+    data = DeviceData([a, b], stack=2, device=CPU)
+    assert data.n == 18 + 14
+    assert data.source.tolist() == [0] * 18 + [1] * 14
+    # frames of the second dataset still stack within their own episodes
+    first_b = data.stacks(torch.tensor([18]))[0]
+    assert first_b[:, 0, 0].tolist() == [0, 0] and first_b[:, 0, 1].tolist() == [0, 0]
+    gen = torch.Generator().manual_seed(0)
+    only_b = data.sample(500, gen, [0.0, 1.0])
+    assert data.source[only_b].eq(1).all()
+    quarter = data.source[data.sample(8000, gen, [1.0, 3.0])].eq(0).float().mean()
+    assert abs(float(quarter) - 0.25) < 0.03
+    assert fingerprint([a]) == fingerprint(a)
+    assert len({fingerprint([a, b]), fingerprint([b, a]), fingerprint(a), fingerprint(b)}) == 4
+
+
+def test_datasets_that_disagree_on_camera_or_scenario_are_refused(tmp_path, two):
+    tall = synthetic_dataset(tmp_path / "tall", height=40)
+    with pytest.raises(DatasetError, match="camera.height: 32 in .*40 in"):
+        check_compatible([Dataset.open(two[0]), Dataset.open(tall)])
+    cfg = load_config(TrainConfig, None, [f"dataset=[{two[0]},{tall}]", f"out={tmp_path / 'run'}", "steps=2", *BASE])
+    with pytest.raises(UserError, match="must agree"):
+        train(cfg, progress=False)
+    with pytest.raises(UserError, match="dataset_weights"):
+        load_config(TrainConfig, None, [f"dataset=[{two[0]},{tall}]", "dataset_weights=[1.0]"])
+
+
+def test_training_on_two_datasets_resumes_exactly(two, tmp_path):
+    args = [f"dataset=[{two[0]},{two[1]}]", "dataset_weights=[1.0,1.0]", "steps=8", *BASE]
+    full = train(load_config(TrainConfig, None, [*args, f"out={tmp_path / 'full'}"]), progress=False)
+    train(load_config(TrainConfig, None, [*args, f"out={tmp_path / 'split'}"]), progress=False, stop_at=4)
+    split = train(load_config(TrainConfig, None, [*args, f"out={tmp_path / 'split'}"]), progress=False)
+    assert split["param_digest"] == full["param_digest"]
+    meta = json.loads((tmp_path / "full" / "checkpoints" / "last" / "policy.json").read_text())
+    assert meta["dataset"]["path"] == [str(p) for p in two]
+    assert meta["dataset"]["frames"] == 32
+
+
+def test_warm_start_begins_from_the_checkpoint_and_refuses_another_model(two, tmp_path):
+    first = tmp_path / "first"
+    train(load_config(TrainConfig, None, [f"dataset={two[0]}", f"out={first}", "steps=8", *BASE]), progress=False)
+    # with a zero learning rate, the warm-started run's parameters are the checkpoint's (BatchNorm's
+    # running statistics move in any case)
+    warm = load_config(TrainConfig, None, [f"dataset=[{two[0]},{two[1]}]", f"out={tmp_path / 'warm'}", "steps=2",
+                                           f"init_from={first / 'checkpoints' / 'last'}", "optim.lr=0", *BASE])
+    train(warm, progress=False)
+    a = torch.load(first / "checkpoints" / "last" / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "warm" / "checkpoints" / "last" / "weights.pt", weights_only=True)
+    params = [k for k in a if "running_" not in k and not k.endswith("num_batches_tracked")]
+    assert len(params) > 10 and all(torch.equal(a[k], b[k]) for k in params)
+    meta = json.loads((tmp_path / "warm" / "checkpoints" / "last" / "policy.json").read_text())
+    assert meta["init_from"].endswith("00000008")
+    cold = load_config(TrainConfig, None, [f"dataset={two[0]}", f"out={tmp_path / 'cold'}", "steps=2",
+                                           "optim.lr=0", *BASE])
+    train(cold, progress=False)
+    c = torch.load(tmp_path / "cold" / "checkpoints" / "last" / "weights.pt", weights_only=True)
+    assert not any(torch.equal(a[k], c[k]) for k in params if k.endswith("weight") and a[k].dim() > 1)  # fresh
+    wide = load_config(TrainConfig, None, [f"dataset={two[0]}", f"out={tmp_path / 'wide'}", "steps=2", "net.width=2.0",
+                                           f"init_from={first}", *BASE])
+    with pytest.raises(UserError, match="init_from .* different model .*net.width"):
+        train(wide, progress=False)
+
+
+def test_frames_where_the_student_disagreed_weigh_more(tmp_path, two):
+    dagger = Dataset.open(synthetic_dataset(tmp_path / "d", lengths=(4, 3), seed=2, student_offset=0.5))
+    data = DeviceData([Dataset.open(two[0]), dagger], stack=2, device=CPU, disagree_threshold=0.3)
+    # demonstrations never disagree; the DAgger round's odd steps do (offset 0.5 > 0.3)
+    assert data.disagree.tolist() == [False] * 18 + [False, True, False, True, False, True, False]
+    cfg = load_config(TrainConfig, None, ["disagree_weight=4"])
+    idx = torch.tensor([0, 19, 20])
+    assert sample_weights(data, idx, cfg).tolist() == [1.0, 4.0, 1.0]
+    assert sample_weights(data, idx, load_config(TrainConfig, None, [])) is None  # off by default
+    strict = DeviceData([dagger], stack=2, device=CPU, disagree_threshold=0.6)
+    assert not strict.disagree.any()
+
+
+TINY = ["size=cpu", "collect.episodes=3", "collect.max_steps=12", "collect.workers=1", "collect.camera.height=48",
+        "collect.camera.width=24", "train.steps=4", "train.batch_size=8", "train.net.stack=2", "train.val_every=2",
+        "train.checkpoint_every=2", "train.device=cpu", "train.threads=1", "eval.episodes=2", "eval.max_steps=12",
+        "eval.videos=0", "eval.workers=1", "episodes=2", "workers=1", "beta=[0.5]", "device=cpu", "-q"]
+
+
+def test_dagger_rounds_label_the_students_states_and_resume_after_a_kill(tmp_path, capsys, monkeypatch):
+    import driving.evaluate as evaluate_mod
+
+    out = tmp_path / "dagger"
+    args = ["dagger", f"out={out}", "rounds=1", *TINY]
+    real = evaluate_mod.evaluate
+    calls = []
+
+    def killed_in_round_1(ckpt, cfg, progress=True):
+        calls.append(cfg.out)
+        if "round1" in str(cfg.out):
+            raise KeyboardInterrupt
+        return real(ckpt, cfg, progress)
+
+    monkeypatch.setattr(evaluate_mod, "evaluate", killed_in_round_1)
+    assert main(args) == 130  # killed while scoring round 1
+    round0_eval = (out / "round0" / "eval" / "eval.json").stat().st_mtime_ns
+    episodes1 = sorted((out / "round1" / "data" / "episodes").iterdir())
+    driven = [p.stat().st_mtime_ns for p in episodes1]
+    assert len(driven) == 2
+    monkeypatch.setattr(evaluate_mod, "evaluate", real)
+    assert main(args) == 0
+    # the second run did not redo round 0's evaluation nor drive round 1 again
+    assert (out / "round0" / "eval" / "eval.json").stat().st_mtime_ns == round0_eval
+    assert [p.stat().st_mtime_ns for p in episodes1] == driven
+
+    ds = Dataset.open(out / "round1" / "data")
+    assert ds.meta["dagger"]["round"] == 1 and ds.meta["dagger"]["beta"] == 0.5
+    assert ds.meta["dagger"]["checkpoint"] == str((out / "round0" / "run" / "checkpoints" / "last").resolve())
+    assert [r["seed"] for r in ds.index] == [100_000, 100_001]
+    assert ds.meta["camera"]["height"] == 48  # round 0's camera
+    ep = ds.episode(0)
+    assert ep["student_action"].shape == ep["expert_action"].shape == (12, 2)
+    took_expert = np.all(ep["action"] == ep["expert_action"], axis=1)
+    took_student = np.all(ep["action"] == ep["student_action"], axis=1)
+    assert np.all(took_expert | took_student)  # no noise by default: one of the two was executed
+    assert 0.0 < ds.index[0]["expert_share"] < 1.0
+    assert ep["frames"].shape == (12, 48, 24) and ep["frames"].max() > ep["frames"].min()
+
+    policy = json.loads((out / "round1" / "run" / "checkpoints" / "last" / "policy.json").read_text())
+    assert policy["dataset"]["path"] == [str(out / "round0" / "data"), str(out / "round1" / "data")]
+    assert policy["init_from"] == str((out / "round0" / "run" / "checkpoints" / "last").resolve())
+    assert policy["step"] == 2  # round_steps default: half of round 0's
+
+    board = json.loads((out / "rounds.json").read_text())
+    assert [r["round"] for r in board["rounds"]] == [0, 1]
+    r0, r1 = board["rounds"]
+    assert r0["beta"] is None and r1["beta"] == 0.5 and r1["frames"] == 3 * 12 + 2 * 12
+    assert r0["expert"]["driving_score"]["mean"] == r1["expert"]["driving_score"]["mean"]  # same seeds
+    assert {"driving_score", "collision_rate", "lane_changes"} <= set(r1["gain_over_bc"]) and r0["gain_over_bc"] == {}
+    assert "| 1 | 0.5 |" in (out / "rounds.md").read_text()
+    assert "rounds.md" in capsys.readouterr().out
+
+
+def test_a_round_checkpoint_for_another_camera_is_refused(tmp_path):
+    from driving.dagger import DaggerConfig, drive_round
+
+    out = tmp_path / "d"
+    assert main(["dagger", f"out={out}", "rounds=0", *TINY]) == 0
+    meta = Dataset.open(out / "round0" / "data").meta
+    other = {**meta, "camera": {**meta["camera"], "height": 64}}
+    with pytest.raises(UserError, match="camera config does not match .*height: 48 trained, 64 given"):
+        drive_round(out / "round0" / "run", other, tmp_path / "r1", 1, 0.0, [100_000], DaggerConfig())
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["beta=[0.5,1.5]"], "beta (the expert's share per round) must list values in [0, 1]"),
+    (["takeover=-1"], "takeover must be >= 0"),
+    (["dataset=/nonexistent/data"], "dataset /nonexistent/data not found"),
+    (["train.init_from=/x"], "train.init_from is set by the rounds themselves"),
+])
+def test_bad_dagger_input_is_one_line(tmp_path, capsys, extra, needle):
+    assert main(["dagger", f"out={tmp_path / 'x'}", "size=cpu", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
