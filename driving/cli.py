@@ -265,8 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options may come anywhere on the line: `key=value` words after an option (which argparse
+    leaves over) join the command's own list of them."""
+    parser = build_parser()
+    ns, extra = parser.parse_known_args(argv)
+    if extra:
+        listed = next((k for k in ("args", "overrides") if isinstance(getattr(ns, k, None), list)), None)
+        stray = [e for e in extra if listed is None or e.startswith("-") or "=" not in e]
+        if stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        getattr(ns, listed).extend(extra)
+    return ns
+
+
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    ns = parse(argv)
     try:
         return ns.func(ns)
     except UserError as e:

@@ -47,6 +47,25 @@ def probe_env(scenario: str, camera, max_steps: int | None = None, env: dict | N
         raise UserError(f"bad config for scenario {scenario}: {e}") from None
 
 
+def die_with_parent() -> None:
+    """In a worker process: be killed when the parent dies (Linux), so a killed command leaves no
+    workers simulating on, and writing episodes, for seconds after it."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform != "linux":
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _slim(info: dict) -> dict:
     return {k: info[k] for k in INFO_KEYS if k in info}
 
@@ -75,6 +94,7 @@ class _Inline:
 
 
 def _worker(conn, env_kwargs: dict) -> None:
+    die_with_parent()
     inline = _Inline(env_kwargs)
     try:
         while True:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -109,3 +110,44 @@ def test_scoreboard_runs_every_stage_per_seed_and_resumes_without_redoing_work(t
     assert main(args) == 0  # a second run finds everything done
     assert {s: (out / "highway" / f"seed{s}" / "eval" / "eval.json").stat().st_mtime_ns for s in (0, 1)} == evals
     assert "scoreboard.md" in capsys.readouterr().out
+
+
+def test_options_may_come_anywhere_on_the_line(capsys):
+    assert main(["train", "steps=3", "--print-config", "batch_size=5", "-q", "seed=7"]) == 0
+    out = capsys.readouterr().out
+    assert "steps: 3" in out and "batch_size: 5" in out and "seed: 7" in out
+    with pytest.raises(SystemExit):
+        main(["train", "steps=3", "-q", "--no-such-flag"])
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_workers_die_with_a_killed_collection(tmp_path):
+    """kill -9 of `driving collect` leaves no worker simulating on (and writing episodes)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "ds"
+    proc = subprocess.Popen([sys.executable, "-m", "driving.cli", "collect", f"out={out}", "episodes=40",
+                             "workers=2", "camera.height=64", "camera.width=32", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    episodes = out / "episodes"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (episodes.is_dir() and any(episodes.glob("*.npz"))):
+        time.sleep(0.2)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert children, "the collection should run worker processes"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.3)  # without the parent-death signal a worker finishes its episode (about a second) first
+    def running(pid: str) -> bool:  # a zombie has exited; only its parent's reaping is left
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    assert not [c for c in children if running(c)]
+    written = sorted(p.name for p in episodes.glob("*.npz"))
+    time.sleep(2.0)
+    assert sorted(p.name for p in episodes.glob("*.npz")) == written  # nothing written after the kill

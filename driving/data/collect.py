@@ -25,7 +25,7 @@ from driving.data.format import (
     read_episode_file,
     write_episode,
 )
-from driving.envpool import build_env, single_threaded_children
+from driving.envpool import build_env, die_with_parent, single_threaded_children
 from driving.errors import UserError
 from driving.rollout import ExpertActor, NoiseSpec, play_episode
 from sim import CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
@@ -128,7 +128,9 @@ def run_episode(env: DrivingEnv, cfg: CollectConfig, seed: int) -> tuple[dict, d
 _WORKER: dict = {}
 
 
-def _worker_init(cfg: CollectConfig, root: str) -> None:
+def _worker_init(cfg: CollectConfig, root: str, child: bool = False) -> None:
+    if child:
+        die_with_parent()
     _WORKER["cfg"] = cfg
     _WORKER["root"] = Path(root)
     _WORKER["env"] = make_env(cfg)
@@ -250,7 +252,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
         elif todo:
             ctx = mp.get_context("spawn")  # no inherited simulator or thread state
             with single_threaded_children(), \
-                    ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, str(root))) as pool:
+                    ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, str(root), True)) as pool:
                 for row in pool.imap_unordered(_worker_run, todo, chunksize=1):
                     done(row)
     finally:
