@@ -79,10 +79,9 @@ def chosen(run_dir: str | Path) -> Path:
 
 
 def load_meta(path: Path) -> dict:
-    try:
-        return json.loads((Path(path) / "policy.json").read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}/policy.json is corrupt ({e}): use another checkpoint") from None
+    from driving.jsonfile import read_json
+
+    return read_json(Path(path) / "policy.json", dict, "use another checkpoint")
 
 
 def load_tensors(path: Path, name: str, device="cpu") -> dict:

@@ -6,7 +6,6 @@ expert), report.md and report.html (metric table, videos worst first), videos/*.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from driving.baselines import ExpertPolicy
 from driving.config import to_dict
 from driving.envpool import EnvPool, probe_env
 from driving.errors import UserError
+from driving.jsonfile import read_json
 from driving.rollout import EpisodeRecorder, as_actor, batch_of, finished, worst
 from sim import CameraConfig, UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
@@ -268,8 +268,8 @@ def finished_evaluation(checkpoint: str | Path, cfg: EvalConfig) -> dict | None:
     if not path.is_file():
         return None
     try:
-        old = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = read_json(path, dict)
+    except UserError:  # a damaged result is evaluated again
         return None
     same = old.get("checkpoint") == str(resolve(checkpoint)) and old.get("config") == to_dict(cfg)
     return old if same and len(old.get("videos") or []) == min(cfg.videos, cfg.episodes) else None

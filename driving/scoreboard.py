@@ -10,7 +10,6 @@ and the expert on the same evaluation seeds.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
@@ -98,11 +97,12 @@ def run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | 
 
 
 def summarise(cfg: ScoreboardConfig, stages: dict, found: str, command: str | None, wall_s: float) -> dict:
+    from driving.jsonfile import read_json
     from sim.metrics import mean_ci
 
     rows = {}
     for name, (_, runs) in stages.items():
-        evals = [json.loads((Path(e.out) / "eval.json").read_text()) for _, _, e in runs]
+        evals = [read_json(Path(e.out) / "eval.json", dict, "re-run the same command to evaluate again") for _, _, e in runs]
         aggs = [ev["scenarios"][name]["aggregate"] for ev in evals]
         policy = {k: mean_ci([a["policy"][k]["mean"] for a in aggs]) for k in SUMMARY if k in aggs[0]["policy"]}
         expert = {k: aggs[0]["expert"][k] for k in SUMMARY if k in aggs[0]["expert"]}

@@ -1,7 +1,6 @@
 """`driving video SOURCE [key=value ...]`: rollouts of an evaluation, or episodes of a dataset."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -47,9 +46,10 @@ def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
     from driving import video
     from driving.baselines import ExpertPolicy
     from driving.evaluate import ACTIONS_FILE, actions_key, load_eval_policy, worst
+    from driving.jsonfile import read_json
     from driving.rollout import EpisodeMismatch
 
-    result = json.loads((src / "eval.json").read_text())
+    result = read_json(src / "eval.json", dict, "re-run the evaluation (`driving eval`)")
     if cfg.who not in ("policy", "expert"):
         raise UserError("who must be policy or expert")
     rows = [r for name, s in result["scenarios"].items() if cfg.scenario in (None, name)

@@ -151,3 +151,31 @@ def test_workers_die_with_a_killed_collection(tmp_path):
     written = sorted(p.name for p in episodes.glob("*.npz"))
     time.sleep(2.0)
     assert sorted(p.name for p in episodes.glob("*.npz")) == written  # nothing written after the kill
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("index.json", b"\xff\xfe[]", "index.json is not UTF-8 text"),
+    ("index.json", b'{"episodes": 3}', "index.json holds dict where an array belongs"),
+    ("index.json", b'[{"seed": 1}]', "index.json has a row without episode, file, seed, length"),
+    ("meta.json", b"[1, 2, 3]", "meta.json holds list where an object belongs"),
+    ("meta.json", b"{\xff}", "meta.json is not UTF-8 text"),
+])
+def test_damaged_dataset_json_is_one_line_and_a_collect_rerun_repairs_the_index(cli_dataset, tmp_path, capsys,
+                                                                                  name, content, needle):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(cli_dataset, ds)
+    (ds / name).write_bytes(content)
+    for args in (["data", "info", str(ds)], ["data", "info", str(ds), "validate=true"],
+                 ["train", f"dataset={ds}", f"out={tmp_path / 'run'}", "steps=1", "-q"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err and "Traceback" not in err
+    rerun = ["collect", f"out={ds}", "episodes=2", "workers=1", "seed=3", "max_steps=10", "scenario=highway", "-q"]
+    if name == "index.json":  # the episode files are the source of truth: the index is rebuilt from them
+        assert main(rerun) == 0
+        assert [r["seed"] for r in json.loads((ds / "index.json").read_text())] == [3, 4]
+    else:  # a damaged meta.json cannot be trusted to say what the dataset is
+        assert main(rerun) == 2
+        assert "meta.json" in capsys.readouterr().err

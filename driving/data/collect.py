@@ -4,7 +4,6 @@ their own episode files, so collection scales with cores and resumes after a kil
 """
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import time
@@ -19,6 +18,7 @@ from driving import atomic
 from driving.config import config_diff, to_dict
 from driving.data.format import (
     FORMAT_VERSION,
+    INDEX_KEYS,
     DatasetError,
     episode_filename,
     outcome_of,
@@ -27,6 +27,7 @@ from driving.data.format import (
 )
 from driving.envpool import build_env, die_with_parent, single_threaded_children
 from driving.errors import UserError
+from driving.jsonfile import read_json
 from driving.rollout import ExpertActor, NoiseSpec, play_episode
 from sim import CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
 
@@ -166,10 +167,7 @@ def open_dataset(root: Path, meta: dict, how: str = "use the same config to resu
     (another config's dataset, or files that are no dataset). Writes meta.json; returns it."""
     meta_path = root / "meta.json"
     if meta_path.is_file():
-        try:
-            old = json.loads(meta_path.read_text())
-        except json.JSONDecodeError:
-            raise DatasetError(f"{meta_path} is corrupt: delete {root} or choose another out=") from None
+        old = read_json(meta_path, dict, f"delete {root} or choose another out=", DatasetError)
         if old.get("config") != meta["config"]:
             diff = config_diff(old.get("config", {}), meta["config"])
             raise UserError(f"{root} already holds a dataset collected with a different config "
@@ -262,8 +260,10 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
 
 
 def _load_index(root: Path) -> list[dict]:
+    """The index rows on disk that are well formed; a damaged index is rebuilt from the episode files."""
     path = root / "index.json"
     try:
-        return json.loads(path.read_text()) if path.is_file() else []
-    except json.JSONDecodeError:
-        return []  # rebuilt from the episode files
+        rows = read_json(path, list) if path.is_file() else []
+    except UserError:
+        return []
+    return [r for r in rows if isinstance(r, dict) and all(k in r for k in INDEX_KEYS)]

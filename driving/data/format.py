@@ -28,6 +28,7 @@ import numpy as np
 
 from driving import atomic
 from driving.errors import UserError
+from driving.jsonfile import read_json
 
 FORMAT_VERSION = 1
 STEP_KEYS = {
@@ -38,6 +39,7 @@ STEP_KEYS = {
 OPTIONAL_STEP_KEYS = {"student_action": np.float32}
 META_KEYS = ("format_version", "scenario", "camera", "action", "expert", "noise", "config", "counts")
 OUTCOMES = ("crash", "offroad", "ok")
+INDEX_KEYS = ("episode", "file", "seed", "length")  # what every index.json row holds
 
 
 class DatasetError(UserError):
@@ -101,10 +103,7 @@ class Dataset:
         meta_path = root / "meta.json"
         if not meta_path.is_file():
             raise DatasetError(f"{meta_path} is missing: {root} is not a dataset made by `driving collect`")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{meta_path} is not valid JSON ({e}): re-run `driving collect`") from None
+        meta = read_json(meta_path, dict, "re-run `driving collect`", DatasetError)
         missing = [k for k in META_KEYS if k not in meta]
         if missing:
             raise DatasetError(f"{meta_path} lacks keys {missing}: not a dataset of this format")
@@ -112,11 +111,12 @@ class Dataset:
             raise DatasetError(f"{meta_path} has format version {meta['format_version']}, this "
                                f"version reads {FORMAT_VERSION}: re-collect the dataset")
         index_path = root / "index.json"
-        try:
-            index = json.loads(index_path.read_text()) if index_path.is_file() else []
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{index_path} is not valid JSON ({e}): re-run the same `driving collect` "
-                               "command to rebuild it") from None
+        rebuild = "re-run the same `driving collect` command to rebuild it from the episode files"
+        index = read_json(index_path, list, rebuild, DatasetError) if index_path.is_file() else []
+        for row in index:
+            if not isinstance(row, dict) or not all(k in row for k in INDEX_KEYS):
+                raise DatasetError(f"{index_path} has a row without {', '.join(INDEX_KEYS)} ({str(row)[:80]}): "
+                                   f"{rebuild}")
         ds = cls(root, meta, index)
         if check_files:
             for row in index:
