@@ -142,6 +142,19 @@ def _identity(cfg: TrainConfig) -> dict:
     return d
 
 
+def _comparable(identity: dict) -> dict:
+    """A run's identity as resuming compares it: paths by the files they name (`./ds`, `ds` and its
+    absolute path are one dataset), and without `out` (the folder being resumed is the run, wherever
+    it was moved)."""
+    d = dict(identity)
+    d.pop("out", None)
+    ds = d.get("dataset")
+    d["dataset"] = [os.path.realpath(x) for x in ds] if isinstance(ds, list) else os.path.realpath(ds)
+    if d.get("init_from"):
+        d["init_from"] = os.path.realpath(d["init_from"])
+    return d
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then cosine decay to min_lr_ratio at cfg.steps."""
     o = cfg.optim
@@ -354,8 +367,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         ckpt = checkpoint.resolve(ckpt_root / "last")
         ckpt_meta = checkpoint.load_meta(ckpt)
         old = ckpt_meta["train_identity"]
-        if old != _identity(cfg):
-            raise UserError(f"{run_dir} holds a run with a different config ({config_diff(old, _identity(cfg))}): "
+        if _comparable(old) != _comparable(_identity(cfg)):
+            diff = config_diff(_comparable(old), _comparable(_identity(cfg)))
+            raise UserError(f"{run_dir} holds a run with a different config ({diff}): "
                             "use the same config to resume, or another out= folder")
         if ckpt_meta["camera"] != cam:
             raise UserError(f"dataset {what} has camera {cam}, the checkpoint in {run_dir} was "

@@ -252,3 +252,14 @@ def test_wandb_mode_from_the_environment_wins(ds, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     train(cfg_for(ds, tmp_path / "r", "wandb.mode=offline"), progress=False)
     assert not (tmp_path / "r" / "wandb").exists()
+
+
+def test_a_run_resumes_when_its_dataset_is_named_another_way_or_its_folder_moved(ds, tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    train(cfg_for(ds, full), progress=False)
+    train(cfg_for(ds, tmp_path / "first"), progress=False, stop_at=4)
+    (tmp_path / "first").rename(tmp_path / "moved")
+    monkeypatch.chdir(ds.parent)
+    result = train(cfg_for(Path(".") / ds.name, tmp_path / "moved"), progress=False)
+    assert result["step"] == 8
+    assert all(torch.equal(weights(tmp_path / "moved")[k], weights(full)[k]) for k in weights(full))
