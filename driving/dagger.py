@@ -1,4 +1,5 @@
-"""`driving dagger`: the student drives, the privileged expert labels every state it reaches.
+"""`driving dagger`: the student drives, the expert (round 0's dataset's, seeing what the camera shows by
+default) labels every state it reaches.
 
 Round 0 is behaviour cloning with DART noise on a collected dataset (given, or collected here).
 In round r = 1..R the checkpoint of round r-1 drives `episodes` episodes with the expert's share
@@ -85,7 +86,7 @@ def drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: flo
     """The checkpoint drives `seeds` in the scenario of round 0's dataset (its camera, expert and env
     overrides) with the expert's share `beta`; every step is labelled by the expert and written to the
     dataset `root` (resumable: episodes on disk are kept)."""
-    from driving.checkpoint import load_meta, resolve
+    from driving.checkpoint import resolve
     from driving.data.collect import (
         dataset_meta,
         episode_arrays,
@@ -101,13 +102,13 @@ def drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: flo
     from sim import get_scenario
 
     ckpt = resolve(ckpt)
-    meta = load_meta(ckpt)
     camera = dict(base_meta["camera"])
     scenario = base_meta["scenario"]["name"]
     source = base_meta["config"] if isinstance(base_meta.get("config"), dict) else {}
     env_over, max_steps = dict(source.get("env") or {}), source.get("max_steps")
     expert = dict(base_meta["expert"])
     policy = load_policy(ckpt, device=cfg.device)
+    meta = policy.meta
     policy.check_camera(camera)  # a checkpoint for another camera: one line, before any work
     if meta.get("scenario") != scenario:
         raise UserError(f"checkpoint {ckpt} was trained on {meta.get('scenario')}, round 0's dataset is "

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from driving import checkpoint
+from driving.data.format import FRAME_KEYS
 from driving.errors import UserError
 from driving.models import InputSpec, ModelConfig, build_model
 
@@ -42,8 +43,7 @@ class LoadedPolicy:
 
     def check_camera(self, camera: dict) -> None:
         """Raise if an environment's camera config would give frames this model was not trained on."""
-        keys = ("height", "width", "metres_per_pixel", "rgb", "heading_up", "ego_row")
-        diff = [f"{k}: {self.camera[k]!r} trained, {camera.get(k)!r} given" for k in keys
+        diff = [f"{k}: {self.camera[k]!r} trained, {camera.get(k)!r} given" for k in FRAME_KEYS
                 if camera.get(k) != self.camera[k]]
         if diff:
             raise UserError(f"camera config does not match the model at {self.path} ({'; '.join(diff)}): "

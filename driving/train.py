@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from driving import atomic, checkpoint
 from driving.config import config_diff, to_dict
-from driving.data.format import Dataset
+from driving.data.format import FRAME_KEYS, Dataset
 from driving.data.tensors import (
     AugmentConfig,
     DeviceData,
@@ -524,8 +524,7 @@ def warm_start_meta(cfg: TrainConfig, camera: dict) -> tuple[Path, dict]:
         raise UserError(f"init_from {cfg.init_from} holds a different model ({diff}): set model and net.* as "
                         "it was trained, or drop init_from")
     diff = [f"{k}: {meta['camera'].get(k)!r} there, {camera.get(k)!r} in the data" for k in
-            ("height", "width", "metres_per_pixel", "rgb", "heading_up", "ego_row")
-            if meta["camera"].get(k) != camera.get(k)]
+            FRAME_KEYS if meta["camera"].get(k) != camera.get(k)]
     if diff:
         raise UserError(f"init_from {cfg.init_from} was trained on another camera ({'; '.join(diff)}): warm start "
                         "from a checkpoint trained with the dataset's camera")

@@ -39,6 +39,8 @@ STEP_KEYS = {
 OPTIONAL_STEP_KEYS = {"student_action": np.float32}
 META_KEYS = ("format_version", "scenario", "camera", "action", "expert", "noise", "config", "counts")
 OUTCOMES = ("crash", "offroad", "ok")
+# The camera settings that give a frame its meaning (the stack is built at load time, so it may differ).
+FRAME_KEYS = ("height", "width", "metres_per_pixel", "rgb", "heading_up", "ego_row")
 INDEX_KEYS = ("episode", "file", "seed", "length")  # what every index.json row holds
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from driving.data.format import Dataset, DatasetError
+from driving.data.format import FRAME_KEYS, Dataset, DatasetError
 
 
 @dataclass
@@ -34,10 +34,6 @@ def fingerprint(ds: "Dataset | list[Dataset]") -> str:
     return h.hexdigest()[:16]
 
 
-# What must be equal across datasets trained on together (a frame or label means the same in each).
-_CAMERA_KEYS = ("height", "width", "metres_per_pixel", "rgb", "heading_up", "ego_row")
-
-
 def check_compatible(datasets: list[Dataset]) -> None:
     """One DatasetError naming the first dataset whose scenario, camera, action ranges or expert
     perception differ from the first one's."""
@@ -46,7 +42,7 @@ def check_compatible(datasets: list[Dataset]) -> None:
     def facts(ds: Dataset) -> dict:
         cam = ds.meta["camera"]
         return {"scenario": ds.meta["scenario"]["name"],
-                **{f"camera.{k}": cam.get(k) for k in _CAMERA_KEYS},
+                **{f"camera.{k}": cam.get(k) for k in FRAME_KEYS},
                 "action": ds.meta["action"],
                 "expert perception": ds.meta["expert"].get("perception", "privileged")}
 
