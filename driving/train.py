@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from driving.data.tensors import (
 from driving.errors import UserError
 from driving.models import InputSpec, ModelConfig, build_model
 from driving.policy import pick_device
+from driving.step_graph import Stepper, load_optimiser_state, lr_as_tensor, plain_lr_state
 
 
 @dataclass
@@ -98,6 +100,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # on CUDA
     compile: bool = False
+    cuda_graph: bool = True  # on CUDA: capture the whole step once and replay it (same results, no launch overhead)
     threads: int = 0  # CPU threads for torch; 0 = torch's default
     eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -131,8 +134,8 @@ class TrainConfig:
 
 
 # Keys that may change between an interrupted run and its resumption without changing the result.
-_RUN_ONLY = ("steps", "device", "log_every", "val_every", "checkpoint_every", "compile", "threads", "wandb",
-             "eval")
+_RUN_ONLY = ("steps", "device", "log_every", "val_every", "checkpoint_every", "compile", "cuda_graph", "threads",
+             "wandb", "eval")
 
 
 def _identity(cfg: TrainConfig) -> dict:
@@ -184,13 +187,21 @@ def _rng_state(gen: torch.Generator) -> dict:
     return state
 
 
-def _set_rng_state(state: dict, gen: torch.Generator) -> None:
+def _set_rng_state(state: dict, gen: torch.Generator, step: int = 0) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    gen.set_state(state["sampler"])
+    try:
+        gen.set_state(state["sampler"])
+    except RuntimeError:  # a CPU and a CUDA generator's states differ in kind: no exact resume across them
+        gen.manual_seed(int.from_bytes(hashlib.sha256(state["sampler"].numpy().tobytes()).digest()[:7], "big") + step)
+        print(f"warning: this run was interrupted on another kind of device ({gen.device.type} now): it resumes, "
+              "but not bit for bit as an uninterrupted run would", file=sys.stderr)
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        try:
+            torch.cuda.set_rng_state_all(state["cuda"])
+        except RuntimeError:  # saved with another number of GPUs
+            pass
 
 
 def _row_step(line: str) -> int | None:
@@ -281,7 +292,9 @@ def validate(model, data: DeviceData, weights, cfg: TrainConfig, chunk: int = 10
 
 def _autocast(device: torch.device, cfg: TrainConfig):
     if device.type == "cuda" and cfg.amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        # no weight-cast cache: a CUDA graph may not keep tensors cached across captures (and eager
+        # steps then compute exactly what the graph does)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 
@@ -320,7 +333,25 @@ def optimisation_step(fwd, model, opt, sched, x, speed, target, weights, cfg: Tr
     opt.step()
     if sched is not None:
         sched.step()
-    return parts
+    # detached: a kept loss would keep this step's autograd graph (and its gradient streams) alive
+    return {k: v.detach() for k, v in parts.items()}
+
+
+def make_optimiser(model, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; on CUDA capturable with a tensor learning rate, so one optimiser serves the eager and the
+    graphed step (a run resumes in either)."""
+    if device.type != "cuda":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                            capturable=True, foreach=True)
+    lr_as_tensor(opt, device)
+    return opt
+
+
+def use_graph(cfg: TrainConfig, device: torch.device, data: DeviceData, distributed: bool) -> bool:
+    """CUDA graphs need the whole step on the GPU in one process (torch.compile's default mode makes no
+    graphs of its own: its kernels are captured like any others)."""
+    return cfg.cuda_graph and device.type == "cuda" and data.on_device and not distributed
 
 
 def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> dict:
@@ -409,7 +440,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     model = build_model(cfg.model, cfg.net, spec).to(device)
     if device.type == "cuda" and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    opt = make_optimiser(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1000 * rank)
     label_std = torch.tensor(ckpt_meta["label_std"] if resume else stats["action_std"], device=device)
@@ -422,9 +453,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     if resume:
         model.load_state_dict(checkpoint.load_tensors(ckpt, "weights.pt", device))
         state = checkpoint.load_tensors(ckpt, "train_state.pt", "cpu")
-        opt.load_state_dict(state["optimizer"])
+        load_optimiser_state(opt, state["optimizer"], device)
         sched.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"], gen)
+        _set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"], gen, start)
     net = DistributedDataParallel(model) if distributed else model
     fwd = torch.compile(net) if cfg.compile else net
 
@@ -444,7 +475,8 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     def save(step: int, pointers=("last",)) -> None:
         rngs = _gather_rng(gen, distributed)
         if rank == 0:
-            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs, "step": step}
+            state = {"optimizer": plain_lr_state(opt.state_dict()), "scheduler": plain_lr_state(sched.state_dict()),
+                     "rng": rngs, "step": step}
             checkpoint.save(ckpt_root, step, {**policy_meta, "step": step}, model.state_dict(), state,
                             pointers=pointers)
 
@@ -458,19 +490,26 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
                desc=f"train {cfg.model}", dynamic_ncols=True)
     model.train()
     t_window, data_time, samples, last = time.perf_counter(), 0.0, 0, {}
-    step = start
-    for step in range(start + 1, end + 1):
+
+    def one_step() -> dict:
+        nonlocal data_time
         t0 = time.perf_counter()
         x, speed, target, w = sample_batch(data, per_rank, gen, cfg, with_weights=True)
-        data_time += time.perf_counter() - t0
-        parts = optimisation_step(fwd, model, opt, sched, x, speed, target, weights, cfg, w)
+        data_time += time.perf_counter() - t0  # host time to enqueue it (with a graph: the first steps only)
+        return optimisation_step(fwd, model, opt, None, x, speed, target, weights, cfg, w)
+
+    stepper = Stepper(one_step, graph=use_graph(cfg, device, data, distributed), generators=[gen])
+    step = start
+    for step in range(start + 1, end + 1):
+        parts = stepper()
+        sched.step()  # outside the graph: it sets the next step's learning rate
         samples += cfg.batch_size
         bar.update(1)
         if step % cfg.log_every == 0 or step == end:
             dt = time.perf_counter() - t_window
             last = {k: float(v.detach()) for k, v in parts.items()}
-            row = {"step": step, **last, "lr": sched.get_last_lr()[0], "samples_per_s": samples / dt,
-                   "data_wait": data_time / dt, "world_size": world}
+            row = {"step": step, **last, "lr": float(sched.get_last_lr()[0]), "samples_per_s": samples / dt,
+                   "data_wait": data_time / dt, "world_size": world, "step_mode": stepper.mode}
             bar.set_postfix_str(f"loss {last['loss']:.3f}  {samples / dt:.0f} samples/s  "
                                 f"data {data_time / dt:.0%}", refresh=False)
             log.log(row)

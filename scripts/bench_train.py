@@ -4,7 +4,12 @@
       stacking and augmentation on the device)
   (c) the same step fed by a conventional torch DataLoader over the episode files (worker
       processes read episodes, build stacks in numpy, collate, pin, copy)
-Prints samples/s of each, then the ratios b/a (target >= 0.9 on a GPU) and b/c (target >= 3).
+and on CUDA, as `driving train` runs it by default (cuda_graph=true):
+  (ag) (a) captured as one CUDA graph and replayed
+  (g)  (b) captured as one CUDA graph and replayed
+Prints samples/s of each, the ratios b/a (target >= 0.9 on a GPU) and b/c (target >= 3), the graph's
+speed-up g/b and our data path's share of the graphed step (1 - g/ag, target <= 5%), and how far the
+eager and graphed steps drift apart from the same start (largest relative loss difference).
 
     python scripts/bench_train.py [--dataset DIR] [--model pilotnet] [--batch-size 256] [--device auto]
 """
@@ -62,6 +67,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=0, help="timed steps per measurement (default by device)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (as train's compile=true)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers")
     a = p.parse_args()
 
@@ -70,7 +76,9 @@ def main() -> None:
     from driving.data.tensors import DeviceData
     from driving.models import InputSpec, build_model
     from driving.policy import pick_device
-    from driving.train import TrainConfig, _to_channels_last, augment, optimisation_step, sample_batch
+    from driving.step_graph import Stepper
+    from driving.train import (TrainConfig, _to_channels_last, augment, make_optimiser, optimisation_step,
+                               sample_batch)
 
     device = pick_device(a.device)
     steps = a.steps or (200 if device.type == "cuda" else 20)
@@ -86,23 +94,29 @@ def main() -> None:
     data = DeviceData(ds, cfg.net.stack, device)
     cam = ds.meta["camera"]
     spec = InputSpec(cam["height"], cam["width"], 3 if cam["rgb"] else 1, 80.0, 60.0, 20.0, 5.0)
-    torch.manual_seed(0)
-    model = build_model(a.model, cfg.net, spec).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    def fresh(seed: int = 0):
+        torch.manual_seed(seed)
+        m = build_model(a.model, cfg.net, spec).to(device)
+        if device.type == "cuda":
+            m = m.to(memory_format=torch.channels_last)
+        return m, make_optimiser(m, cfg, device), torch.Generator(device=device).manual_seed(seed)
+
+    def forward_of(m):
+        return torch.compile(m) if a.compile else m
+
+    model, opt, gen = fresh()
+    fwd = forward_of(model)
     weights = torch.ones(2, device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
     B = a.batch_size
 
     # (a) model alone: a fixed batch already on the device, already augmented
     x0, s0, y0 = sample_batch(data, B, gen, cfg)
-    t_a = _timed(lambda: optimisation_step(model, model, opt, None, x0, s0, y0, weights, cfg), steps, 5, device)
+    t_a = _timed(lambda: optimisation_step(fwd, model, opt, None, x0, s0, y0, weights, cfg), steps, 5, device)
 
     # (b) our data path + the same step
     def ours():
         x, s, y = sample_batch(data, B, gen, cfg)
-        optimisation_step(model, model, opt, None, x, s, y, weights, cfg)
+        optimisation_step(fwd, model, opt, None, x, s, y, weights, cfg)
 
     t_b = _timed(ours, steps, 5, device)
 
@@ -121,19 +135,47 @@ def main() -> None:
             f, s, y = next(it)
         f, s, y = (t.to(device, non_blocking=True) for t in (f, s, y))
         x = _to_channels_last(augment(f, cfg.augment, gen), cfg)
-        optimisation_step(model, model, opt, None, x, s, y, weights, cfg)
+        optimisation_step(fwd, model, opt, None, x, s, y, weights, cfg)
 
     t_c = _timed(conventional, steps, 5, device)
     sa, sb, sc = (steps * B / t for t in (t_a, t_b, t_c))
+    graphed = {}
+    if device.type == "cuda":
+        alone = Stepper(lambda: optimisation_step(fwd, model, opt, None, x0, s0, y0, weights, cfg),
+                        graph=True, generators=[gen])
+        graphed["ag"] = steps * B / _timed(alone, steps, 5, device)
+
+        def full(m, o, g, f=None):
+            f = f or forward_of(m)
+
+            def step():
+                x, s, y = sample_batch(data, B, g, cfg)
+                return optimisation_step(f, m, o, None, x, s, y, weights, cfg)
+            return Stepper(step, graph=True, generators=[g])
+
+        graphed["g"] = steps * B / _timed(full(model, opt, gen, fwd), steps, 5, device)
+        # the same 30 steps from the same start, eagerly and graphed: the losses should agree
+        losses = []
+        for graph in (False, True):
+            m, o, g = fresh(1)
+            st = full(m, o, g)
+            st.graph = graph
+            losses.append(torch.stack([st()["loss"].detach().float().clone() for _ in range(30)]))
+        drift = float(((losses[0] - losses[1]).abs() / losses[0].abs()).max())
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"device {name}; model {a.model} ({n_params / 1e3:.0f}k params); batch {B}; "
+    print(f"device {name}; model {a.model} ({n_params / 1e3:.0f}k params){' compiled' if a.compile else ''}; batch {B}; "
           f"dataset {ds.frames} frames, on device: {data.on_device}; {steps} timed steps")
     print(f"(a) forward+backward alone, synthetic on device : {sa:10.0f} samples/s")
     print(f"(b) full step, our data path                    : {sb:10.0f} samples/s")
     print(f"(c) full step, DataLoader ({a.workers} workers) over files  : {sc:10.0f} samples/s")
     print(f"b/a = {sb / sa:.2f}   (data path overhead {1 - sb / sa:.0%})")
     print(f"b/c = {sb / sc:.2f}")
+    if graphed:
+        print(f"(ag) (a) as one CUDA graph                      : {graphed['ag']:10.0f} samples/s")
+        print(f"(g)  (b) as one CUDA graph (driving train's default): {graphed['g']:10.0f} samples/s")
+        print(f"g/b = {graphed['g'] / sb:.2f}   data path share of the graphed step {1 - graphed['g'] / graphed['ag']:.0%}")
+        print(f"eager vs graphed, 30 steps from the same start: largest relative loss difference {drift:.2e}")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ class DeviceData:
         frames = np.concatenate([p["frames"] for p in parts])
         lengths = np.array([len(p["frames"]) for p in parts])
         starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        if device.type == "cuda" and device.index is None:  # "cuda" means the current device: name it
+            device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
         self.stack = stack
         self.n = len(frames)
@@ -104,13 +106,17 @@ class DeviceData:
         self.source_count = torch.from_numpy(counts).to(device)
         self.source_offset = torch.from_numpy(np.cumsum(counts) - counts).to(device)
         self.on_device = self.frames.device == device
+        self._shares: dict = {}
 
     def sample(self, n: int, gen: torch.Generator, shares=None) -> torch.Tensor:
         """n frame indices: uniform over all frames, or with `shares` (one per source) the expected
         fraction of the batch drawn from each source, uniform within it."""
         if shares is None:
             return torch.randint(0, self.n, (n,), generator=gen, device=self.device)
-        p = torch.as_tensor(shares, dtype=torch.float32, device=self.device) * (self.source_count > 0)
+        key = tuple(float(s) for s in shares)
+        if key not in self._shares:  # made once: a host-to-device copy cannot be part of a CUDA graph
+            self._shares[key] = torch.tensor(key, dtype=torch.float32, device=self.device)
+        p = self._shares[key] * (self.source_count > 0)
         src = torch.multinomial(p / p.sum(), n, replacement=True, generator=gen)
         u = torch.rand(n, generator=gen, device=self.device)
         within = (u * self.source_count[src]).long().clamp_max(self.source_count[src] - 1)
