@@ -25,7 +25,7 @@ from driving.data.format import (
     read_episode_file,
     write_episode,
 )
-from driving.envpool import build_env, die_with_parent, single_threaded_children
+from driving.envpool import build_env, single_threaded_children, worker_setup
 from driving.errors import UserError
 from driving.jsonfile import read_json
 from driving.rollout import ExpertActor, NoiseSpec, play_episode
@@ -131,7 +131,7 @@ _WORKER: dict = {}
 
 def _worker_init(cfg: CollectConfig, root: str, child: bool = False) -> None:
     if child:
-        die_with_parent()
+        worker_setup()
     _WORKER["cfg"] = cfg
     _WORKER["root"] = Path(root)
     _WORKER["env"] = make_env(cfg)
