@@ -73,6 +73,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenario", default="highway")
     p.add_argument("--episodes", type=int, default=0, help="per run (default 4 x the largest worker count)")
+    p.add_argument("--per-worker", type=int, default=0,
+                   help="instead of --episodes: this many episodes per worker (each count does the same work "
+                        "per worker: 16 -> 1 worker 16 episodes, 16 workers 256)")
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--workers", default="1,2,all", help="worker counts to compare, e.g. 1,2,4,all")
     p.add_argument("--repeats", type=int, default=2, help="interleaved runs per worker count (median)")
@@ -85,9 +88,10 @@ def main() -> None:
     runs: dict[int, list[float]] = {n: [] for n in counts}
     for _ in range(a.repeats):
         for n in counts:
-            runs[n].append(bench_collect(a.scenario, eps, n, a.max_steps, a.road)[0])
+            runs[n].append(bench_collect(a.scenario, a.per_worker * n or eps, n, a.max_steps, a.road)[0])
     fps = {n: statistics.median(r) for n, r in runs.items()}
-    print(f"scenario {a.scenario}, {a.road} road: {eps} episodes x {a.max_steps} steps per run, {os.cpu_count()} cores, "
+    size = f"{a.per_worker} episodes per worker" if a.per_worker else f"{eps} episodes"
+    print(f"scenario {a.scenario}, {a.road} road: {size} x {a.max_steps} steps per run, {os.cpu_count()} cores, "
           f"median of {a.repeats} (worker start-up included)")
     if stock:
         print(f"{'plain highway-env (stock camera, no expert)':46} {stock:8.1f} steps/s (1 process)")

@@ -112,6 +112,26 @@ def test_scoreboard_runs_every_stage_per_seed_and_resumes_without_redoing_work(t
     assert "scoreboard.md" in capsys.readouterr().out
 
 
+def test_scenarios_run_at_once_give_the_same_board_as_one_after_another(tmp_path, capsys):
+    tiny = ["collect.episodes=2", "collect.max_steps=5", "collect.workers=1", "train.steps=2", "train.batch_size=4",
+            "train.val_every=1", "train.checkpoint_every=1", "train.device=cpu", "train.threads=1",
+            "eval.episodes=2", "eval.max_steps=5", "eval.videos=0", "eval.workers=1", "-q"]
+    boards = {}
+    for parallel in (1, 2):
+        out = tmp_path / f"p{parallel}"
+        assert main(["scoreboard", "scenario=merge,highway", "size=cpu", f"parallel={parallel}", f"out={out}",
+                     *tiny]) == 0
+        boards[parallel] = json.loads((out / "scoreboard.json").read_text())
+    assert boards[2]["parallel"] == 2 and boards[1]["parallel"] == 1
+    assert list(boards[2]["scenarios"]) == ["merge", "highway"]  # the table keeps the asked order
+    for name in ("merge", "highway"):
+        assert boards[1]["scenarios"][name]["policy"] == boards[2]["scenarios"][name]["policy"]
+    assert all(v > 0 for v in boards[2]["stage_s"].values())
+    assert "2 scenarios at once" in (tmp_path / "p2" / "scoreboard.md").read_text()
+    assert main(["scoreboard", "parallel=-1", f"out={tmp_path / 'x'}"]) == 2
+    assert "parallel must be >= 0" in capsys.readouterr().err
+
+
 def test_options_may_come_anywhere_on_the_line(capsys):
     assert main(["train", "steps=3", "--print-config", "batch_size=5", "-q", "seed=7"]) == 0
     out = capsys.readouterr().out
