@@ -146,7 +146,7 @@ def main() -> None:
         graphed["ag"] = steps * B / _timed(alone, steps, 5, device)
 
         def full(m, o, g, f=None):
-            f = f or forward_of(m)
+            f = f if f is not None else forward_of(m)  # a compiled module has no truth value
 
             def step():
                 x, s, y = sample_batch(data, B, g, cfg)
