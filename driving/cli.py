@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _config_command(sub, "scoreboard", cmd_scoreboard, "collect -> train -> eval per scenario and training seed",
                     "driving scoreboard [CONFIG.yaml] [key=value ...]  (keys: scenario (a comma list), seeds "
-                    "(training seeds), out, size (auto|cpu|cuda: the demo's sizes per machine), collect.*, "
+                    "(training seeds), out, size (auto|cpu|cuda: the demo's sizes per machine), parallel (scenarios "
+                    "at once; 0 = auto), collect.*, "
                     "train.*, eval.* (extra keys of each stage)). Resumes after a kill; writes "
                     "scoreboard.json and scoreboard.md.")
 
