@@ -32,6 +32,7 @@ from driving import atomic
 from driving.config import as_overrides, load_config, to_dict
 from driving.data.collect import NoiseConfig
 from driving.errors import UserError
+from driving.folder_lock import writing
 
 ROUND_SEED = 100_000  # the student's episodes of round r use seeds r * ROUND_SEED + i: apart from collection
 # (0..), training-time (2e6..) and final evaluation (1e6..) seeds
@@ -86,6 +87,12 @@ def drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: flo
     """The checkpoint drives `seeds` in the scenario of round 0's dataset (its camera, expert and env
     overrides) with the expert's share `beta`; every step is labelled by the expert and written to the
     dataset `root` (resumable: episodes on disk are kept)."""
+    with writing(root, "driving dagger (a round's dataset)"):
+        return _drive_round(ckpt, base_meta, root, r, beta, seeds, cfg, progress)
+
+
+def _drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: float, seeds: list[int],
+                 cfg: DaggerConfig, progress: bool = True) -> Path:
     from driving.checkpoint import resolve
     from driving.data.collect import (
         dataset_meta,
@@ -94,7 +101,7 @@ def drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: flo
         open_dataset,
         write_index,
     )
-    from driving.data.format import episode_filename, write_episode
+    from driving.data.format import write_episode
     from driving.envpool import build_env
     from driving.evaluate import open_pool, run_episodes
     from driving.policy import load_policy
@@ -142,8 +149,7 @@ def drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: flo
         steps, summary = episode_arrays(record)
         steps["student_action"] = record["student_actions"]
         summary["expert_share"] = float(np.mean(record["expert_chose"])) if len(record["expert_chose"]) else 0.0
-        write_episode(root, episode, steps, summary)
-        rows[episode] = {"episode": episode, "file": episode_filename(episode), **summary}
+        rows[episode] = write_episode(root, episode, steps, summary, dmeta)
         write_index(root, rows, dmeta)
         return {k: v for k, v in record.items() if k != "frames"}  # frames are on disk now
 
@@ -213,6 +219,11 @@ def chosen_path(out: Path, r: int) -> Path:
 
 
 def run_dagger(cfg: DaggerConfig, progress: bool = True, command: str | None = None) -> dict:
+    with writing(cfg.out, "driving dagger"):
+        return _run_dagger(cfg, progress, command)
+
+
+def _run_dagger(cfg: DaggerConfig, progress: bool = True, command: str | None = None) -> dict:
     from driving.data.collect import collect
     from driving.data.format import Dataset
     from driving.evaluate import evaluate, finished_evaluation

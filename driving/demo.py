@@ -14,6 +14,7 @@ from driving.data.contact_sheet import write_contact_sheet
 from driving.data.format import Dataset
 from driving.data.stats import dataset_stats, format_stats
 from driving.errors import UserError
+from driving.folder_lock import writing
 
 # Sizes per machine: what fits about eight minutes on 2 CPU cores, and more where a CUDA GPU trains.
 SIZES = {
@@ -49,6 +50,11 @@ def sizes_for(size: str) -> tuple[str, dict]:
 
 def run_demo(out: str | Path = "runs/demo", overrides: list[str] = (), progress: bool = True) -> dict:
     """`overrides` are `collect.KEY=V`, `train.KEY=V` or `eval.KEY=V` (bare keys go to collect)."""
+    with writing(out, "driving demo"):
+        return _run_demo(out, overrides, progress)
+
+
+def _run_demo(out: str | Path, overrides: list[str], progress: bool) -> dict:
     from driving.evaluate import EvalConfig, evaluate
     from driving.report import text_table
     from driving.train import TrainConfig, train

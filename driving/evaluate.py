@@ -20,6 +20,7 @@ from driving import atomic
 from driving.baselines import ExpertPolicy
 from driving.config import to_dict
 from driving.envpool import EnvPool, probe_env
+from driving.folder_lock import writing
 from driving.errors import UserError
 from driving.jsonfile import read_json
 from driving.rollout import EpisodeRecorder, as_actor, batch_of, finished, worst
@@ -202,6 +203,11 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         probe_env(name, camera, cfg.max_steps, cfg.env, {"perception": cfg.expert_perception})
         if not is_expert:
             policy.for_scenario(get_scenario(name))  # action ranges it cannot drive are refused
+    with writing(out, "driving eval"):
+        return _evaluate(checkpoint, cfg, progress, policy, camera, meta, out, seeds, is_expert)
+
+
+def _evaluate(checkpoint, cfg: EvalConfig, progress, policy, camera, meta, out: Path, seeds, is_expert) -> dict:
     result = {
         "checkpoint": "expert" if is_expert else str(policy.path),
         "policy": "expert" if is_expert else meta["model"],

@@ -21,6 +21,7 @@ from typing import Any
 
 from driving import atomic
 from driving.config import as_overrides, load_config, to_dict
+from driving.folder_lock import writing
 
 ALL = "highway,highway-dense,merge,roundabout,racetrack,intersection"
 SUMMARY = ("driving_score", "collision_rate", "success_rate", "lane_changes", "mean_abs_lat_accel", "min_ttc_s")
@@ -61,6 +62,11 @@ def hardware() -> dict:
 
 
 def run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | None = None) -> dict:
+    with writing(cfg.out, "driving scoreboard"):
+        return _run_scoreboard(cfg, progress, command)
+
+
+def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | None = None) -> dict:
     from driving.data.collect import CollectConfig
     from driving.demo import sizes_for
     from driving.evaluate import EvalConfig, check_scenarios

@@ -37,6 +37,7 @@ from driving.data.tensors import (
     split_episodes,
 )
 from driving.errors import UserError
+from driving.folder_lock import writing
 from driving.models import InputSpec, ModelConfig, build_model
 from driving.policy import pick_device
 from driving.step_graph import Stepper, load_optimiser_state, lr_as_tensor, plain_lr_state
@@ -357,6 +358,13 @@ def use_graph(cfg: TrainConfig, device: torch.device, data: DeviceData, distribu
 def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> dict:
     """Train (or resume) the run in cfg.out. `stop_at` ends early after that step, as an interruption
     would, leaving a checkpoint to resume from. Returns a summary dict."""
+    if _dist_info()[0] != 0:  # rank 0 writes the run folder and holds its lock
+        return _train(cfg, progress, stop_at)
+    with writing(cfg.out, "driving train"):
+        return _train(cfg, progress, stop_at)
+
+
+def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> dict:
     rank, world, local_rank = _dist_info()
     distributed = world > 1
     if distributed and not dist.is_initialized():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from driving.data.format import (
 )
 from driving.envpool import build_env, single_threaded_children, worker_setup
 from driving.errors import UserError
+from driving.folder_lock import LOCK, writing
 from driving.jsonfile import read_json
 from driving.rollout import ExpertActor, NoiseSpec, play_episode
 from sim import CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
@@ -129,19 +131,19 @@ def run_episode(env: DrivingEnv, cfg: CollectConfig, seed: int) -> tuple[dict, d
 _WORKER: dict = {}
 
 
-def _worker_init(cfg: CollectConfig, root: str, child: bool = False) -> None:
+def _worker_init(cfg: CollectConfig, root: str, meta: dict, child: bool = False) -> None:
     if child:
         worker_setup()
     _WORKER["cfg"] = cfg
     _WORKER["root"] = Path(root)
+    _WORKER["meta"] = meta
     _WORKER["env"] = make_env(cfg)
 
 
 def _worker_run(job: tuple[int, int]) -> dict:
     episode, seed = job
     steps, summary = run_episode(_WORKER["env"], _WORKER["cfg"], seed)
-    write_episode(_WORKER["root"], episode, steps, summary)
-    return {"episode": episode, "file": episode_filename(episode), **summary}
+    return write_episode(_WORKER["root"], episode, steps, summary, _WORKER["meta"])
 
 
 # -- the command ----------------------------------------------------------------------------
@@ -173,7 +175,7 @@ def open_dataset(root: Path, meta: dict, how: str = "use the same config to resu
             raise UserError(f"{root} already holds a dataset collected with a different config "
                             f"({diff}): {how}, or another out= folder")
         meta["counts"] = old.get("counts", meta["counts"])
-    elif root.exists() and any(root.iterdir()):
+    elif root.exists() and any(p.name != LOCK for p in root.iterdir()):
         raise UserError(f"{root} exists and is not a dataset: choose another out= folder")
     atomic.write_json(meta_path, meta)
     return meta
@@ -184,19 +186,24 @@ def _prepare(cfg: CollectConfig, root: Path, env: DrivingEnv) -> dict:
 
 
 def finished_episodes(root: Path, seeds: list[int]) -> dict[int, dict]:
-    """Episodes already on disk (valid files with the expected seed), as index rows; bad files are removed."""
+    """Episodes already on disk (valid files with the expected seed), as index rows. Every byte is
+    checked: against the SHA-256 the index recorded, where it did, and every zip member's CRC. A
+    corrupt file is removed (and so collected again), with a note naming it."""
     done = {}
+    recorded = {r["episode"]: r.get("sha256") for r in _load_index(root)}
     for episode, seed in enumerate(seeds):
         path = root / episode_filename(episode)
         if not path.is_file():
             continue
         try:
-            _, summary = read_episode_file(path, keys=("speed",))
-        except DatasetError:
+            _, summary, _, digest = read_episode_file(path, keys=("speed",), sha256=recorded.get(episode),
+                                                      full_check=True, with_meta=True)
+        except DatasetError as e:
+            print(f"note: {e} -- collecting it again", file=sys.stderr)
             path.unlink()  # half-written files never exist (atomic writes); this one is damaged
             continue
         if summary.get("seed") == seed:
-            done[episode] = {"episode": episode, "file": episode_filename(episode), **summary}
+            done[episode] = {"episode": episode, "file": episode_filename(episode), **summary, "sha256": digest}
     return done
 
 
@@ -209,6 +216,11 @@ def write_index(root: Path, rows: dict[int, dict], meta: dict) -> None:
 
 def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     """Collect `cfg.episodes` episodes into `cfg.out`, skipping those already there."""
+    with writing(cfg.out, "driving collect"):
+        return _collect(cfg, progress)
+
+
+def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
     try:
         get_scenario(cfg.scenario)
     except UnknownScenarioError as e:
@@ -244,13 +256,13 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
 
     try:
         if workers <= 1:
-            _worker_init(cfg, str(root))
+            _worker_init(cfg, str(root), meta)
             for job in todo:
                 done(_worker_run(job))
         elif todo:
             ctx = mp.get_context("spawn")  # no inherited simulator or thread state
             with single_threaded_children(), \
-                    ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, str(root), True)) as pool:
+                    ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, str(root), meta, True)) as pool:
                 for row in pool.imap_unordered(_worker_run, todo, chunksize=1):
                     done(row)
     finally:

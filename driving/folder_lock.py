@@ -1,0 +1,119 @@
+"""One writer per output folder.
+
+`writing(folder, what)` holds an advisory lock (flock on FOLDER/.lock) while a command writes there:
+a second command writing to the same folder is refused in one line naming the holder. The kernel
+drops the lock when its holder dies, however it dies, so a lock left by a killed command is simply
+taken over (its pid is still in the file, for the message). While holding the lock, temp files a
+killed writer left behind (`.NAME.*.tmp`, from driving.atomic) are swept: nobody else can be
+writing them. The lock's first act is to create the folder, so an output location that cannot be
+written is refused here, before any work, in one line.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from driving.errors import UserError
+
+LOCK = ".lock"
+_HELD: dict[str, int] = {}  # folders this process holds -> depth (re-entry from the same process is fine)
+
+
+def unwritable(path: Path, e: OSError, fix: str = "choose another out= folder") -> UserError:
+    """One line for an output location that cannot be written."""
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+           errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+           errno.EPERM: "permission denied", errno.ENOTDIR: "a part of the path is a file, not a folder",
+           errno.EEXIST: "it exists and is not a folder"}.get(e.errno, e.strerror or str(e))
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space (or " + fix + "), then re-run the same command: it resumes"
+    return UserError(f"cannot write to {path}: {why}: {fix}")
+
+
+@contextlib.contextmanager
+def writing(folder: str | Path, what: str, sweep: bool = True):
+    folder = Path(folder)
+    key = os.path.realpath(folder)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield folder
+        finally:
+            _HELD[key] -= 1
+        return
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise unwritable(folder, e) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise UserError(f"{folder} is being written by {holder}: wait for it to finish, or use another "
+                            "out= folder") from None
+        stamp = f"pid {os.getpid()} ({what}, since {time.strftime('%H:%M:%S')})".encode()
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, stamp, 0)
+        except OSError as e:
+            raise unwritable(folder, e) from None
+        if sweep:
+            sweep_temp(folder)
+        _HELD[key] = 1
+        try:
+            yield folder
+        finally:
+            del _HELD[key]
+            if created and [p.name for p in folder.iterdir()] == [LOCK]:  # refused before writing anything
+                with contextlib.suppress(OSError):
+                    (folder / LOCK).unlink()
+                    folder.rmdir()
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
+
+
+def sweep_temp(folder: Path) -> list[Path]:
+    """Remove temp files and folders of interrupted atomic writes anywhere under `folder` (not inside
+    other writers' locked subfolders: those sweep themselves). Returns what was removed."""
+    gone = []
+    for root, dirs, files in os.walk(folder):
+        if Path(root) != folder and LOCK in files and _locked(Path(root)):
+            dirs[:] = []
+            continue
+        for name in files + dirs:
+            if name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name):
+                p = Path(root) / name
+                try:
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                    gone.append(p)
+                except OSError:
+                    pass
+        dirs[:] = [d for d in dirs if not (d.startswith(".") and d.endswith(".tmp"))]
+    if gone:
+        print(f"note: removed {len(gone)} temp file(s) left by an interrupted run in {folder}", file=sys.stderr)
+    return gone
+
+
+def _locked(folder: Path) -> bool:
+    if os.path.realpath(folder) in _HELD:
+        return True
+    try:
+        fd = os.open(folder / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
