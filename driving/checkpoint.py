@@ -5,11 +5,15 @@ A checkpoint folder holds
                   scenario, dataset path and fingerprint, step, the resolved train config
   weights.pt      the model's state dict
   train_state.pt  optimiser, scheduler, RNG states, step: what resuming needs, nothing evaluation needs
+  checksums.json  the SHA-256 of each file above, checked on every load (PyTorch does not check its
+                  zip's CRC: flipped bytes in weights.pt would otherwise load as garbage weights)
 It is written to a hidden temp folder and renamed into place; `last` is a symlink replaced atomically
 after the rename, so a kill mid-save leaves the previous checkpoint and pointer intact.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -34,12 +38,16 @@ def save(ckpt_root: Path, step: int, policy_meta: dict, weights: dict, train_sta
     tmp = ckpt_root / f".{step_dirname(step)}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    (tmp / "policy.json").write_text(json.dumps(policy_meta, indent=2) + "\n")
-    torch.save(weights, tmp / "weights.pt")
+    # serialised in memory first: a failed write is then an OSError naming the cause (a full disk),
+    # not torch's stream-writer error
+    files = {"policy.json": (json.dumps(policy_meta, indent=2) + "\n").encode(), "weights.pt": _serialise(weights)}
     if train_state is not None:
-        torch.save(train_state, tmp / "train_state.pt")
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
+        files["train_state.pt"] = _serialise(train_state)
+    files[CHECKSUMS] = (json.dumps({k: _sha256(v) for k, v in files.items()}, indent=2) + "\n").encode()
+    for name, data in files.items():
+        with open(tmp / name, "wb") as fh:
+            fh.write(data)
+            fh.flush()
             os.fsync(fh.fileno())
     if final.exists():  # re-saving the same step (e.g. a resumed run ending where it started)
         shutil.rmtree(final)
@@ -47,6 +55,38 @@ def save(ckpt_root: Path, step: int, policy_meta: dict, weights: dict, train_sta
     for name in pointers:
         point(ckpt_root, name, final.name)
     return final
+
+
+CHECKSUMS = "checksums.json"
+
+
+def _serialise(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_checked(path: Path, name: str) -> bytes:
+    """The bytes of a checkpoint file, checked against checksums.json (checkpoints from before
+    checksums have none: read as they are)."""
+    path = Path(path)
+    try:
+        data = (path / name).read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}/{name} cannot be read ({e.strerror}): use another checkpoint") from None
+    sums = path / CHECKSUMS
+    if sums.is_file():
+        from driving.jsonfile import read_json
+
+        want = read_json(sums, dict, "use another checkpoint").get(name)
+        if want is not None and _sha256(data) != want:
+            raise UserError(f"{path}/{name} is corrupt (its SHA-256 differs from the one recorded when it was "
+                            "written): use another checkpoint, e.g. an earlier step folder of the run")
+    return data
 
 
 def point(ckpt_root: Path, name: str, target: str) -> None:
@@ -81,12 +121,14 @@ def chosen(run_dir: str | Path) -> Path:
 def load_meta(path: Path) -> dict:
     from driving.jsonfile import read_json
 
+    read_checked(path, "policy.json")
     return read_json(Path(path) / "policy.json", dict, "use another checkpoint")
 
 
 def load_tensors(path: Path, name: str, device="cpu") -> dict:
+    data = read_checked(path, name)
     try:
-        return torch.load(Path(path) / name, map_location=device, weights_only=False)
+        return torch.load(io.BytesIO(data), map_location=device, weights_only=False)
     except Exception as e:  # torch raises several types for truncated/corrupt files
         raise UserError(f"{path}/{name} is corrupt ({type(e).__name__}): use another checkpoint") from None
 

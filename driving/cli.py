@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from dataclasses import dataclass
@@ -93,6 +94,18 @@ def cmd_data_show(ns) -> int:
     out = Path(cfg.out) if cfg.out else Path(ns.dataset) / "contact_sheet.png"
     write_contact_sheet(ds, out, n=cfg.frames, columns=cfg.columns, seed=cfg.seed)
     print(out)
+    return 0
+
+
+def cmd_data_rebuild(ns) -> int:
+    from driving.data.rebuild import rebuild
+
+    r = rebuild(ns.dataset)
+    for line in r["corrupt"]:
+        print(f"left out: {line}", file=sys.stderr)
+    print(f"{ns.dataset}: index.json rebuilt from {r['episodes']} episode files ({r['frames']} frames); "
+          f"meta.json {r['meta']}" + (f"; {len(r['corrupt'])} corrupt file(s) left out (a `driving collect` "
+                                      "re-run collects them again)" if r["corrupt"] else ""))
     return 0
 
 
@@ -240,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("overrides", nargs="*", metavar="key=value")
     v.set_defaults(func=cmd_video)
 
-    d = sub.add_parser("data", help="inspect a dataset").add_subparsers(dest="data_command", required=True)
+    d = sub.add_parser("data", help="inspect or repair a dataset").add_subparsers(dest="data_command", required=True)
     i = d.add_parser("info", help="counts, outcomes, action and speed statistics",
                      description="driving data info DATASET [json=true] [validate=true]")
     i.add_argument("dataset")
@@ -253,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", metavar="key=value")
     _old_flags(s)
     s.set_defaults(func=cmd_data_show)
+
+    r = d.add_parser("rebuild", help="meta.json and index.json again from the episode files",
+                     description="driving data rebuild DATASET: restores a lost or damaged meta.json and "
+                                 "index.json from the episode files (corrupt ones are named and left out)")
+    r.add_argument("dataset")
+    r.set_defaults(func=cmd_data_rebuild)
 
     dm = sub.add_parser("demo", help="the whole pipeline on built-in defaults (README's main job)")
     dm.add_argument("overrides", nargs="*", metavar="stage.key=value",
@@ -280,12 +299,24 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return ns
 
 
+# Errors of the place a command writes to, whatever wrote (a worker process's arrive as themselves):
+# one line naming the place and the fix; what was written stays consistent (atomic writes).
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = parse(argv)
     try:
         return ns.func(ns)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        from driving.folder_lock import unwritable
+
+        print(f"error: {unwritable(Path(e.filename or '?'), e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: re-run the same command to resume", file=sys.stderr)

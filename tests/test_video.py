@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -204,7 +205,10 @@ def test_dataset_replay_errors(dataset, tmp_path):
     shutil.copytree(dataset, bad)
     arrays, summary = read_episode_file(bad / episode_filename(0))
     arrays["frames"][3] = 255 - arrays["frames"][3]
-    write_episode(bad, 0, arrays, summary)
+    row = write_episode(bad, 0, arrays, summary)
+    index = json.loads((bad / "index.json").read_text())
+    index[0] = row  # a rewritten episode needs its new checksum in the index
+    (bad / "index.json").write_text(json.dumps(index))
     with pytest.raises(DatasetError, match="diverged .* at step 3"):
         video.replay_episode(bad, 0, scene_camera=SCENE)
 

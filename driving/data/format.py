@@ -16,9 +16,14 @@ An episode file holds, per step t (the state before the action of step t):
                                         before the expert's share, takeover and noise
 and `summary`, a JSON string (seed, length, outcome, ...). Episode files are the source of truth:
 index.json is rebuilt from them on resume, so a collection killed between the two loses nothing.
+Each index row records the SHA-256 of its file's bytes, checked whenever the file is read; each file
+also carries the dataset's meta (`dataset_meta`), so `driving data rebuild` can restore a lost
+meta.json and index.json from the episodes alone.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import zipfile
 from dataclasses import dataclass
@@ -58,7 +63,10 @@ def outcome_of(crashed: bool, offroad_steps: int) -> str:
     return "offroad" if offroad_steps > 0 else "ok"
 
 
-def write_episode(root: Path, episode: int, steps: dict, summary: dict) -> None:
+def write_episode(root: Path, episode: int, steps: dict, summary: dict, meta: dict | None = None) -> dict:
+    """Write one episode file atomically; returns its index row, with the SHA-256 of the file's bytes.
+    `meta` (the dataset's meta.json, without counts) is stored in the file too, so that a dataset whose
+    meta.json is lost can be rebuilt from its episodes (`driving data rebuild`)."""
     arrays = {k: np.asarray(steps[k], dtype=t) for k, t in STEP_KEYS.items()}
     arrays.update({k: np.asarray(steps[k], dtype=t) for k, t in OPTIONAL_STEP_KEYS.items() if k in steps})
     n = len(arrays["frames"])
@@ -66,19 +74,46 @@ def write_episode(root: Path, episode: int, steps: dict, summary: dict) -> None:
     if bad:
         raise ValueError(f"episode {episode}: arrays {bad} do not have {n} steps")
     arrays["summary"] = np.array(json.dumps(summary))
-    atomic.save_npz(Path(root) / episode_filename(episode), arrays)
+    if meta is not None:
+        arrays["dataset_meta"] = np.array(json.dumps({k: v for k, v in meta.items() if k != "counts"}))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    data = buf.getvalue()
+    atomic.write_bytes(Path(root) / episode_filename(episode), data)
+    return {"episode": episode, "file": episode_filename(episode), **summary, "sha256": sha256_of(data)}
 
 
-def read_episode_file(path: Path, keys=None) -> tuple[dict, dict]:
-    """(arrays, summary) of one episode file; a DatasetError names a missing or corrupt file."""
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_episode_file(path: Path, keys=None, sha256: str | None = None, full_check: bool = False,
+                      with_meta: bool = False):
+    """(arrays, summary) of one episode file; a DatasetError names a missing or corrupt file. With
+    `sha256` (index.json's), every byte is checked against it; with `full_check`, every member's zip
+    CRC is checked (what a file can check by itself). `with_meta` adds the dataset meta the file
+    carries (None in files from before it did), and the file's SHA-256."""
     path = Path(path)
     hint = "delete it and re-run the same `driving collect` command to collect it again"
     if not path.is_file():
         raise DatasetError(f"episode file {path} is missing: re-run the same `driving collect` command")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DatasetError(f"episode file {path} cannot be read ({e.strerror})") from None
+    digest = sha256_of(data) if sha256 is not None or with_meta else None
+    if sha256 is not None and digest != sha256:
+        raise DatasetError(f"episode file {path} is corrupt (its SHA-256 differs from the one index.json recorded "
+                           f"when it was written): {hint}")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            if full_check:
+                bad = z.zip.testzip()
+                if bad is not None:
+                    raise zipfile.BadZipFile(f"bad CRC in member {bad}")
             summary = json.loads(str(z["summary"]))
             arrays = {k: z[k] for k in (keys or (*STEP_KEYS, *(k for k in OPTIONAL_STEP_KEYS if k in z.files)))}
+            meta = json.loads(str(z["dataset_meta"])) if with_meta and "dataset_meta" in z.files else None
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as e:
         raise DatasetError(f"episode file {path} is corrupt ({type(e).__name__}: {e}): {hint}") from None
     n = summary.get("length")
@@ -86,6 +121,8 @@ def read_episode_file(path: Path, keys=None) -> tuple[dict, dict]:
         if len(a) != n:
             raise DatasetError(f"episode file {path} is corrupt ({k} has {len(a)} steps, summary says "
                                f"{n}): {hint}")
+    if with_meta:
+        return arrays, summary, meta, digest
     return arrays, summary
 
 
@@ -137,13 +174,13 @@ class Dataset:
     def episode(self, i: int, keys=None) -> dict:
         """Arrays of the i-th episode in the index (all keys, or only `keys`)."""
         row = self.index[i]
-        arrays, _ = read_episode_file(self.root / row["file"], keys)
+        arrays, _ = read_episode_file(self.root / row["file"], keys, row.get("sha256"))
         return arrays
 
     def validate(self) -> None:
         """Read every episode file fully; raises DatasetError naming the first bad one."""
         for row in self.index:
-            arrays, summary = read_episode_file(self.root / row["file"])
+            arrays, summary = read_episode_file(self.root / row["file"], sha256=row.get("sha256"), full_check=True)
             if summary.get("seed") != row["seed"]:
                 raise DatasetError(f"episode file {self.root / row['file']} holds seed {summary.get('seed')}, "
                                    f"index.json says {row['seed']}: re-run the same `driving collect` command")

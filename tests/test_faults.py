@@ -1,0 +1,222 @@
+"""Faults: one writer per folder, temp files swept, output locations that cannot be written, checksums
+on episode and checkpoint files, rebuilding a dataset's meta, and kill -9 at several points of a
+collection and a training followed by a resume equal to an uninterrupted run."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from driving.cli import main
+from driving.data.format import Dataset
+from tests.helpers import synthetic_dataset
+
+TINY = ["episodes=4", "workers=1", "max_steps=6", "camera.height=64", "camera.width=32", "-q"]
+TRAIN = ["steps=12", "batch_size=8", "device=cpu", "threads=1", "wandb.mode=disabled", "log_every=1",
+         "val_every=4", "checkpoint_every=2", "val_fraction=0.25", "optim.warmup_steps=2", "-q"]
+
+
+def arrays_of(root: Path) -> dict:
+    ds = Dataset.open(root)
+    return {r["episode"]: ds.episode(i) for i, r in enumerate(ds.index)}
+
+
+def same_dataset(a: Path, b: Path) -> None:
+    x, y = arrays_of(a), arrays_of(b)
+    assert x.keys() == y.keys()
+    for e in x:
+        for k in x[e]:
+            assert np.array_equal(x[e][k], y[e][k]), (e, k)
+
+
+def flip_byte(path: Path, at: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * at)
+    data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("faults") / "clean"
+    assert main(["collect", f"out={out}", *TINY]) == 0
+    return out
+
+
+def hold_lock(folder: Path) -> subprocess.Popen:
+    code = ("import sys, time\nfrom driving.folder_lock import writing\n"
+            "with writing(sys.argv[1], 'a test holder'):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, capsys):
+    out = tmp_path / "ds"
+    holder = hold_lock(out)
+    try:
+        assert main(["collect", f"out={out}", *TINY]) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and "a test holder" in err and "another out=" in err
+        assert err.count("\n") == 1
+        ds = synthetic_dataset(tmp_path / "syn")
+        assert main(["train", f"dataset={ds}", f"out={out}", *TRAIN]) == 2  # any command writing there
+        assert f"pid {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out / ".lock").is_file()  # the killed holder's lock file stays; the kernel dropped its lock
+    assert main(["collect", f"out={out}", *TINY]) == 0
+    assert len(Dataset.open(out)) == 4
+
+
+def test_temp_files_of_killed_writes_are_swept_at_start(clean, tmp_path):
+    ds = tmp_path / "ds"
+    assert main(["collect", f"out={ds}", *TINY]) == 0
+    left = [ds / ".index.json.x1y2.tmp", ds / "episodes" / ".000001.npz.abc.tmp"]
+    for p in left:
+        p.write_bytes(b"half")
+    (ds / ".sub.tmp").mkdir()
+    assert main(["collect", f"out={ds}", *TINY]) == 0
+    assert not any(p.exists() for p in left) and not (ds / ".sub.tmp").exists()
+    same_dataset(ds, clean)
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_file", "full_disk"])
+def test_output_locations_that_cannot_be_written_are_one_line(tmp_path, capsys, monkeypatch, where):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = {"under_a_file": blocker / "ds", "a_file": blocker, "full_disk": tmp_path / "ds"}[where]
+    if where == "full_disk":
+        from driving import atomic
+
+        real = atomic.write_bytes
+
+        def full(path, data):
+            if str(path).endswith(".npz"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            return real(path, data)
+
+        monkeypatch.setattr(atomic, "write_bytes", full)
+    assert main(["collect", f"out={out}", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write to ") and err.count("\n") == 1
+    assert {"under_a_file": "is a file, not a folder", "a_file": "not a folder",
+            "full_disk": "disk is full"}[where] in err
+    if where == "full_disk":
+        assert "re-run the same command" in err
+        assert Dataset.open(out).index == []  # consistent: meta and an empty index, no half episode
+    else:
+        assert blocker.read_text() == "x"
+
+
+def test_a_corrupt_episode_is_named_and_collected_again(clean, tmp_path, capsys):
+    ds = tmp_path / "ds"
+    assert main(["collect", f"out={ds}", *TINY]) == 0
+    ep = ds / "episodes" / "000002.npz"
+    flip_byte(ep, 0.4)  # inside the frames member: the file still opens as a zip
+    with pytest.raises(Exception, match="000002.npz is corrupt"):
+        Dataset.open(ds).episode(2)
+    assert main(["data", "info", str(ds), "validate=true"]) == 2
+    assert "000002.npz is corrupt" in capsys.readouterr().err
+    assert main(["collect", f"out={ds}", *TINY]) == 0
+    assert "000002.npz is corrupt" in capsys.readouterr().err
+    same_dataset(ds, clean)
+    assert main(["data", "info", str(ds), "validate=true"]) == 0
+
+
+def test_a_corrupt_checkpoint_file_is_refused_by_eval_and_resume(tmp_path, capsys):
+    ds = synthetic_dataset(tmp_path / "syn")
+    run = tmp_path / "run"
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=4"]) == 0
+    step = run / "checkpoints" / "00000004"
+    assert json.loads((step / "checksums.json").read_text()).keys() == {"policy.json", "weights.pt", "train_state.pt"}
+    flip_byte(step / "weights.pt", 0.6)
+    assert main(["eval", str(step), "episodes=1", "max_steps=3", "videos=0", "workers=1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "weights.pt is corrupt" in err and err.count("\n") == 1
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=6"]) == 2
+    assert "weights.pt is corrupt" in capsys.readouterr().err
+
+
+def test_a_lost_meta_and_index_are_rebuilt_from_the_episode_files(clean, tmp_path, capsys):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(clean, ds)
+    meta, index = (json.loads((ds / f).read_text()) for f in ("meta.json", "index.json"))
+    (ds / "meta.json").unlink()
+    (ds / "index.json").write_bytes(b"\xff\xfe garbage")
+    assert main(["data", "rebuild", str(ds)]) == 0
+    assert "rebuilt from 4 episode files" in capsys.readouterr().out
+    assert json.loads((ds / "meta.json").read_text()) == meta
+    assert json.loads((ds / "index.json").read_text()) == index
+    same_dataset(ds, clean)
+    # a corrupt episode is named and left out; a collect re-run then brings it back
+    flip_byte(ds / "episodes" / "000001.npz", 0.4)
+    assert main(["data", "rebuild", str(ds)]) == 0
+    assert "000001.npz is corrupt" in capsys.readouterr().err
+    assert [r["episode"] for r in json.loads((ds / "index.json").read_text())] == [0, 2, 3]
+    assert main(["collect", f"out={ds}", *TINY]) == 0
+    same_dataset(ds, clean)
+
+
+def _kill_when(cmd: list[str], ready, timeout: float = 120) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "driving.cli", *cmd], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def _rows(path: Path) -> int:
+    try:
+        return len(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return 0
+
+
+def test_collection_killed_at_several_points_resumes_to_the_same_dataset(clean, tmp_path):
+    out = tmp_path / "ds"
+    cmd = ["collect", f"out={out}", *TINY[:1], "workers=2", *TINY[2:]]
+    for n in (0, 1, 3):  # before any episode, after the first, near the end
+        _kill_when(cmd, lambda: _rows(out / "index.json") >= n and (n > 0 or (out / "meta.json").exists()))
+    assert main(cmd) == 0
+    same_dataset(out, clean)
+
+
+def _metrics_step(run: Path) -> int:
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    steps = [json.loads(x).get("step", 0) for x in lines if x.strip().endswith("}")]
+    return max(steps, default=0)
+
+
+def test_training_killed_at_several_points_resumes_to_the_same_weights(tmp_path):
+    ds = synthetic_dataset(tmp_path / "syn")
+    full, split = tmp_path / "full", tmp_path / "split"
+    assert main(["train", f"dataset={ds}", f"out={full}", *TRAIN]) == 0
+    cmd = ["train", f"dataset={ds}", f"out={split}", *TRAIN]
+    for step in (1, 5, 9):
+        _kill_when(cmd, lambda: _metrics_step(split) >= step)
+    assert main(cmd) == 0
+    a, b = (torch.load(r / "checkpoints" / "last" / "weights.pt", weights_only=True) for r in (full, split))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(x) for x in (split / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    steps = [r["step"] for r in rows if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 12  # no step logged twice after the resumes
