@@ -220,3 +220,40 @@ def test_training_killed_at_several_points_resumes_to_the_same_weights(tmp_path)
     rows = [json.loads(x) for x in (split / "metrics.jsonl").read_text().splitlines() if x.strip()]
     steps = [r["step"] for r in rows if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 12  # no step logged twice after the resumes
+
+
+def test_a_full_disk_during_training_and_evaluation_is_one_line(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    from driving import atomic, checkpoint
+
+    ds = synthetic_dataset(tmp_path / "syn")
+    run = tmp_path / "run"
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=2"]) == 0
+
+    def full_open(path, mode="r", *a, **kw):
+        if "w" in mode and str(path).endswith(".pt"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return builtins.open(path, mode, *a, **kw)
+
+    monkeypatch.setattr(checkpoint, "open", full_open, raising=False)
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=4"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to" in err and "disk is full" in err and err.count("\n") == 1
+    assert os.readlink(run / "checkpoints" / "last") == "00000002"  # the last good checkpoint stays
+    monkeypatch.undo()
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=4"]) == 0  # space freed: it resumes
+    assert "removed 1 temp file" in capsys.readouterr().err  # the half-saved checkpoint folder
+
+    real = atomic.write_bytes
+
+    def full(path, data):
+        if str(path).endswith("eval.json"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(atomic, "write_bytes", full)
+    assert main(["eval", str(run), f"out={tmp_path / 'ev'}", "episodes=1", "max_steps=3", "videos=0", "workers=1",
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "eval.json" in err and "disk is full" in err and err.count("\n") == 1
