@@ -91,22 +91,27 @@ def test_temp_files_of_killed_writes_are_swept_at_start(clean, tmp_path):
     same_dataset(ds, clean)
 
 
+def disk_full_for(monkeypatch, suffix: str) -> None:
+    """Atomic writes of files ending in `suffix` fail as on a full disk."""
+    from driving import atomic
+
+    real = atomic.write_bytes
+
+    def full(path, data):
+        if str(path).endswith(suffix):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(atomic, "write_bytes", full)
+
+
 @pytest.mark.parametrize("where", ["under_a_file", "a_file", "full_disk"])
 def test_output_locations_that_cannot_be_written_are_one_line(tmp_path, capsys, monkeypatch, where):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     out = {"under_a_file": blocker / "ds", "a_file": blocker, "full_disk": tmp_path / "ds"}[where]
     if where == "full_disk":
-        from driving import atomic
-
-        real = atomic.write_bytes
-
-        def full(path, data):
-            if str(path).endswith(".npz"):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-            return real(path, data)
-
-        monkeypatch.setattr(atomic, "write_bytes", full)
+        disk_full_for(monkeypatch, ".npz")
     assert main(["collect", f"out={out}", *TINY]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot write to ") and err.count("\n") == 1
@@ -225,7 +230,7 @@ def test_training_killed_at_several_points_resumes_to_the_same_weights(tmp_path)
 def test_a_full_disk_during_training_and_evaluation_is_one_line(tmp_path, capsys, monkeypatch):
     import builtins
 
-    from driving import atomic, checkpoint
+    from driving import checkpoint
 
     ds = synthetic_dataset(tmp_path / "syn")
     run = tmp_path / "run"
@@ -245,14 +250,7 @@ def test_a_full_disk_during_training_and_evaluation_is_one_line(tmp_path, capsys
     assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=4"]) == 0  # space freed: it resumes
     assert "removed 1 temp file" in capsys.readouterr().err  # the half-saved checkpoint folder
 
-    real = atomic.write_bytes
-
-    def full(path, data):
-        if str(path).endswith("eval.json"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real(path, data)
-
-    monkeypatch.setattr(atomic, "write_bytes", full)
+    disk_full_for(monkeypatch, "eval.json")
     assert main(["eval", str(run), f"out={tmp_path / 'ev'}", "episodes=1", "max_steps=3", "videos=0", "workers=1",
                  "-q"]) == 2
     err = capsys.readouterr().err
