@@ -34,7 +34,8 @@ from driving.rollout import ExpertActor, NoiseSpec, play_episode
 from sim import CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
 
 # The state facts a dataset keeps per step (besides frames and actions).
-DATASET_FACTS = ("speed", "on_road", "crashed", "expert_saturated", "progress", "lane_offset", "heading", "x", "y")
+DATASET_FACTS = ("speed", "on_road", "crashed", "expert_saturated", "progress", "lane_offset", "heading", "x", "y",
+                 "expert_plan")
 
 
 @dataclass
@@ -106,7 +107,7 @@ def episode_arrays(record: dict) -> tuple[dict, dict]:
     facts = record["steps"]
     n = len(record["actions"])
     steps = {"frames": record["frames"], "action": record["actions"], "expert_action": record["expert_actions"],
-             **{k: facts[k][:n] for k in DATASET_FACTS}}
+             **{k: facts[k][:n] for k in DATASET_FACTS if k in facts}}
     on_road = np.asarray(facts["on_road"], dtype=bool)
     summary = {
         "seed": int(record["seed"]),
@@ -190,7 +191,7 @@ def finished_episodes(root: Path, seeds: list[int]) -> dict[int, dict]:
     checked: against the SHA-256 the index recorded, where it did, and every zip member's CRC. A
     corrupt file is removed (and so collected again), with a note naming it."""
     done = {}
-    recorded = {r["episode"]: r.get("sha256") for r in _load_index(root)}
+    recorded = {r["episode"]: r.get("sha256") for r in load_index(root)}
     for episode, seed in enumerate(seeds):
         path = root / episode_filename(episode)
         if not path.is_file():
@@ -235,7 +236,7 @@ def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
     seeds = episode_seeds(cfg)
     rows = finished_episodes(root, seeds)
     # Rows of episodes beyond this run's count (an earlier, larger run) stay in the index.
-    for row in _load_index(root):
+    for row in load_index(root):
         if row["episode"] >= len(seeds):
             rows.setdefault(row["episode"], row)
     todo = [(i, s) for i, s in enumerate(seeds) if i not in rows]
@@ -271,7 +272,7 @@ def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
     return root
 
 
-def _load_index(root: Path) -> list[dict]:
+def load_index(root: Path) -> list[dict]:
     """The index rows on disk that are well formed; a damaged index is rebuilt from the episode files."""
     path = root / "index.json"
     try:

@@ -25,8 +25,9 @@ def rebuild(root: str | Path) -> dict:
 
 
 def _rebuild(root: Path) -> dict:
-    from driving.data.collect import write_index
+    from driving.data.collect import load_index, write_index
 
+    recorded = {r["episode"]: r.get("sha256") for r in load_index(root)}  # where the index is still readable
     rows, corrupt, metas = {}, [], {}
     for path in sorted((root / "episodes").iterdir()):
         m = _EPISODE.match(path.name)
@@ -34,7 +35,8 @@ def _rebuild(root: Path) -> dict:
             continue
         episode = int(m.group(1))
         try:
-            _, summary, meta, digest = read_episode_file(path, keys=("speed",), full_check=True, with_meta=True)
+            _, summary, meta, digest = read_episode_file(path, keys=("speed",), sha256=recorded.get(episode),
+                                                         full_check=True, with_meta=True)
         except DatasetError as e:
             corrupt.append(str(e))
             continue
