@@ -39,6 +39,7 @@ from driving.data.tensors import (
 from driving.errors import UserError
 from driving.folder_lock import writing
 from driving.models import InputSpec, ModelConfig, build_model
+from driving.models.base import plan_classes
 from driving.policy import pick_device
 from driving.step_graph import Stepper, load_optimiser_state, lr_as_tensor, plain_lr_state
 
@@ -92,6 +93,7 @@ class TrainConfig:
     # the threshold (either output, normalised) weigh `disagree_weight` times as much in the loss.
     disagree_threshold: float = 0.3
     disagree_weight: float = 1.0
+    plan_weight: float = 1.0  # with net.plan_head: weight of the plan classification loss (cross-entropy)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     val_fraction: float = 0.1
@@ -301,13 +303,15 @@ def _autocast(device: torch.device, cfg: TrainConfig):
 
 def sample_batch(data: DeviceData, n: int, gen: torch.Generator, cfg: TrainConfig, with_weights: bool = False):
     """n random samples: stacked, augmented frames (float 0..255), speeds, expert labels (and, with
-    `with_weights`, each sample's loss weight: None where no sample is weighted up)."""
+    `with_weights`, each sample's loss weight: None where no sample is weighted up; and the expert's
+    plan classes where the data carries plans, else None)."""
     idx = data.sample(n, gen, cfg.dataset_weights)
     frames, speed, target = data.batch(idx)
     x = augment(frames, cfg.augment, gen)
     if not with_weights:
         return _to_channels_last(x, cfg), speed, target
-    return _to_channels_last(x, cfg), speed, target, sample_weights(data, idx, cfg)
+    plan = plan_classes(data.plan[idx], target[:, 1]) if data.plan is not None else None
+    return _to_channels_last(x, cfg), speed, target, sample_weights(data, idx, cfg), plan
 
 
 def sample_weights(data: DeviceData, idx: torch.Tensor, cfg: TrainConfig):
@@ -323,10 +327,17 @@ def _to_channels_last(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
 
 
 def optimisation_step(fwd, model, opt, sched, x, speed, target, weights, cfg: TrainConfig,
-                      sample_weight=None) -> dict:
+                      sample_weight=None, plan=None) -> dict:
     with _autocast(x.device, cfg):
-        pred, speed_pred = fwd(x, speed)
+        if plan is None:
+            pred, speed_pred = fwd(x, speed)
+        else:  # the action is conditioned on the expert's true plan; the plan heads learn to predict it
+            pred, speed_pred, logits = fwd(x, speed, plan=plan, return_plan=True)
     parts = _loss(pred, target, speed_pred, speed, weights, cfg, sample_weight)
+    if plan is not None:
+        lp = sum(torch.nn.functional.cross_entropy(lg.float(), c) for lg, c in zip(logits, plan))
+        parts["loss_plan"] = lp
+        parts["loss"] = parts["loss"] + cfg.plan_weight * lp
     opt.zero_grad(set_to_none=True)
     parts["loss"].backward()
     if cfg.optim.grad_clip > 0:
@@ -424,7 +435,8 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
             return {"run_dir": run_dir, "step": start, "param_digest": None, "ranks_agree": True}
     elif cfg.init_from:
         init_ckpt, init_meta = warm_start_meta(cfg, cam)
-    data = DeviceData(datasets, cfg.net.stack, device, [t for t, _ in splits], cfg.disagree_threshold)
+    data = DeviceData(datasets, cfg.net.stack, device, [t for t, _ in splits], cfg.disagree_threshold,
+                      cfg.net.plan_head)
     val = (DeviceData(datasets, cfg.net.stack, device, [v for _, v in splits], cfg.disagree_threshold)
            if any(len(v) for _, v in splits) else None)
     if cfg.batch_size > data.n:
@@ -502,9 +514,9 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
     def one_step() -> dict:
         nonlocal data_time
         t0 = time.perf_counter()
-        x, speed, target, w = sample_batch(data, per_rank, gen, cfg, with_weights=True)
+        x, speed, target, w, plan = sample_batch(data, per_rank, gen, cfg, with_weights=True)
         data_time += time.perf_counter() - t0  # host time to enqueue it (with a graph: the first steps only)
-        return optimisation_step(fwd, model, opt, None, x, speed, target, weights, cfg, w)
+        return optimisation_step(fwd, model, opt, None, x, speed, target, weights, cfg, w, plan)
 
     stepper = Stepper(one_step, graph=use_graph(cfg, device, data, distributed), generators=[gen])
     step = start

@@ -141,6 +141,7 @@ class DrivingEnv(gymnasium.Env):
         if self.expert is not None:
             info["expert_action"] = self.expert.act(self.core).astype(np.float32)
             info["expert_saturated"] = self.expert.saturated
+            info["expert_plan"] = self.expert.plan_lane
         return info
 
     def _leader(self) -> dict:

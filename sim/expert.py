@@ -205,6 +205,9 @@ class Expert:
         self.route: list | None = None  # road segments (from, to) still to drive, current first
         self.last_change_time = -np.inf
         self.saturated = False  # whether the last command hit the action range
+        # the last query's lane plan: -1 towards the left lane, +1 towards the right, 0 keep (a change
+        # counts until the ego is in the target lane): the discrete decision a student may classify
+        self.plan_lane = 0
         self.saturation = (False, False)  # (steer, accel) of the last command
         self.last_physical = (0.0, 0.0)  # (steering rad, acceleration m/s^2) before clipping
         self._net = None  # the road network the caches below describe
@@ -703,8 +706,10 @@ class Expert:
                 target_speed = self._target_speed(path, speed, dt)
                 current = self._neighbours(net, scene, path, ego)
         acc = self._follow(current, ego.speed, target_speed)
+        self.plan_lane = 0
         if ego.lane_index is not None and ego.lane_index != self.target_lane \
                 and ego.lane_index[:2] == self.target_lane[:2]:
+            self.plan_lane = int(np.sign(self.target_lane[2] - ego.lane_index[2]))
             # changing lanes: keep a safe distance in the lane we are leaving, too
             old_path = self._path(net, ego.lane_index, self.route, ego.position, 0.0, ahead, 2.0)
             acc = min(acc, self._follow(self._neighbours(net, scene, old_path, ego), ego.speed, target_speed))

@@ -10,10 +10,11 @@ from driving.data.format import FORMAT_VERSION, episode_filename, write_episode
 
 
 def synthetic_dataset(root: Path, lengths=(6, 5, 7, 4), height=32, width=16, rgb=False, seed=0,
-                      student_offset: float | None = None) -> Path:
+                      student_offset: float | None = None, plans: bool = True) -> Path:
     """Episodes whose frames encode (episode, step): pixel [0, 0] = episode, [0, 1] = step, and a
     bright bar whose column depends on the steering label, so a CNN can learn it. With
-    `student_offset`, a DAgger round's dataset: the student's steering is off by that much on odd steps."""
+    `student_offset`, a DAgger round's dataset: the student's steering is off by that much on odd steps.
+    `plans`: the expert's lane plan is recorded (left/right where the steering label is strong)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     rows = []
@@ -34,6 +35,8 @@ def synthetic_dataset(root: Path, lengths=(6, 5, 7, 4), height=32, width=16, rgb
             "expert_saturated": np.zeros(n, bool), "progress": np.arange(n) * 4.0,
             "lane_offset": np.zeros(n), "heading": np.zeros(n), "x": np.arange(n) * 4.0, "y": np.zeros(n),
         }
+        if plans:  # the lane plan follows the steering label: left below -0.5, right above +0.5
+            steps["expert_plan"] = (steer > 0.5).astype(np.int8) - (steer < -0.5).astype(np.int8)
         if student_offset is not None:
             steps["student_action"] = label + np.outer(np.arange(n) % 2, [student_offset, 0.0])
         summary = {"seed": 100 + e, "length": n, "outcome": "ok", "crashed": False, "terminated": False,

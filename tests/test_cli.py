@@ -26,6 +26,16 @@ def test_collect_prints_a_summary(cli_dataset, capsys):
     assert "episodes  2" in out and "label steer" in out
 
 
+def test_collected_episodes_record_the_experts_lane_plan(cli_dataset):
+    from driving.data.format import Dataset
+
+    ds = Dataset.open(cli_dataset)
+    for i in range(len(ds)):
+        ep = ds.episode(i)
+        assert ep["expert_plan"].dtype == np.int8 and len(ep["expert_plan"]) == len(ep["frames"])
+        assert set(np.unique(ep["expert_plan"])) <= {-1, 0, 1}
+
+
 def test_data_info_json_has_contract_keys(cli_dataset, capsys):
     assert main(["data", "info", str(cli_dataset), "json=true"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -179,3 +179,23 @@ def test_expert_is_usable_without_an_env_wrapper(make_core):
     a = expert.act(core)
     assert a.shape == (2,) and np.all(np.abs(a) <= 1.0)
     assert set(vars(core.unwrapped.vehicle)) == attrs
+
+
+def test_the_expert_reports_its_lane_plan_until_the_ego_is_in_the_target_lane(make_env):
+    """info["expert_plan"] is -1 (to the left: lane ids grow to the right) or +1 from the decision until
+    the ego's lane index changes to the target, and 0 when keeping its lane."""
+    env = make_env("highway", expert=True)
+    changes = []
+    for seed in range(1000, 1010):
+        _, info = env.reset(seed=seed)
+        for _ in range(200):
+            lane, plan = info["lane"], info["expert_plan"]
+            _, _, terminated, truncated, info = env.step(info["expert_action"])
+            if lane and info["lane"] and lane != info["lane"]:
+                changes.append((int(info["lane"].split("/")[2]) - int(lane.split("/")[2]), plan))
+            if terminated or truncated:
+                break
+        if len(changes) >= 2:
+            break
+    assert changes, "the expert changed no lane in 10 highway episodes"
+    assert all(plan == np.sign(step) != 0 for step, plan in changes), changes

@@ -95,3 +95,25 @@ def test_augmentation_is_photometric_seeded_and_switchable():
     dot[0, 0, 5, 3] = 255
     aug = augment(dot, AugmentConfig(noise=0.0), torch.Generator().manual_seed(3))
     assert int(aug.flatten().argmax()) == 5 * 8 + 3
+
+
+@pytest.mark.parametrize("name", ["pilotnet", "resnet18"])
+def test_a_plan_head_classifies_and_conditions_the_action(name):
+    from driving.models.base import PLAN_CLASSES, plan_classes
+
+    torch.manual_seed(0)
+    spec = InputSpec(64, 32, 1, 100.0, 50.0, 20.0, 5.0)
+    m = build_model(name, ModelConfig(stack=2, plan_head=True, dropout=0.0), spec).eval()
+    frames = torch.randint(0, 255, (4, 2, 64, 32), dtype=torch.uint8)
+    speed = torch.full((4,), 20.0)
+    action, _, (lane, spd) = m(frames, speed, return_plan=True)
+    assert action.shape == (4, 2) and lane.shape == spd.shape == (4, PLAN_CLASSES)
+    left = (torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long))
+    right = (torch.full((4,), 2), torch.ones(4, dtype=torch.long))
+    a_left, _ = m(frames, speed, plan=left)
+    a_right, _ = m(frames, speed, plan=right)
+    assert not torch.allclose(a_left, a_right)  # the plan conditions the action
+    chosen = (lane.argmax(1), spd.argmax(1))  # without a plan, the predicted one conditions it
+    assert torch.allclose(m(frames, speed)[0], m(frames, speed, plan=chosen)[0])
+    lane_c, speed_c = plan_classes(torch.tensor([-1, 0, 1, 0]), torch.tensor([-0.5, 0.0, 0.1, 0.9]))
+    assert lane_c.tolist() == [0, 1, 2, 1] and speed_c.tolist() == [0, 1, 1, 2]

@@ -263,3 +263,15 @@ def test_a_run_resumes_when_its_dataset_is_named_another_way_or_its_folder_moved
     result = train(cfg_for(Path(".") / ds.name, tmp_path / "moved"), progress=False)
     assert result["step"] == 8
     assert all(torch.equal(weights(tmp_path / "moved")[k], weights(full)[k]) for k in weights(full))
+
+
+def test_a_plan_head_trains_on_recorded_plans_and_needs_them(ds, tmp_path, capsys):
+    out = tmp_path / "plan"
+    train(cfg_for(ds, out, "net.plan_head=true"), progress=False)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss_plan"] > 0 for r in rows if "loss" in r)
+    policy = load_policy(out, device="cpu")
+    assert policy.model.cfg.plan_head
+    old = synthetic_dataset(tmp_path / "old", plans=False)  # collected before plans were recorded
+    with pytest.raises(UserError, match="no expert plans .* net.plan_head"):
+        train(cfg_for(old, tmp_path / "p2", "net.plan_head=true"), progress=False)

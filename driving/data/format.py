@@ -14,6 +14,8 @@ An episode file holds, per step t (the state before the action of step t):
   on_road, crashed, expert_saturated (T,) bool; progress, lane_offset, heading, x, y (T,) float32
   student_action (T, 2) float32         DAgger rounds only (meta has "dagger"): what the student chose,
                                         before the expert's share, takeover and noise
+  expert_plan    (T,)   int8            the expert's lane plan: -1 left, 0 keep, +1 right (datasets
+                                        collected before it existed lack it)
 and `summary`, a JSON string (seed, length, outcome, ...). Episode files are the source of truth:
 index.json is rebuilt from them on resume, so a collection killed between the two loses nothing.
 Each index row records the SHA-256 of its file's bytes, checked whenever the file is read; each file
@@ -41,7 +43,7 @@ STEP_KEYS = {
     "on_road": np.bool_, "crashed": np.bool_, "expert_saturated": np.bool_, "progress": np.float32,
     "lane_offset": np.float32, "heading": np.float32, "x": np.float32, "y": np.float32,
 }
-OPTIONAL_STEP_KEYS = {"student_action": np.float32}
+OPTIONAL_STEP_KEYS = {"student_action": np.float32, "expert_plan": np.int8}
 META_KEYS = ("format_version", "scenario", "camera", "action", "expert", "noise", "config", "counts")
 OUTCOMES = ("crash", "offroad", "ok")
 # The camera settings that give a frame its meaning (the stack is built at load time, so it may differ).

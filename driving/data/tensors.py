@@ -69,7 +69,8 @@ class DeviceData:
     dataset's position) and whether the student's action there differed from the label by more than
     `disagree_threshold` (DAgger datasets record what the student did; others never disagree)."""
 
-    def __init__(self, ds, stack: int, device: torch.device, episodes=None, disagree_threshold: float = float("inf")):
+    def __init__(self, ds, stack: int, device: torch.device, episodes=None, disagree_threshold: float = float("inf"),
+                 plans: bool = False):
         datasets = list(ds) if isinstance(ds, (list, tuple)) else [ds]
         if episodes is None:
             episodes = [np.arange(len(d)) for d in datasets]
@@ -78,9 +79,16 @@ class DeviceData:
         parts, sources, disagree = [], [], []
         for k, (d, eps) in enumerate(zip(datasets, episodes)):
             student = bool(d.meta.get("dagger"))
-            keys = ("frames", "expert_action", "speed") + (("student_action",) if student else ())
+            keys = ("frames", "expert_action", "speed") + (("student_action",) if student else ()) \
+                + (("expert_plan",) if plans else ())
             for i in np.asarray(eps):
-                p = d.episode(int(i), keys)
+                try:
+                    p = d.episode(int(i), keys)
+                except DatasetError as e:
+                    if plans and "expert_plan" in str(e):
+                        raise DatasetError(f"dataset {d.root} has no expert plans (collected before they were "
+                                           "recorded): collect it again, or train without net.plan_head") from None
+                    raise
                 parts.append(p)
                 sources.append(np.full(len(p["frames"]), k, dtype=np.int64))
                 disagree.append(np.abs(p["student_action"] - p["expert_action"]).max(axis=1) > disagree_threshold
@@ -101,6 +109,8 @@ class DeviceData:
         self.episode_start = torch.from_numpy(starts).to(device)
         self.source = torch.from_numpy(np.concatenate(sources)).to(device)
         self.disagree = torch.from_numpy(np.concatenate(disagree)).to(device)
+        self.plan = (torch.from_numpy(np.concatenate([p["expert_plan"] for p in parts]).astype(np.int64)).to(device)
+                     if plans else None)
         # frames of each source are contiguous: sampling by source share is an offset plus a uniform draw
         counts = np.bincount(np.concatenate(sources), minlength=len(datasets))
         self.source_count = torch.from_numpy(counts).to(device)

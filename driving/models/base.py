@@ -8,6 +8,16 @@ import torch
 from torch import nn
 
 
+PLAN_CLASSES = 3  # lane: left, keep, right; speed: brake, hold, accelerate
+SPEED_PLAN_EDGE = 0.2  # normalised accel label below -edge: brake, above +edge: accelerate
+
+
+def plan_classes(expert_plan: torch.Tensor, accel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class indices of the expert's plan: lane from its lane plan (-1, 0, +1), speed from its label."""
+    speed = (accel > -SPEED_PLAN_EDGE).long() + (accel > SPEED_PLAN_EDGE).long()
+    return (expert_plan.long() + 1).clamp(0, 2), speed
+
+
 @dataclass
 class ModelConfig:
     """Options of the network (its architecture is picked by name: `model=` in the train config)."""
@@ -18,6 +28,10 @@ class ModelConfig:
     dropout: float = 0.1
     width: float = 1.0  # channel multiplier
     weights: str | None = None  # optional local path to backbone weights (never downloaded)
+    # classify the expert's discrete plan (lane: left/keep/right; speed: brake/hold/accelerate) and
+    # condition the action regression on it: the true plan in training, the predicted one when driving,
+    # so a decision is taken rather than averaged (a half lane change is neither of the expert's modes)
+    plan_head: bool = False
 
 
 @dataclass
@@ -46,8 +60,12 @@ class Policy(nn.Module):
         self.register_buffer("speed_mean", torch.tensor(float(spec.speed_mean)))
         self.register_buffer("speed_std", torch.tensor(float(spec.speed_std)))
         extra = 1 if cfg.use_speed else 0
+        if cfg.plan_head:
+            self.plan_lane = nn.Linear(features + extra, PLAN_CLASSES)
+            self.plan_speed = nn.Linear(features + extra, PLAN_CLASSES)
+        cond = 2 * PLAN_CLASSES if cfg.plan_head else 0
         self.head = nn.Sequential(
-            nn.Linear(features + extra, 200), nn.ELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(features + extra + cond, 200), nn.ELU(), nn.Dropout(cfg.dropout),
             nn.Linear(200, 50), nn.ELU(), nn.Linear(50, 10), nn.ELU(), nn.Linear(10, 2),
         )
         self.speed_head = nn.Linear(features, 1) if cfg.aux_speed else None
@@ -64,7 +82,10 @@ class Policy(nn.Module):
         x = frames.reshape(b, -1, frames.shape[-2], frames.shape[-1]).float()
         return (x - self.frame_mean) / self.frame_std
 
-    def forward(self, frames: torch.Tensor, speed: torch.Tensor | None = None, normalised: bool = False):
+    def forward(self, frames: torch.Tensor, speed: torch.Tensor | None = None, normalised: bool = False,
+                plan: tuple | None = None, return_plan: bool = False):
+        """With a plan head: `plan` = (lane class, speed class) per sample conditions the action (training);
+        without it the predicted classes do. `return_plan` adds the (lane, speed) logits."""
         x = frames if normalised else self.normalise(frames)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"model expects {self.in_channels} input channels "
@@ -76,8 +97,16 @@ class Policy(nn.Module):
                 raise ValueError("this model takes the ego speed as input: pass speed")
             s = (speed.float().reshape(-1, 1) - self.speed_mean) / self.speed_std
             z = torch.cat([f, s.to(f.dtype)], dim=1)
+        logits = None
+        if self.cfg.plan_head:
+            logits = (self.plan_lane(z), self.plan_speed(z))
+            chosen = plan if plan is not None else (logits[0].argmax(1), logits[1].argmax(1))
+            classes = torch.arange(PLAN_CLASSES, device=z.device)
+            z = torch.cat([z, *((c[:, None] == classes).to(z.dtype) for c in chosen)], dim=1)  # one-hot, no sync
         action = torch.tanh(self.head(z))
         speed_pred = None
         if self.speed_head is not None:
             speed_pred = self.speed_head(f).squeeze(1) * self.speed_std + self.speed_mean
+        if return_plan:
+            return action, speed_pred, logits
         return action, speed_pred
