@@ -148,9 +148,3 @@ def repair_last(ckpt_root: Path) -> str | None:
         return f"{link} pointed at missing {target} and no complete checkpoint is left: starting from step 0"
     point(ckpt_root, "last", complete[-1])
     return f"{link} pointed at missing {target}: resuming from {complete[-1]}, the newest complete checkpoint"
-
-
-def clean_temp(ckpt_root: Path) -> None:
-    """Remove leftovers of a save that was killed."""
-    for p in Path(ckpt_root).glob(".*.tmp"):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)

@@ -450,7 +450,6 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
             speed_mean=stats["speed_mean"], speed_std=stats["speed_std"])
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.clean_temp(ckpt_root) if ckpt_root.exists() else None
         atomic.write_bytes(run_dir / "config.yaml", _yaml(cfg).encode())
 
     # -- model, optimiser, schedule ----------------------------------------------------------
