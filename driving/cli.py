@@ -109,6 +109,16 @@ def cmd_data_rebuild(ns) -> int:
     return 0
 
 
+def cmd_data_merge(ns) -> int:
+    from driving.data.format import Dataset
+    from driving.data.merge import merge_datasets
+
+    out = merge_datasets(ns.out, ns.shards)
+    ds = Dataset.open(out)
+    print(f"{out}: {len(ds)} episodes ({ds.frames} frames) merged from {len(ns.shards)} shards")
+    return 0
+
+
 def cmd_train(ns) -> int:
     from driving.train import TrainConfig, train
 
@@ -137,10 +147,27 @@ def cmd_eval(ns) -> int:
     from driving.evaluate import EvalConfig, evaluate
     from driving.report import text_table
 
+    if ns.checkpoint == "merge":
+        return cmd_eval_merge(ns)
     cfg = _config_from_args(EvalConfig, ns)
     if cfg is None:
         return 0
     r = evaluate(ns.checkpoint, cfg, progress=not ns.quiet)
+    print(text_table(r["result"]))
+    print(f"\n{r['out']}/eval.json  {r['out']}/report.html")
+    return 0
+
+
+def cmd_eval_merge(ns) -> int:
+    from driving.eval_merge import merge_evaluations
+    from driving.report import text_table
+
+    words = [a for a in ns.args if "=" not in a]
+    keys = dict(a.split("=", 1) for a in ns.args if "=" in a)
+    if len(words) < 2 or set(keys) - {"device"}:
+        raise UserError("usage: driving eval merge OUT SHARD_FOLDER... [device=auto] (the folders of one "
+                        "`driving eval ... shard=K/N` evaluation)")
+    r = merge_evaluations(words[0], words[1:], device=keys.get("device", "auto"))
     print(text_table(r["result"]))
     print(f"\n{r['out']}/eval.json  {r['out']}/report.html")
     return 0
@@ -210,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _config_command(sub, "collect", cmd_collect, "expert demonstrations -> a dataset folder",
                     "driving collect [CONFIG.yaml] [key=value ...]  (keys: scenario, episodes, workers, "
-                    "seed, out, max_steps, camera.*, noise.*, expert.*, env.*)")
+                    "seed, out, max_steps, shard (K/N), executor (process|ray), ray_address, camera.*, "
+                    "noise.*, expert.*, env.*)")
     _config_command(sub, "train", cmd_train, "dataset -> checkpoints (GPU when present)",
                     "driving train [CONFIG.yaml] [key=value ...]  (keys: dataset, model, steps, batch_size, "
                     "device, seed, out, net.*, optim.*, augment.*, loss, loss_weights, val_every, "
@@ -225,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="closed loop -> metrics, report, videos",
                        description="driving eval CHECKPOINT|expert [CONFIG.yaml] [key=value ...]  (keys: "
                                    "scenario, episodes, workers, seed, out, max_steps, videos, saliency, device, "
-                                   "expert_perception, env.*; configs/eval/ has examples)")
+                                   "expert_perception, shard (K/N), executor (process|ray), ray_address, env.*; "
+                                   "configs/eval/ has examples). driving eval merge OUT SHARD_FOLDER...: the "
+                                   "shards of one evaluation as one.")
     e.add_argument("checkpoint", help="runs/NAME/checkpoints/last, a step folder, a run folder, or 'expert'")
     e.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value")
     e.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -272,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
                                  "index.json from the episode files (corrupt ones are named and left out)")
     r.add_argument("dataset")
     r.set_defaults(func=cmd_data_rebuild)
+
+    m = d.add_parser("merge", help="the shards of one collection (shard=K/N) as one dataset",
+                     description="driving data merge OUT SHARD_FOLDER... : the N shard folders of one "
+                                 "`driving collect ... shard=K/N` collection -> one dataset in OUT, equal to "
+                                 "the unsharded collection's")
+    m.add_argument("out")
+    m.add_argument("shards", nargs="+", metavar="SHARD_FOLDER")
+    m.set_defaults(func=cmd_data_merge)
 
     dm = sub.add_parser("demo", help="the whole pipeline on built-in defaults (README's main job)")
     dm.add_argument("overrides", nargs="*", metavar="stage.key=value",

@@ -20,10 +20,12 @@ from driving import atomic
 from driving.baselines import ExpertPolicy
 from driving.config import to_dict
 from driving.envpool import EnvPool, probe_env
+from driving.executors import check_executor
 from driving.folder_lock import writing
 from driving.errors import UserError
 from driving.jsonfile import read_json
 from driving.rollout import EpisodeRecorder, as_actor, batch_of, finished, worst
+from driving.shards import parse_shard
 from sim import CameraConfig, UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
 from sim.metrics import aggregate, episode_metrics, paired_differences
@@ -45,8 +47,13 @@ class EvalConfig:
     env: dict[str, Any] = field(default_factory=dict)  # highway-env config overrides, e.g. fast_road: false
     # the reference expert (and ExpertPolicy): camera = sees what the policy's camera shows
     expert_perception: str = "camera"
+    shard: Optional[str] = None  # K/N: only episodes K, K+N, ... (merge the N outputs with `driving eval merge`)
+    executor: str = "process"  # process (worker processes here) | ray (environments in Ray actors)
+    ray_address: Optional[str] = None  # executor=ray: the cluster (default: RAY_ADDRESS, else a local Ray)
 
     def __post_init__(self):
+        parse_shard(self.shard)
+        check_executor(self.executor)
         if self.episodes < 1:
             raise ValueError("episodes must be >= 1")
         if self.workers < 0 or self.videos < 0:
@@ -67,11 +74,23 @@ def seeds_for(cfg: EvalConfig) -> list[int]:
     return [cfg.seed + i for i in range(cfg.episodes)]
 
 
+def shard_episodes(cfg: EvalConfig) -> list[int]:
+    """The episode numbers this run evaluates (every scenario): all, or its shard's."""
+    shard = parse_shard(cfg.shard)
+    return shard.take(cfg.episodes) if shard else list(range(cfg.episodes))
+
+
 def open_pool(scenario: str, camera: dict, workers: int, n_episodes: int,
-              max_steps: int | None = None, env: dict | None = None, expert: dict | None = None) -> EnvPool:
-    n = max(1, min(workers or os.cpu_count() or 1, n_episodes))
-    return EnvPool(n, {"scenario": scenario, "camera": camera, "max_steps": max_steps, "env": dict(env or {}),
-                       "expert": dict(expert or {})})
+              max_steps: int | None = None, env: dict | None = None, expert: dict | None = None,
+              executor: str = "process", ray_address: str | None = None):
+    """Environments for `run_episodes`: worker processes here, or (executor=ray) Ray actors."""
+    kwargs = {"scenario": scenario, "camera": camera, "max_steps": max_steps, "env": dict(env or {}),
+              "expert": dict(expert or {})}
+    if executor == "ray":
+        from driving.executors import RayEnvPool, cluster_cpus
+
+        return RayEnvPool(max(1, min(workers or cluster_cpus(ray_address), n_episodes)), kwargs, ray_address)
+    return EnvPool(max(1, min(workers or os.cpu_count() or 1, n_episodes)), kwargs)
 
 
 def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers: int,
@@ -148,9 +167,11 @@ def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers:
     return records
 
 
-def score_records(records: list[dict], scenario: str, dt: float, reference: dict | None) -> list[dict]:
+def score_records(records: list[dict], scenario: str, dt: float, reference: dict | None,
+                  episodes: list[int] | None = None) -> list[dict]:
+    """Rows of eval.json; `episodes`: the records' episode numbers in the run (default 0, 1, ...)."""
     rows = []
-    for k, rec in enumerate(records):
+    for k, rec in zip(episodes if episodes is not None else range(len(records)), records):
         ref = reference.get(rec["seed"]) if reference else None
         m = episode_metrics(rec["steps"], dt, rec["truncated"], rec["terminated"], ref)
         err = rec["actions"] - rec["expert_actions"]
@@ -173,6 +194,9 @@ def load_eval_policy(checkpoint: str, device: str):
 
 def default_out(checkpoint: str, cfg: EvalConfig) -> Path:
     tag = "+".join(cfg.scenarios)
+    shard = parse_shard(cfg.shard)
+    if shard:  # shards of one evaluation never share a folder
+        tag += f".shard-{shard.index}-of-{shard.count}"
     if checkpoint == "expert":
         return Path("runs") / "expert" / "eval" / tag
     from driving.checkpoint import resolve
@@ -197,12 +221,17 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
     check_scenarios(cfg.scenarios)
     policy, camera, meta = load_eval_policy(checkpoint, cfg.device)
     out = Path(cfg.out) if cfg.out else default_out(checkpoint, cfg)
-    seeds = seeds_for(cfg)
+    all_seeds = seeds_for(cfg)
+    seeds = [all_seeds[k] for k in shard_episodes(cfg)]
     is_expert = checkpoint == "expert"
     for name in cfg.scenarios:  # every user error before any work starts
         probe_env(name, camera, cfg.max_steps, cfg.env, {"perception": cfg.expert_perception})
         if not is_expert:
             policy.for_scenario(get_scenario(name))  # action ranges it cannot drive are refused
+    if cfg.executor == "ray":  # a missing Ray or a cluster that does not answer: refused before any output
+        from driving.executors import connect
+
+        connect(cfg.ray_address)
     with writing(out, "driving eval"):
         return _evaluate(checkpoint, cfg, progress, policy, camera, meta, out, seeds, is_expert)
 
@@ -219,7 +248,9 @@ def _evaluate(checkpoint, cfg: EvalConfig, progress, policy, camera, meta, out: 
         "seeds": {name: seeds for name in cfg.scenarios},
         "scenarios": {},
     }
-    all_rows = {"policy": [], "expert": []}
+    if cfg.shard:
+        result["shard"] = parse_shard(cfg.shard).as_dict()
+    episodes = shard_episodes(cfg)
     actions = {}  # what every scored episode executed: videos replay exactly these
     timing = {}
     for name in cfg.scenarios:
@@ -227,10 +258,10 @@ def _evaluate(checkpoint, cfg: EvalConfig, progress, policy, camera, meta, out: 
         dt = 1.0 / sc.policy_frequency
         t = time.perf_counter()
         with open_pool(name, camera, cfg.workers, len(seeds), cfg.max_steps, cfg.env,
-                       {"perception": cfg.expert_perception}) as pool:
+                       {"perception": cfg.expert_perception}, cfg.executor, cfg.ray_address) as pool:
             expert_records = run_episodes(ExpertPolicy(), name, seeds, camera, cfg.workers, cfg.max_steps,
                                           progress, f"{name} expert", pool=pool)
-            expert_rows = score_records(expert_records, name, dt, None)
+            expert_rows = score_records(expert_records, name, dt, None, episodes)
             actions.update({actions_key(name, r["seed"], "expert"): r["actions"] for r in expert_records})
             reference = {r["seed"]: r["distance_m"] for r in expert_rows}
             if is_expert:
@@ -239,18 +270,34 @@ def _evaluate(checkpoint, cfg: EvalConfig, progress, policy, camera, meta, out: 
             else:
                 policy_records = run_episodes(policy.for_scenario(sc), name, seeds, camera, cfg.workers, cfg.max_steps,
                                               progress, f"{name} policy", pool=pool)
-                policy_rows = score_records(policy_records, name, dt, reference)
+                policy_rows = score_records(policy_records, name, dt, reference, episodes)
                 actions.update({actions_key(name, r["seed"], "policy"): r["actions"] for r in policy_records})
         timing[name] = time.perf_counter() - t
-        result["scenarios"][name] = {
-            "episodes": {"policy": policy_rows, "expert": expert_rows},
-            "aggregate": {"policy": aggregate(policy_rows), "expert": aggregate(expert_rows)},
-            "paired": paired_differences(policy_rows, expert_rows),
-        }
-        all_rows["policy"] += policy_rows
-        all_rows["expert"] += expert_rows
-    result["aggregate"] = {k: aggregate(v) for k, v in all_rows.items()}
-    result["paired"] = paired_differences(all_rows["policy"], all_rows["expert"])
+        result["scenarios"][name] = scenario_result(policy_rows, expert_rows)
+    add_totals(result)
+    write_result(result, out, actions, checkpoint, policy, camera, cfg)
+    return {"out": out, "result": result, "timing_s": timing}
+
+
+def scenario_result(policy_rows: list[dict], expert_rows: list[dict]) -> dict:
+    return {
+        "episodes": {"policy": policy_rows, "expert": expert_rows},
+        "aggregate": {"policy": aggregate(policy_rows), "expert": aggregate(expert_rows)},
+        "paired": paired_differences(policy_rows, expert_rows),
+    }
+
+
+def add_totals(result: dict) -> None:
+    """Aggregates over all scenarios of a result."""
+    rows = {k: [r for s in result["scenarios"].values() for r in s["episodes"][k]] for k in ("policy", "expert")}
+    result["aggregate"] = {k: aggregate(v) for k, v in rows.items()}
+    result["paired"] = paired_differences(rows["policy"], rows["expert"])
+
+
+def write_result(result: dict, out: Path, actions: dict, checkpoint: str, policy, camera: dict,
+                 cfg: EvalConfig) -> None:
+    """actions.npz, eval.json, the reports, then the videos of the worst episodes (not in a shard:
+    which episodes are worst is known only when the shards are merged)."""
     from driving.report import write_reports
 
     # The metrics are on disk before any video is rendered: a failure while filming loses nothing.
@@ -258,11 +305,10 @@ def _evaluate(checkpoint, cfg: EvalConfig, progress, policy, camera, meta, out: 
     atomic.save_npz(out / ACTIONS_FILE, actions)
     atomic.write_json(out / "eval.json", result)
     write_reports(result, out)
-    if cfg.videos:
+    if cfg.videos and not cfg.shard:
         result["videos"] = render_videos(checkpoint, policy, camera, cfg, result, out, actions)
         atomic.write_json(out / "eval.json", result)
         write_reports(result, out)
-    return {"out": out, "result": result, "timing_s": timing}
 
 
 def finished_evaluation(checkpoint: str | Path, cfg: EvalConfig) -> dict | None:
@@ -278,7 +324,8 @@ def finished_evaluation(checkpoint: str | Path, cfg: EvalConfig) -> dict | None:
     except UserError:  # a damaged result is evaluated again
         return None
     same = old.get("checkpoint") == str(resolve(checkpoint)) and old.get("config") == to_dict(cfg)
-    return old if same and len(old.get("videos") or []) == min(cfg.videos, cfg.episodes) else None
+    videos = 0 if cfg.shard else min(cfg.videos, cfg.episodes)  # a shard films nothing (the merge does)
+    return old if same and len(old.get("videos") or []) == videos else None
 
 
 ACTIONS_FILE = "actions.npz"  # per scored episode: the actions it executed, keyed by actions_key

@@ -474,7 +474,10 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         state = checkpoint.load_tensors(ckpt, "train_state.pt", "cpu")
         load_optimiser_state(opt, state["optimizer"], device)
         sched.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"], gen, start)
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one per rank that saved it
+        _set_rng_state(rngs[min(rank, len(rngs) - 1)], gen, start)
+        if rank >= len(rngs):  # resumed on more processes than saved it: this rank draws batches of its own
+            gen.manual_seed(cfg.seed + 1000 * rank + start)
     net = DistributedDataParallel(model) if distributed else model
     fwd = torch.compile(net) if cfg.compile else net
 
@@ -566,7 +569,7 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         dist.all_gather_object(digests, digest)
         agree = len(set(digests)) == 1
         if rank == 0:
-            log.log({"step": step, "ranks_agree": agree, "param_digest": digest})
+            log.log({"step": step, "ranks_agree": agree, "param_digest": digest, "param_digests": digests})
         dist.barrier()
     log.close()
     return {"run_dir": run_dir, "step": step, "param_digest": digest, "ranks_agree": agree, **last}

@@ -20,6 +20,7 @@ Encoding uses PyAV (FFmpeg with libx264 in its wheels); OpenCV's pip wheels cann
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -306,46 +307,117 @@ def compose_frames(rollout: dict) -> Iterator[np.ndarray]:
 def encode_mp4(frames, path: str | Path, fps: float, crf: int = 20) -> Path:
     """Write RGB uint8 frames (an iterable of equal-size (H, W, 3), even H and W) to an H.264 MP4
     (yuv420p, avc1, faststart: plays in browsers), atomically."""
-    import av
-
-    if "libx264" not in av.codecs_available:
-        raise UserError("this PyAV build has no H.264 encoder (libx264): install PyAV's wheel from PyPI "
-                        "(pip install --force-reinstall 'av>=12')")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.mp4", dir=path.parent)
-    os.close(fd)
-    n = 0
-    try:
-        with av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = None
-            for frame in frames:
-                frame = np.ascontiguousarray(frame, dtype=np.uint8)
-                if stream is None:
-                    h, w = frame.shape[:2]
-                    if h % 2 or w % 2:
-                        raise ValueError(f"H.264 (yuv420p) needs even frame sizes, got {w}x{h}")
-                    stream = container.add_stream("libx264", rate=_rate(fps))
-                    stream.width, stream.height = w, h
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": str(crf), "preset": "medium", "tune": "animation"}
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-                n += 1
-            if stream is None:
-                raise ValueError(f"no frames to write to {path}")
-            for packet in stream.encode():
-                container.mux(packet)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600: give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with Mp4Writer(path, fps, options={"crf": str(crf), "preset": "medium", "tune": "animation"}) as writer:
+        for frame in frames:
+            writer.write(frame)
+        if writer.frames == 0:
+            raise ValueError(f"no frames to write to {path}")
     return path
+
+
+class Mp4Writer:
+    """An MP4 written frame by frame, atomically: into a temp file beside `path`, renamed into place
+    (fsynced, a normal file's mode) by `close()`, or by leaving the `with` block normally; an exception
+    in the block, or `abort()`, removes the temp file. Frame k gets the timestamp k / fps exactly.
+
+    The defaults make browser-playable H.264 (libx264, yuv420p: needs even sizes). Lossless H.264, which
+    decodes to exactly the frames given (RGB kept as RGB: no YUV conversion, no colour-range question):
+    `codec="libx264rgb", pix_fmt="rgb24", options={"qp": "0"}`. Frames: (H, W, 3) RGB uint8."""
+
+    def __init__(self, path: str | Path, fps: float, codec: str = "libx264", pix_fmt: str = "yuv420p",
+                 options: dict | None = None, faststart: bool = True):
+        import av
+
+        if codec not in av.codecs_available:
+            raise UserError(f"this PyAV build has no {codec} encoder: install PyAV's wheel from PyPI "
+                            "(pip install --force-reinstall 'av>=12')")
+        self.path = Path(path)
+        self.fps, self.codec, self.pix_fmt = fps, codec, pix_fmt
+        self.options = dict(options or {})
+        self.frames = 0
+        self._bytes = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp.mp4", dir=self.path.parent)
+        os.close(fd)
+        try:
+            self._container = av.open(self._tmp, mode="w", format="mp4",
+                                      options={"movflags": "+faststart"} if faststart else {})
+        except BaseException:
+            Path(self._tmp).unlink(missing_ok=True)
+            raise
+        self._stream = None
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of encoded video muxed so far (the file's size, less its headers)."""
+        return self._bytes
+
+    def _open_stream(self, h: int, w: int):
+        from fractions import Fraction
+
+        if self.pix_fmt in ("yuv420p", "yuvj420p", "nv12") and (h % 2 or w % 2):
+            raise ValueError(f"H.264 ({self.pix_fmt}) needs even frame sizes, got {w}x{h}")
+        rate = _rate(self.fps)
+        stream = self._container.add_stream(self.codec, rate=rate)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = self.pix_fmt
+        stream.codec_context.time_base = Fraction(1) / rate
+        stream.options = self.options
+        return stream
+
+    def write(self, frame) -> None:
+        import av
+
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"a video frame must be (H, W, 3) RGB, got shape {frame.shape}")
+        if self._stream is None:
+            self._stream = self._open_stream(*frame.shape[:2])
+        elif frame.shape[:2] != (self._stream.height, self._stream.width):
+            raise ValueError(f"frame {self.frames} is {frame.shape[1]}x{frame.shape[0]}, the video "
+                             f"{self._stream.width}x{self._stream.height}")
+        vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        vf.pts = self.frames
+        self._mux(self._stream.encode(vf))
+        self.frames += 1
+
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            self._bytes += packet.size
+            self._container.mux(packet)
+
+    def close(self) -> Path:
+        """Flush, close and move the file into place; returns its path."""
+        try:
+            if self._stream is not None:
+                self._mux(self._stream.encode())
+            self._container.close()
+            with open(self._tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp makes it 0600: give it a normal file's mode
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the file being written."""
+        with contextlib.suppress(Exception):  # closing a half-written container may fail: the file goes anyway
+            self._container.close()
+        Path(self._tmp).unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def _rate(fps: float):
@@ -497,6 +569,6 @@ def policy_episode_video(policy, scenario: str, seed: int, camera: dict, path: s
     return write_video(rollout, path)
 
 
-__all__ = ["SCENE_CAMERA", "policy_episode_video", "compose_frame", "compose_frames", "dataset_episode_video", "encode_mp4",
-           "overlay_saliency", "probe_video", "record_rollout", "replay_episode",
+__all__ = ["SCENE_CAMERA", "Mp4Writer", "compose_frame", "compose_frames", "dataset_episode_video", "encode_mp4",
+           "overlay_saliency", "policy_episode_video", "probe_video", "record_rollout", "replay_episode",
            "video_for_dataset", "write_video"]

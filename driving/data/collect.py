@@ -21,6 +21,7 @@ from driving.data.format import (
     FORMAT_VERSION,
     INDEX_KEYS,
     DatasetError,
+    encode_episode,
     episode_filename,
     outcome_of,
     read_episode_file,
@@ -28,9 +29,11 @@ from driving.data.format import (
 )
 from driving.envpool import build_env, single_threaded_children, worker_setup
 from driving.errors import UserError
+from driving.executors import check_executor
 from driving.folder_lock import LOCK, writing
 from driving.jsonfile import read_json
 from driving.rollout import ExpertActor, NoiseSpec, play_episode
+from driving.shards import parse_shard
 from sim import CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
 
 # The state facts a dataset keeps per step (besides frames and actions).
@@ -68,8 +71,13 @@ class CollectConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     expert: dict[str, Any] = field(default_factory=dict)  # ExpertConfig overrides
     env: dict[str, Any] = field(default_factory=dict)  # highway-env config overrides
+    shard: Optional[str] = None  # K/N: only episodes K, K+N, ... (merge the N outputs with `driving data merge`)
+    executor: str = "process"  # process (a pool on this machine) | ray (tasks on a Ray cluster)
+    ray_address: Optional[str] = None  # executor=ray: the cluster (default: RAY_ADDRESS, else a local Ray)
 
     def __post_init__(self):
+        parse_shard(self.shard)
+        check_executor(self.executor)
         if self.episodes < 0:
             raise ValueError("episodes must be >= 0")
         if self.workers < 0:
@@ -79,7 +87,7 @@ class CollectConfig:
 
 
 # Keys that may differ between runs writing the same dataset (resume, extend, re-parallelise).
-_RUN_KEYS = ("episodes", "workers", "out")
+_RUN_KEYS = ("episodes", "workers", "out", "shard", "executor", "ray_address")
 
 
 def identity(cfg: CollectConfig) -> dict:
@@ -95,6 +103,13 @@ def identity(cfg: CollectConfig) -> dict:
 
 def episode_seeds(cfg: CollectConfig) -> list[int]:
     return [cfg.seed + i for i in range(cfg.episodes)]
+
+
+def episode_jobs(cfg: CollectConfig) -> list[tuple[int, int]]:
+    """(episode, seed) of every episode this run collects: all of them, or its shard's."""
+    shard = parse_shard(cfg.shard)
+    seeds = episode_seeds(cfg)
+    return [(i, seeds[i]) for i in (shard.take(len(seeds)) if shard else range(len(seeds)))]
 
 
 def make_env(cfg: CollectConfig) -> DrivingEnv:
@@ -147,6 +162,33 @@ def _worker_run(job: tuple[int, int]) -> dict:
     return write_episode(_WORKER["root"], episode, steps, summary, _WORKER["meta"])
 
 
+def collect_range(jobs: list[tuple[int, int]], cfg: CollectConfig, meta: dict) -> list[tuple[dict, bytes]]:
+    """A Ray task: the episodes of `jobs` as (index row, file bytes); the caller writes them."""
+    worker_setup()
+    env = make_env(cfg)
+    try:
+        out = []
+        for episode, seed in jobs:
+            steps, summary = run_episode(env, cfg, seed)
+            out.append(encode_episode(episode, steps, summary, meta))
+        return out
+    finally:
+        env.close()
+
+
+def _ray_rows(cfg: CollectConfig, root: Path, meta: dict, todo: list):
+    """Index rows of `todo`'s episodes collected by Ray tasks (a seed range each), written here."""
+    from driving import executors
+
+    cpus = executors.cluster_cpus(cfg.ray_address)
+    # Several ranges per CPU: the tasks even out, and a retried one redoes little.
+    for pairs in executors.ray_map_unordered(collect_range, executors.seed_ranges(todo, 4 * cpus), (cfg, meta),
+                                             cfg.ray_address):
+        for row, data in pairs:
+            atomic.write_bytes(root / row["file"], data)
+            yield row
+
+
 # -- the command ----------------------------------------------------------------------------
 def dataset_meta(env: DrivingEnv, camera: dict, noise: dict, identity: dict, **extra) -> dict:
     """meta.json of a dataset recorded in `env`; `identity` is what must match to add to it."""
@@ -167,7 +209,7 @@ def dataset_meta(env: DrivingEnv, camera: dict, noise: dict, identity: dict, **e
 
 def open_dataset(root: Path, meta: dict, how: str = "use the same config to resume") -> dict:
     """Start or continue the dataset in `root` with `meta`: refused where `root` holds something else
-    (another config's dataset, or files that are no dataset). Writes meta.json; returns it."""
+    (another config's dataset or shard, or files that are no dataset). Writes meta.json; returns it."""
     meta_path = root / "meta.json"
     if meta_path.is_file():
         old = read_json(meta_path, dict, f"delete {root} or choose another out=", DatasetError)
@@ -175,6 +217,12 @@ def open_dataset(root: Path, meta: dict, how: str = "use the same config to resu
             diff = config_diff(old.get("config", {}), meta["config"])
             raise UserError(f"{root} already holds a dataset collected with a different config "
                             f"({diff}): {how}, or another out= folder")
+        if old.get("shard") != meta.get("shard"):
+            def name(m):
+                return f"shard {m['shard']['index']}/{m['shard']['count']}" if m.get("shard") else "no shard"
+
+            raise UserError(f"{root} holds {name(old)} of this collection, this run is {name(meta)}: give "
+                            "every shard its own out= folder (then `driving data merge OUT SHARD_FOLDERS...`)")
         meta["counts"] = old.get("counts", meta["counts"])
     elif root.exists() and any(p.name != LOCK for p in root.iterdir()):
         raise UserError(f"{root} exists and is not a dataset: choose another out= folder")
@@ -183,16 +231,22 @@ def open_dataset(root: Path, meta: dict, how: str = "use the same config to resu
 
 
 def _prepare(cfg: CollectConfig, root: Path, env: DrivingEnv) -> dict:
-    return open_dataset(root, dataset_meta(env, to_dict(cfg.camera), to_dict(cfg.noise), identity(cfg)))
+    shard = parse_shard(cfg.shard)
+    extra = {"shard": {**shard.as_dict(), "episodes": cfg.episodes}} if shard else {}
+    return open_dataset(root, dataset_meta(env, to_dict(cfg.camera), to_dict(cfg.noise), identity(cfg), **extra))
 
 
-def finished_episodes(root: Path, seeds: list[int]) -> dict[int, dict]:
-    """Episodes already on disk (valid files with the expected seed), as index rows. Every byte is
+def finished_episodes(root: Path, jobs) -> dict[int, dict]:
+    """Episodes already on disk (valid files with the expected seed), as index rows; `jobs`: the
+    (episode, seed) pairs expected, or a list of seeds (episode i has seeds[i]). Every byte is
     checked: against the SHA-256 the index recorded, where it did, and every zip member's CRC. A
     corrupt file is removed (and so collected again), with a note naming it."""
     done = {}
     recorded = {r["episode"]: r.get("sha256") for r in load_index(root)}
-    for episode, seed in enumerate(seeds):
+    jobs = list(jobs)
+    if jobs and not isinstance(jobs[0], tuple):
+        jobs = list(enumerate(jobs))
+    for episode, seed in jobs:
         path = root / episode_filename(episode)
         if not path.is_file():
             continue
@@ -217,6 +271,10 @@ def write_index(root: Path, rows: dict[int, dict], meta: dict) -> None:
 
 def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     """Collect `cfg.episodes` episodes into `cfg.out`, skipping those already there."""
+    if cfg.executor == "ray":  # a missing Ray or a cluster that does not answer: refused before any output
+        from driving.executors import connect
+
+        connect(cfg.ray_address)
     with writing(cfg.out, "driving collect"):
         return _collect(cfg, progress)
 
@@ -233,17 +291,17 @@ def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
     except ValueError as e:
         raise UserError(f"bad config: {e}") from None
     meta = _prepare(cfg, root, probe)
-    seeds = episode_seeds(cfg)
-    rows = finished_episodes(root, seeds)
+    jobs = episode_jobs(cfg)
+    rows = finished_episodes(root, jobs)
     # Rows of episodes beyond this run's count (an earlier, larger run) stay in the index.
     for row in load_index(root):
-        if row["episode"] >= len(seeds):
+        if row["episode"] >= cfg.episodes:
             rows.setdefault(row["episode"], row)
-    todo = [(i, s) for i, s in enumerate(seeds) if i not in rows]
+    todo = [(i, s) for i, s in jobs if i not in rows]
     workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(todo)))
     write_index(root, rows, meta)
-    bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), unit="ep", disable=not progress,
-               desc=f"collect {cfg.scenario}", dynamic_ncols=True)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="ep", disable=not progress,
+               desc=f"collect {cfg.scenario}" + (f" shard {cfg.shard}" if cfg.shard else ""), dynamic_ncols=True)
     frames, t0 = 0, time.perf_counter()
 
     def done(row):
@@ -256,7 +314,10 @@ def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
         bar.update(1)
 
     try:
-        if workers <= 1:
+        if cfg.executor == "ray" and todo:
+            for row in _ray_rows(cfg, root, meta, todo):
+                done(row)
+        elif workers <= 1:
             _worker_init(cfg, str(root), meta)
             for job in todo:
                 done(_worker_run(job))

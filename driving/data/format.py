@@ -69,6 +69,13 @@ def write_episode(root: Path, episode: int, steps: dict, summary: dict, meta: di
     """Write one episode file atomically; returns its index row, with the SHA-256 of the file's bytes.
     `meta` (the dataset's meta.json, without counts) is stored in the file too, so that a dataset whose
     meta.json is lost can be rebuilt from its episodes (`driving data rebuild`)."""
+    row, data = encode_episode(episode, steps, summary, meta)
+    atomic.write_bytes(Path(root) / row["file"], data)
+    return row
+
+
+def encode_episode(episode: int, steps: dict, summary: dict, meta: dict | None = None) -> tuple[dict, bytes]:
+    """(index row, file bytes) of one episode: what `write_episode` writes, for a writer elsewhere."""
     arrays = {k: np.asarray(steps[k], dtype=t) for k, t in STEP_KEYS.items()}
     arrays.update({k: np.asarray(steps[k], dtype=t) for k, t in OPTIONAL_STEP_KEYS.items() if k in steps})
     n = len(arrays["frames"])
@@ -76,13 +83,26 @@ def write_episode(root: Path, episode: int, steps: dict, summary: dict, meta: di
     if bad:
         raise ValueError(f"episode {episode}: arrays {bad} do not have {n} steps")
     arrays["summary"] = np.array(json.dumps(summary))
-    if meta is not None:
-        arrays["dataset_meta"] = np.array(json.dumps({k: v for k, v in meta.items() if k != "counts"}))
+    if meta is not None:  # what every file of the dataset shares: not the counts, not which shard wrote it
+        arrays["dataset_meta"] = np.array(json.dumps({k: v for k, v in meta.items() if k not in ("counts", "shard")}))
+    data = npz_bytes(arrays)
+    return {"episode": episode, "file": episode_filename(episode), **summary, "sha256": sha256_of(data)}, data
+
+
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    """`np.savez_compressed` with a fixed member timestamp: the same arrays give the same bytes (and so
+    the same SHA-256) in every run, so a merged sharded collection equals an unsharded one byte for byte."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    data = buf.getvalue()
-    atomic.write_bytes(Path(root) / episode_filename(episode), data)
-    return {"episode": episode, "file": episode_filename(episode), **summary, "sha256": sha256_of(data)}
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, a in arrays.items():
+            info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
+    return buf.getvalue()
 
 
 def sha256_of(data: bytes) -> str:
