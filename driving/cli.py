@@ -119,6 +119,14 @@ def cmd_data_merge(ns) -> int:
     return 0
 
 
+def cmd_data_export(ns) -> int:
+    from driving.data.export_lerobot import export_dataset
+
+    r = export_dataset(ns.dataset, ns.format, ns.out, progress=not ns.quiet)
+    print(f"{ns.out}: {r.get('episodes', '?')} episodes, {r.get('frames', '?')} frames as {ns.format}")
+    return 0
+
+
 def cmd_train(ns) -> int:
     from driving.train import TrainConfig, train
 
@@ -310,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("out")
     m.add_argument("shards", nargs="+", metavar="SHARD_FOLDER")
     m.set_defaults(func=cmd_data_merge)
+
+    x = d.add_parser("export", help="a dataset in another format (LeRobot)",
+                     description="driving data export DATASET --format lerobot OUT : a LeRobotDataset (v3 "
+                                 "layout) that LeRobot's loader reads (pip install -e '.[lerobot]')")
+    x.add_argument("dataset")
+    x.add_argument("--format", required=True, help="lerobot")
+    x.add_argument("out")
+    x.add_argument("-q", "--quiet", action="store_true")
+    x.set_defaults(func=cmd_data_export)
 
     dm = sub.add_parser("demo", help="the whole pipeline on built-in defaults (README's main job)")
     dm.add_argument("overrides", nargs="*", metavar="stage.key=value",

@@ -330,7 +330,7 @@ class Mp4Writer:
         import av
 
         if codec not in av.codecs_available:
-            raise UserError(f"this PyAV build has no {codec} encoder: install PyAV's wheel from PyPI "
+            raise UserError(f"this PyAV build has no H.264 encoder ({codec}): install PyAV's wheel from PyPI "
                             "(pip install --force-reinstall 'av>=12')")
         self.path = Path(path)
         self.fps, self.codec, self.pix_fmt = fps, codec, pix_fmt
