@@ -3,6 +3,7 @@
 own grayscale camera, constant action, no expert) as a baseline. The efficiency line comes last.
 
     python scripts/bench_collect.py [--scenario highway] [--workers 1,2,all] [--episodes 8] [--max-steps 200]
+                                    [--ray]   (also executor=ray on a local Ray with every core)
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 
 
 def bench_collect(scenario: str, episodes: int, workers: int, max_steps: int,
-                  road: str = "fast") -> tuple[float, int]:
+                  road: str = "fast", executor: str = "process") -> tuple[float, int]:
     from driving.config import load_config
     from driving.data.collect import CollectConfig, collect
     from driving.data.format import Dataset
@@ -26,7 +27,8 @@ def bench_collect(scenario: str, episodes: int, workers: int, max_steps: int,
     try:
         cfg = load_config(CollectConfig, None, [f"scenario={scenario}", f"episodes={episodes}",
                                                 f"workers={workers}", f"out={tmp}/ds", f"max_steps={max_steps}",
-                                                f"env.fast_road={str(road == 'fast').lower()}"])
+                                                f"env.fast_road={str(road == 'fast').lower()}",
+                                                f"executor={executor}"])
         t = time.perf_counter()
         collect(cfg, progress=False)
         dt = time.perf_counter() - t
@@ -81,14 +83,26 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="interleaved runs per worker count (median)")
     p.add_argument("--road", choices=("fast", "stock"), default="fast", help="sim.fast_road or highway-env's")
     p.add_argument("--no-baseline", action="store_true", help="skip the plain highway-env baseline")
+    p.add_argument("--ray", action="store_true",
+                   help="also executor=ray on a local Ray (all cores; its start-up is timed apart)")
     a = p.parse_args()
     counts = worker_counts(a.workers)
     eps = a.episodes or 4 * max(counts)
     stock = None if a.no_baseline else bench_stock(a.scenario, 600)
-    runs: dict[int, list[float]] = {n: [] for n in counts}
+    runs: dict = {n: [] for n in counts}
+    if a.ray:
+        from driving.executors import connect
+
+        t = time.perf_counter()
+        connect(None)
+        ray_start = time.perf_counter() - t
+        runs["ray"] = []
     for _ in range(a.repeats):
         for n in counts:
             runs[n].append(bench_collect(a.scenario, a.per_worker * n or eps, n, a.max_steps, a.road)[0])
+        if a.ray:
+            n = max(counts)
+            runs["ray"].append(bench_collect(a.scenario, a.per_worker * n or eps, n, a.max_steps, a.road, "ray")[0])
     fps = {n: statistics.median(r) for n, r in runs.items()}
     size = f"{a.per_worker} episodes per worker" if a.per_worker else f"{eps} episodes"
     print(f"scenario {a.scenario}, {a.road} road: {size} x {a.max_steps} steps per run, {os.cpu_count()} cores, "
@@ -97,6 +111,11 @@ def main() -> None:
         print(f"{'plain highway-env (stock camera, no expert)':46} {stock:8.1f} steps/s (1 process)")
     for n in counts:
         print(f"{f'driving collect, {n} worker(s)':46} {fps[n]:8.1f} frames/s   efficiency {fps[n] / n / fps[1]:.2f}")
+    if a.ray:
+        n = max(counts)
+        print(f"{'driving collect, executor=ray (local)':46} {fps['ray']:8.1f} frames/s   "
+              f"ray / process pool at {n} workers: {fps['ray'] / fps[n]:.2f} (Ray start-up {ray_start:.1f} s, "
+              "not included)")
     if stock:
         print(f"collect 1 worker / plain highway-env: {fps[1] / stock:.2f}")
     print("scaling efficiency (frames/s per worker / 1 worker): "
