@@ -135,7 +135,7 @@ def _drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: fl
     root.mkdir(parents=True, exist_ok=True)
     dmeta = open_dataset(root, dmeta, how="the checkpoint or beta of this round changed; delete the "
                                          "round's folder to drive it again")
-    rows = finished_episodes(root, seeds)
+    rows = finished_episodes(root, list(enumerate(seeds)))
     episode_of = {s: i for i, s in enumerate(seeds)}
     todo = [s for i, s in enumerate(seeds) if i not in rows]
     write_index(root, rows, dmeta)

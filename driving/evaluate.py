@@ -25,7 +25,7 @@ from driving.folder_lock import writing
 from driving.errors import UserError
 from driving.jsonfile import read_json
 from driving.rollout import EpisodeRecorder, as_actor, batch_of, finished, worst
-from driving.shards import parse_shard
+from driving.shards import episodes_of, parse_shard
 from sim import CameraConfig, UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
 from sim.metrics import aggregate, episode_metrics, paired_differences
@@ -76,8 +76,7 @@ def seeds_for(cfg: EvalConfig) -> list[int]:
 
 def shard_episodes(cfg: EvalConfig) -> list[int]:
     """The episode numbers this run evaluates (every scenario): all, or its shard's."""
-    shard = parse_shard(cfg.shard)
-    return shard.take(cfg.episodes) if shard else list(range(cfg.episodes))
+    return episodes_of(cfg.shard, cfg.episodes)
 
 
 def open_pool(scenario: str, camera: dict, workers: int, n_episodes: int,

@@ -41,6 +41,12 @@ def parse_shard(spec) -> Shard | None:
     return Shard(k, n)
 
 
+def episodes_of(spec, n: int) -> list[int]:
+    """The episode numbers of an n-episode run that `shard=spec` runs (all of them without a shard)."""
+    shard = parse_shard(spec)
+    return shard.take(n) if shard else list(range(n))
+
+
 def shard_of(meta: dict) -> Shard | None:
     """The shard an output's meta (dataset meta.json or eval.json) records, if any."""
     s = meta.get("shard")

@@ -33,7 +33,7 @@ from driving.executors import check_executor
 from driving.folder_lock import LOCK, writing
 from driving.jsonfile import read_json
 from driving.rollout import ExpertActor, NoiseSpec, play_episode
-from driving.shards import parse_shard
+from driving.shards import episodes_of, parse_shard
 from sim import CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
 
 # The state facts a dataset keeps per step (besides frames and actions).
@@ -107,9 +107,8 @@ def episode_seeds(cfg: CollectConfig) -> list[int]:
 
 def episode_jobs(cfg: CollectConfig) -> list[tuple[int, int]]:
     """(episode, seed) of every episode this run collects: all of them, or its shard's."""
-    shard = parse_shard(cfg.shard)
     seeds = episode_seeds(cfg)
-    return [(i, seeds[i]) for i in (shard.take(len(seeds)) if shard else range(len(seeds)))]
+    return [(i, seeds[i]) for i in episodes_of(cfg.shard, len(seeds))]
 
 
 def make_env(cfg: CollectConfig) -> DrivingEnv:
@@ -236,16 +235,13 @@ def _prepare(cfg: CollectConfig, root: Path, env: DrivingEnv) -> dict:
     return open_dataset(root, dataset_meta(env, to_dict(cfg.camera), to_dict(cfg.noise), identity(cfg), **extra))
 
 
-def finished_episodes(root: Path, jobs) -> dict[int, dict]:
+def finished_episodes(root: Path, jobs: list[tuple[int, int]]) -> dict[int, dict]:
     """Episodes already on disk (valid files with the expected seed), as index rows; `jobs`: the
-    (episode, seed) pairs expected, or a list of seeds (episode i has seeds[i]). Every byte is
-    checked: against the SHA-256 the index recorded, where it did, and every zip member's CRC. A
-    corrupt file is removed (and so collected again), with a note naming it."""
+    (episode, seed) pairs expected. Every byte is checked: against the SHA-256 the index recorded,
+    where it did, and every zip member's CRC. A corrupt file is removed (and so collected again),
+    with a note naming it."""
     done = {}
     recorded = {r["episode"]: r.get("sha256") for r in load_index(root)}
-    jobs = list(jobs)
-    if jobs and not isinstance(jobs[0], tuple):
-        jobs = list(enumerate(jobs))
     for episode, seed in jobs:
         path = root / episode_filename(episode)
         if not path.is_file():
