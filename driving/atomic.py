@@ -15,17 +15,29 @@ def _umask() -> int:
     return mask
 
 
-def _atomic(path: Path, write) -> None:
+def temp_beside(path: Path, suffix: str = ".tmp") -> str:
+    """A new empty temp file `.NAME.*SUFFIX` beside `path` (the folder lock sweeps leftovers)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def install(tmp: str | Path, path: Path) -> None:
+    """Move a fully written temp file into place: fsync, a normal file's mode, rename."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give what open() would
+    os.replace(tmp, path)
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give what open() would
-        os.replace(tmp, path)
+        install(tmp, Path(path))
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -21,14 +21,13 @@ Encoding uses PyAV (FFmpeg with libx264 in its wheels); OpenCV's pip wheels cann
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from driving import atomic
 from driving.data.format import Dataset, DatasetError
 from driving.envpool import build_env
 from driving.errors import UserError
@@ -337,9 +336,7 @@ class Mp4Writer:
         self.options = dict(options or {})
         self.frames = 0
         self._bytes = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp.mp4", dir=self.path.parent)
-        os.close(fd)
+        self._tmp = atomic.temp_beside(self.path, ".tmp.mp4")
         try:
             self._container = av.open(self._tmp, mode="w", format="mp4",
                                       options={"movflags": "+faststart"} if faststart else {})
@@ -393,12 +390,7 @@ class Mp4Writer:
             if self._stream is not None:
                 self._mux(self._stream.encode())
             self._container.close()
-            with open(self._tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp makes it 0600: give it a normal file's mode
-            os.replace(self._tmp, self.path)
+            atomic.install(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
