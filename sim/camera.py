@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from sim.signals import turn_signal
+
 # Classes drawn, with their grayscale value and RGB colour. The ego is the brightest thing in the
 # frame and traffic sits between road and markings, so the filled shapes stay distinct in grayscale
 # (anti-aliased edges and 1-px markings blend with what is under them).
@@ -25,6 +27,7 @@ PALETTE = {
     "traffic": (135, (60, 110, 220)),
     "obstacle": (135, (200, 60, 60)),
     "ego": (255, (255, 210, 0)),
+    "signal": (225, (255, 120, 0)),  # a lit indicator: the front quarter of the turning side
 }
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _ONE = 1 << _SHIFT
@@ -242,11 +245,23 @@ class Camera:
                 polys = _to_fixed(_boxes(near_objs).reshape(-1, 2), m).reshape(-1, 4, 2)
                 for poly in polys:
                     cv2.fillConvexPoly(img, poly, self._colours[colour], lineType=cv2.LINE_AA, shift=_SHIFT)
+                if colour == "traffic":
+                    self._draw_signals(img, road.network, near_objs, m)
         cv2.fillConvexPoly(img, _to_fixed(_boxes([ego])[0], m), self._colours["ego"],
                            lineType=cv2.LINE_AA, shift=_SHIFT)
         if img.min() == img.max():
             raise BlankFrameError(f"camera produced a constant frame (value {img.flat[0]})")
         return img
+
+    def _draw_signals(self, img: np.ndarray, network, vehicles: list, m: np.ndarray) -> None:
+        """Lit indicators (sim/signals.py): what tells a driver where another car will turn."""
+        sides = [turn_signal(network, v) for v in vehicles]
+        lit = [(v, side) for v, side in zip(vehicles, sides) if side]
+        if not lit:
+            return
+        corners = _signal_patches([v for v, _ in lit], np.array([side for _, side in lit], dtype=np.float64))
+        for poly in _to_fixed(corners.reshape(-1, 2), m).reshape(-1, 4, 2):
+            cv2.fillConvexPoly(img, poly, self._colours["signal"], lineType=cv2.LINE_AA, shift=_SHIFT)
 
     def _ground(self, geo: RoadGeometry, m: np.ndarray, centre: np.ndarray) -> np.ndarray:
         """Off-road, road and markings, anti-aliased: coverage masks of the road surface and of the
@@ -320,6 +335,19 @@ def _boxes(objects) -> np.ndarray:
     pos = np.array([o.position for o in objects], dtype=np.float64)
     a = half_l * np.array([1.0, 1.0, -1.0, -1.0])  # along the heading
     b = half_w * np.array([1.0, -1.0, -1.0, 1.0])  # to the left
+    c, s = np.cos(heading), np.sin(heading)
+    return np.stack([a * c - b * s + pos[:, :1], a * s + b * c + pos[:, 1:]], axis=-1)
+
+
+def _signal_patches(vehicles, sides: np.ndarray) -> np.ndarray:
+    """(n, 4, 2) world corners of the front quarter of each vehicle's signalling half (side -1: its
+    left, +1: its right; (-sin h, cos h) is a vehicle's right in highway-env's frame)."""
+    half_l = np.array([v.LENGTH for v in vehicles], dtype=np.float64)[:, None] / 2
+    half_w = np.array([v.WIDTH for v in vehicles], dtype=np.float64)[:, None] / 2
+    heading = np.array([v.heading for v in vehicles], dtype=np.float64)[:, None]
+    pos = np.array([v.position for v in vehicles], dtype=np.float64)
+    a = half_l * np.array([1.0, 1.0, 0.5, 0.5])  # the front quarter of the length
+    b = sides[:, None] * half_w * np.array([0.0, 1.0, 1.0, 0.0])  # centre line to the signalling side
     c, s = np.cos(heading), np.sin(heading)
     return np.stack([a * c - b * s + pos[:, :1], a * s + b * c + pos[:, 1:]], axis=-1)
 

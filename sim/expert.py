@@ -42,6 +42,7 @@ from highway_env.road.lane import CircularLane, SineLane, StraightLane
 
 from sim.actions import ActionSpec
 from sim.camera import CameraConfig, visible_fraction
+from sim.signals import branching_ahead, turn_signal, way_signals
 
 
 PERCEPTIONS = ("camera", "privileged")
@@ -465,17 +466,20 @@ class Expert:
         """Possible positions (K, 2) of another vehicle at `times`, one array per way it may go.
 
         Privileged: along its route where it follows lanes (speeding up towards its target speed
-        unless it is yielding), else straight ahead. Camera: only what frames show, so constant speed
-        along the lane it is in (its position and heading tell which), and every way the road lets it
-        go at the next two branchings."""
+        unless it is yielding), else straight ahead. Camera: only what frames show, so its current
+        acceleration kept (up to the lane's speed limit, down to a stop) along the lane it is in (its
+        position and heading tell which), the way its indicator shows at the next branching
+        (sim/signals.py) and every way the road lets it go after that."""
         speed = max(float(getattr(obj, "speed", 0.0)), 0.0)
         lane_index = getattr(obj, "lane_index", None)
         if self.camera is not None:
             if lane_index is None or not hasattr(obj, "route"):
                 return [self._straight(obj, speed, times)]
-            dist = speed * times
+            dist = self._observed_motion(net, obj, speed, lane_index, times)
+            routes = self._possible_routes(net, lane_index, obj.position, float(dist[-1]) + 1.0,
+                                           signal=turn_signal(net, obj))
             return [self._along(self._path(net, lane_index, route, obj.position, 0.0, float(dist[-1]) + 1.0), dist)
-                    for route in self._possible_routes(net, lane_index, obj.position, float(dist[-1]) + 1.0)]
+                    for route in routes]
         if lane_index is not None and hasattr(obj, "route"):
             target = float(getattr(obj, "target_speed", speed) or 0.0)
             # its own IDM parameters where it has them (privileged), else ours
@@ -495,6 +499,20 @@ class Expert:
         return [self._straight(obj, speed, times)]
 
     @staticmethod
+    def _observed_motion(net, obj, speed: float, lane_index, times: np.ndarray) -> np.ndarray:
+        """Distance travelled at `times` keeping the acceleration consecutive frames show (the one it
+        drove with over the last step), capped at the lane's speed limit (a sign on the map) or its
+        current speed where that is higher, and ending in a stop where it brakes."""
+        acc = float((getattr(obj, "action", None) or {}).get("acceleration", 0.0))
+        if acc < 0.0:
+            tt = np.minimum(times, speed / -acc)
+            return speed * tt + 0.5 * acc * tt ** 2
+        limit = getattr(net.get_lane(lane_index), "speed_limit", None) or speed
+        v_max = max(speed, float(limit))
+        tt = np.minimum(times, (v_max - speed) / acc) if acc > 0.0 else np.zeros_like(times)
+        return speed * times + 0.5 * acc * tt ** 2 + acc * tt * (times - tt)
+
+    @staticmethod
     def _along(path: _Path, dist: np.ndarray) -> np.ndarray:
         return np.stack([np.interp(dist, path.s, path.xy[:, 0]), np.interp(dist, path.s, path.xy[:, 1])], axis=1)
 
@@ -502,15 +520,21 @@ class Expert:
     def _straight(obj, speed: float, times: np.ndarray) -> np.ndarray:
         return obj.position + times[:, None] * speed * np.array([np.cos(obj.heading), np.sin(obj.heading)])
 
-    def _possible_routes(self, net, lane_index, position, ahead: float, depth: int = 2) -> list:
+    def _possible_routes(self, net, lane_index, position, ahead: float, depth: int = 2,
+                         signal: int | None = None) -> list:
         """Routes (lists of road segments) for every way out of the next `depth` branchings within
-        `ahead` metres of `position` on `lane_index`."""
+        `ahead` metres of `position` on `lane_index`; at a branching the vehicle's indicator covers
+        (sim/signals.py), only the ways with the `signal` it shows."""
         lane = net.get_lane(lane_index)
         routes = []
+        signalled = None if signal is None else branching_ahead(net, lane_index, position)
         frontier = [([lane_index[:2]], lane_index, lane.length - lane.local_coordinates(position)[0], 0)]
         while frontier:
             route, idx, end, branchings = frontier.pop()
             outs = self._ways_out(net, idx)
+            if signalled is not None and idx == lane_index:
+                ways = way_signals(net, signalled[0])
+                outs = [o for o in outs if ways.get(o[1], signal) == signal] or outs
             if end >= ahead or not outs or (len(outs) > 1 and branchings >= depth):
                 routes.append(route)
                 continue
