@@ -100,15 +100,17 @@ def test_the_fair_expert_predicts_a_braking_car_to_stop_and_a_speeding_one_to_th
     times = np.arange(0.0, 5.01, 0.25)
     braking = _car(env, ("o1", "ir1"), 60.0, None, speed=8.0)
     braking.action = {"steering": 0.0, "acceleration": -4.0}
-    d = Expert._observed_motion(net, braking, 8.0, braking.lane_index, times)
-    assert d[-1] == pytest.approx(8.0 ** 2 / (2 * 4.0))  # stops after 8 m and stays
-    assert np.all(np.diff(d) >= -1e-12)
+    stop, going_on = Expert._observed_motion(net, braking, 8.0, braking.lane_index, times)
+    assert stop[-1] == pytest.approx(8.0 ** 2 / (2 * 4.0))  # stops after 8 m and stays
+    assert np.all(np.diff(stop) >= -1e-12)
+    assert going_on[-1] == pytest.approx(40.0)  # or it braked for something else and goes on
     speeding = _car(env, ("o1", "ir1"), 60.0, None, speed=4.0)
     speeding.action = {"steering": 0.0, "acceleration": 3.0}
     limit = net.get_lane(speeding.lane_index).speed_limit  # 10 m/s on the intersection's roads
-    d = Expert._observed_motion(net, speeding, 4.0, speeding.lane_index, times)
+    (d,) = Expert._observed_motion(net, speeding, 4.0, speeding.lane_index, times)
     t_limit = (limit - 4.0) / 3.0
     assert d[-1] == pytest.approx(4.0 * t_limit + 1.5 * t_limit ** 2 + limit * (5.0 - t_limit))
     cruising = _car(env, ("o1", "ir1"), 60.0, None, speed=8.0)
     cruising.action = {"steering": 0.0, "acceleration": 0.0}
-    assert Expert._observed_motion(net, cruising, 8.0, cruising.lane_index, times)[-1] == pytest.approx(40.0)
+    (d,) = Expert._observed_motion(net, cruising, 8.0, cruising.lane_index, times)
+    assert d[-1] == pytest.approx(40.0)
