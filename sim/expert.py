@@ -536,7 +536,7 @@ class Expert:
             route, idx, end, branchings = frontier.pop()
             outs = self._ways_out(net, idx)
             if signalled is not None and idx == lane_index:
-                ways = way_signals(net, signalled[0])
+                ways = way_signals(net, signalled)
                 outs = [o for o in outs if ways.get(o[1], signal) == signal] or outs
             if end >= ahead or not outs or (len(outs) > 1 and branchings >= depth):
                 routes.append(route)

@@ -66,15 +66,13 @@ def next_road(route, road) -> tuple | None:
 
 
 def branching_ahead(net, lane_index, position, distance: float = SIGNAL_DISTANCE):
-    """(node, metres to it) of the branching at the end of the vehicle's lane when it is within
-    `distance`, else None. Only the end of the current lane is looked at: on a lane that ends short
+    """The branching node at the end of the vehicle's lane when it is within `distance`, else None. Only the end of the current lane is looked at: on a lane that ends short
     of a branching the indicator stays off until the vehicle is on the lane that reaches it."""
     _from, to, _ = lane_index
     if way_signals(net, to):
         lane = net.get_lane(lane_index)
-        left = float(lane.length - lane.local_coordinates(position)[0])
-        if left <= distance:
-            return to, max(left, 0.0)
+        if lane.length - lane.local_coordinates(position)[0] <= distance:
+            return to
     return None
 
 
@@ -85,9 +83,9 @@ def turn_signal(net, vehicle, distance: float = SIGNAL_DISTANCE) -> int:
     route = getattr(vehicle, "route", None)
     if lane_index is None or not route:
         return NONE
-    ahead = branching_ahead(net, lane_index, vehicle.position, distance)
-    if ahead is not None:
+    node = branching_ahead(net, lane_index, vehicle.position, distance)
+    if node is not None:
         nxt = next_road(route, lane_index[:2])
-        return way_signals(net, ahead[0]).get(nxt[1], NONE) if nxt and nxt[0] == ahead[0] else NONE
+        return way_signals(net, node).get(nxt[1], NONE) if nxt and nxt[0] == node else NONE
     # on the lane that leaves a branching: keep signalling until the turn is done
     return way_signals(net, lane_index[0]).get(lane_index[1], NONE)
