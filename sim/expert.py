@@ -42,7 +42,8 @@ from highway_env.road.lane import CircularLane, SineLane, StraightLane
 
 from sim.actions import ActionSpec
 from sim.camera import CameraConfig, visible_fraction
-from sim.signals import branching_ahead, turn_signal, way_signals
+from sim.signals import branching_ahead, next_road, turn_signal, way_signals
+from sim.signals import wrap_angle as _wrap
 
 
 PERCEPTIONS = ("camera", "privileged")
@@ -101,10 +102,6 @@ class ExpertConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _wrap(angle):
-    return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
 def _lane_samples(lane, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -225,15 +222,7 @@ class Expert:
 
     def _successor(self, net, lane_index, route) -> tuple:
         """The lane after `lane_index`, following `route` (a list of segments) where it says."""
-        seg = None
-        if route:
-            for a, b in itertools.pairwise(route):
-                if a == lane_index[:2]:
-                    seg = b
-                    break
-            else:
-                if route[0][0] == lane_index[1]:
-                    seg = route[0]
+        seg = next_road(route, lane_index[:2])
         key = (lane_index, seg)
         if key not in self._successors:
             lane = net.get_lane(lane_index)

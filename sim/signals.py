@@ -27,13 +27,14 @@ LEFT, NONE, RIGHT = -1, 0, 1
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _wrap(angle: float) -> float:
+def wrap_angle(angle):
+    """Angle(s) in [-pi, pi)."""
     return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
 def _turn(lane) -> float:
     """Heading change over a lane, radians; negative turns left (highway-env's y axis points right)."""
-    return _wrap(float(lane.heading_at(lane.length)) - float(lane.heading_at(0.0)))
+    return wrap_angle(float(lane.heading_at(lane.length)) - float(lane.heading_at(0.0)))
 
 
 def way_signals(net, node) -> dict:
