@@ -28,18 +28,27 @@ def _known_keys(schema, prefix: str = "") -> list[str]:
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
-    """Schema defaults <- YAML file <- `key=value` overrides, validated against the schema."""
+    """Schema defaults <- the scenario's own defaults <- YAML file <- `key=value` overrides, validated
+    against the schema. The scenario's layer is `schema.scenario_defaults(name)` where the schema
+    has one (e.g. the intersection's camera), so a user's `camera.width=...` still wins over it."""
     try:
-        cfg = OmegaConf.structured(schema)
+        base = OmegaConf.structured(schema)
+        layers = []
         if path is not None:
             path = Path(path)
             if not path.is_file():
                 raise UserError(f"config file {path} not found: pass an existing YAML file or none")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            layers.append(OmegaConf.load(path))
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise UserError(f"override {bad[0]!r} is not key=value (e.g. episodes=20)")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.merge(base, *layers)
+        scenario_defaults = getattr(schema, "scenario_defaults", None)
+        if scenario_defaults is not None:
+            defaults = scenario_defaults(cfg.scenario)
+            if defaults:
+                cfg = OmegaConf.merge(base, defaults, *layers)
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or getattr(e, "key", None)

@@ -21,12 +21,13 @@ INFO_KEYS = (*STATE_FACTS, "expert_action")  # what a worker sends back of each 
 def build_env(scenario: str, camera, max_steps: int | None = None, scene_camera=None,
               env: dict | None = None, expert: dict | None = None) -> DrivingEnv:
     """The one way an env is built from a scenario name and overrides (collection, evaluation,
-    videos, training-time checks). `camera`: CameraConfig or its dict; `env`: highway-env config
+    videos, training-time checks). `camera`: CameraConfig, or a dict of overrides on the scenario's
+    own camera (None: that camera); `env`: highway-env config
     overrides (e.g. {"fast_road": False}); `expert`: ExpertConfig overrides (e.g. perception)."""
     sc = get_scenario(scenario)
     if max_steps is not None:
         sc = replace(sc, max_steps=max_steps)
-    camera = camera if isinstance(camera, CameraConfig) else CameraConfig(**dict(camera))
+    camera = camera if isinstance(camera, CameraConfig) else sc.camera_config(camera)
     return DrivingEnv(sc, camera=camera, expert=dict(expert or {}), scene_camera=scene_camera,
                       env_overrides=dict(env or {}))
 

@@ -26,7 +26,7 @@ from driving.errors import UserError
 from driving.jsonfile import read_json
 from driving.rollout import EpisodeRecorder, as_actor, batch_of, finished, worst
 from driving.shards import episodes_of, parse_shard
-from sim import CameraConfig, UnknownScenarioError, get_scenario
+from sim import UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
 from sim.metrics import aggregate, episode_metrics, paired_differences
 
@@ -180,9 +180,10 @@ def score_records(records: list[dict], scenario: str, dt: float, reference: dict
 
 
 def load_eval_policy(checkpoint: str, device: str):
-    """(policy, camera dict, checkpoint meta or None) for a checkpoint path or the word `expert`."""
+    """(policy, camera dict, checkpoint meta or None) for a checkpoint path or the word `expert`
+    (camera None: each scenario's own)."""
     if checkpoint == "expert":
-        return ExpertPolicy(), to_dict(CameraConfig()), None
+        return ExpertPolicy(), None, None
     from driving.policy import load_policy
 
     policy = load_policy(checkpoint, device=device)
@@ -241,7 +242,8 @@ def _evaluate(checkpoint, cfg: EvalConfig, progress, policy, camera, meta, out: 
         "policy": "expert" if is_expert else meta["model"],
         "trained_on": None if is_expert else meta.get("scenario"),
         "config": to_dict(cfg),
-        "camera": camera,
+        "camera": camera,  # the policy's; None for the expert (each scenario's own: scenario_cameras)
+        "scenario_cameras": {name: to_dict(get_scenario(name).camera_config(camera)) for name in cfg.scenarios},
         "expert_perception": cfg.expert_perception,
         "labels_perception": None if is_expert else meta.get("expert_perception"),
         "seeds": {name: seeds for name in cfg.scenarios},

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 import numpy as np
@@ -33,7 +33,7 @@ class GapConfig:
     workers: int = 0  # processes; 0 = one per core
     accel_threshold: float = 0.2  # normalised units
     steer_threshold: float = 0.05
-    camera: CameraConfig = field(default_factory=CameraConfig)
+    camera: dict[str, Any] = field(default_factory=dict)  # CameraConfig overrides on each scenario's own camera
     expert: dict[str, Any] = field(default_factory=dict)  # ExpertConfig overrides (both experts)
     env: dict[str, Any] = field(default_factory=dict)  # highway-env config overrides
 
@@ -51,14 +51,18 @@ class GapConfig:
     def scenarios(self) -> list[str]:
         return [s.strip() for s in self.scenario.split(",") if s.strip()]
 
+    def camera_for(self, scenario: str) -> CameraConfig:
+        return get_scenario(scenario).camera_config(self.camera)
+
 
 def _experts(cfg: GapConfig, scenario: str) -> tuple[DrivingEnv, Expert]:
     """The env driven by the privileged expert, and the camera-limited expert queried beside it."""
     overrides = {k: v for k, v in cfg.expert.items() if k != "perception"}
-    env = build_env(scenario, cfg.camera, cfg.max_steps, env=cfg.env,
+    camera = cfg.camera_for(scenario)
+    env = build_env(scenario, camera, cfg.max_steps, env=cfg.env,
                     expert={**overrides, "perception": "privileged"})
     fair = Expert(ExpertConfig.from_dict({**env.scenario.expert, **overrides, "perception": "camera"}),
-                  env.scenario.action, camera=cfg.camera)
+                  env.scenario.action, camera=camera)
     return env, fair
 
 
@@ -95,10 +99,13 @@ def summarise(cfg: GapConfig, episodes: list[dict]) -> dict:
                 "steer_mean_abs_diff": float(diff[:, 0].mean()),
                 "episodes": len(eps), "privileged_crashes": int(sum(e["crashed"] for e in eps))}
 
-    ahead, behind, half = cfg.camera.footprint
+    def footprint(name):
+        ahead, behind, half = cfg.camera_for(name).footprint
+        return {"ahead": ahead, "behind": behind, "half_width": half}
+
     return {**shares(episodes),
-            "scenarios": {s: shares([e for e in episodes if e["scenario"] == s]) for s in cfg.scenarios},
-            "footprint_m": {"ahead": ahead, "behind": behind, "half_width": half},
+            "scenarios": {s: {**shares([e for e in episodes if e["scenario"] == s]), "footprint_m": footprint(s)}
+                          for s in cfg.scenarios},
             "thresholds": {"accel": cfg.accel_threshold, "steer": cfg.steer_threshold},
             "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1]}
 
@@ -112,9 +119,15 @@ def validate(cfg: GapConfig) -> None:
             sc = get_scenario(name)
         except UnknownScenarioError as e:
             raise UserError(str(e)) from None
+        known = [f.name for f in fields(CameraConfig)]
+        unknown = sorted(set(cfg.camera) - set(known))
+        if unknown:
+            raise UserError(f"unknown config key 'camera.{unknown[0]}'; known camera keys: camera."
+                            + ", camera.".join(known))
         try:
             ExpertConfig.from_dict({**sc.expert, **cfg.expert})
             sc.highway_config(cfg.env)
+            cfg.camera_for(name)
         except ValueError as e:
             raise UserError(str(e)) from None
 
@@ -139,12 +152,13 @@ def measure_gap(cfg: GapConfig, progress: bool = True) -> dict:
 
 
 def format_gap(result: dict) -> str:
-    f = result["footprint_m"]
-    lines = [f"camera footprint: {f['ahead']:.0f} m ahead, {f['behind']:.0f} m behind, ±{f['half_width']:.0f} m",
-             f"{'scenario':15} {'steps':>6} {'accel':>7} {'steer':>7}   (share of steps whose labels differ)"]
+    lines = [f"{'scenario':15} {'steps':>6} {'accel':>7} {'steer':>7}   (share of steps whose labels differ)"
+             "   camera footprint"]
     for name, r in result["scenarios"].items():
+        f = r["footprint_m"]
         lines.append(f"{name:15} {r['steps']:>6} {100 * r['accel_disagreement']:>6.1f}% "
-                     f"{100 * r['steer_disagreement']:>6.1f}%")
+                     f"{100 * r['steer_disagreement']:>6.1f}%   {f['ahead']:.0f} m ahead, {f['behind']:.0f} m behind, "
+                     f"±{f['half_width']:.0f} m")
     lines.append(f"label disagreement: accel {100 * result['accel_disagreement']:.1f}% "
                  f"steer {100 * result['steer_disagreement']:.1f}%")
     return "\n".join(lines)

@@ -4,6 +4,8 @@ one markdown table row per scenario and perception, with the engine of `driving 
     python scripts/expert_quality.py [--scenarios highway,merge] [--episodes 50] [--seed-base 1000]
                                      [--workers 0] [--perception camera,privileged] [camera.KEY=VALUE ...]
 
+Each scenario runs with its own camera (sim/scenarios.py); camera.KEY=VALUE overrides its keys.
+
 Episode i of a scenario uses seed `seed-base + i`. Columns: driving score against the privileged
 expert on the same seed (sim.metrics), crashes and crash rate (95% Wilson interval), off-road time
 as a fraction of the episode's steps and the number of episodes that left the road at all, mean
@@ -33,9 +35,9 @@ def run_scenario(name: str, episodes: int, seed_base: int, perception: str = "pr
     from driving.baselines import ExpertPolicy
     from driving.config import to_dict
     from driving.evaluate import open_pool, run_episodes
-    from sim import CameraConfig, get_scenario
+    from sim import get_scenario
 
-    cam = to_dict(CameraConfig(**(camera or {})))
+    cam = to_dict(get_scenario(name).camera_config(camera))  # the scenario's own camera, `camera` on top
     seeds = [seed_base + i for i in range(episodes)]
     start = time.perf_counter()
     with open_pool(name, cam, workers, episodes, expert={"perception": perception}) as pool:
@@ -121,11 +123,12 @@ def main() -> None:
 
     results = [run_scenario(n, a.episodes, a.seed_base, perc, camera, a.workers) for n in names for perc in perceptions]
     add_driving_scores(results)
-    from sim import CameraConfig
+    def footprint(name):
+        ahead, behind, half = SCENARIOS[name].camera_config(camera).footprint
+        return f"{name} {ahead:g} m ahead, {behind:g} m behind, ±{half:g} m"
 
-    ahead, behind, half = CameraConfig(**camera).footprint
-    print(f"Expert quality, seeds {a.seed_base}..{a.seed_base + a.episodes - 1}; camera footprint "
-          f"{ahead:g} m ahead, {behind:g} m behind, ±{half:g} m; driving score against the privileged expert\n")
+    print(f"Expert quality, seeds {a.seed_base}..{a.seed_base + a.episodes - 1}; camera footprint: "
+          f"{'; '.join(footprint(n) for n in names)}; driving score against the privileged expert\n")
     print(table(results))
 
 

@@ -36,7 +36,8 @@ class DrivingEnv(gymnasium.Env):
         scene_camera: CameraConfig | dict | None = None,
     ):
         self.scenario = get_scenario(scenario) if isinstance(scenario, str) else scenario
-        cam_cfg = camera if isinstance(camera, CameraConfig) else CameraConfig(**(camera or {}))
+        # a dict (or nothing) is overrides on the scenario's own camera
+        cam_cfg = camera if isinstance(camera, CameraConfig) else self.scenario.camera_config(camera)
         self.camera = Camera(cam_cfg)
         self.core = make_core_env(self.scenario, env_overrides, render_mode=render_mode)
         self.expert: Expert | None = None

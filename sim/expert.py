@@ -47,6 +47,7 @@ from sim.signals import wrap_angle as _wrap
 
 
 PERCEPTIONS = ("camera", "privileged")
+RECENTRE_DISTANCE = 10.0  # m a predicted vehicle drives before it is back on its lane centre
 
 
 @dataclass
@@ -468,7 +469,7 @@ class Expert:
             reach = max(float(d[-1]) for d in profiles) + 1.0
             routes = self._possible_routes(net, lane_index, obj.position, reach, signal=turn_signal(net, obj))
             paths = [self._path(net, lane_index, route, obj.position, 0.0, reach) for route in routes]
-            return [self._along(path, dist) for path in paths for dist in profiles]
+            return [self._along(path, dist, obj.position) for path in paths for dist in profiles]
         if lane_index is not None and hasattr(obj, "route"):
             target = float(getattr(obj, "target_speed", speed) or 0.0)
             # its own IDM parameters where it has them (privileged), else ours
@@ -505,8 +506,17 @@ class Expert:
         return [speed * times + 0.5 * acc * tt ** 2 + acc * tt * (times - tt)]
 
     @staticmethod
-    def _along(path: _Path, dist: np.ndarray) -> np.ndarray:
-        return np.stack([np.interp(dist, path.s, path.xy[:, 0]), np.interp(dist, path.s, path.xy[:, 1])], axis=1)
+    def _along(path: _Path, dist: np.ndarray, position: np.ndarray | None = None) -> np.ndarray:
+        """Points `dist` metres along `path`; with the vehicle's `position`, shifted by its offset from
+        the lane centre, fading out over `RECENTRE_DISTANCE` of travel. A car stopped beside its lane
+        (pushed there in a crash, or waiting askew at an entry) stays where the camera sees it
+        rather than on the lane centre, which may lie in our way (roundabout seed 1014: the expert
+        waited behind such a car until the episode ended)."""
+        pts = np.stack([np.interp(dist, path.s, path.xy[:, 0]), np.interp(dist, path.s, path.xy[:, 1])], axis=1)
+        if position is None:
+            return pts
+        offset = np.asarray(position, dtype=float) - Expert._along(path, np.zeros(1))[0]
+        return pts + offset[None, :] * np.clip(1.0 - dist / RECENTRE_DISTANCE, 0.0, 1.0)[:, None]
 
     @staticmethod
     def _straight(obj, speed: float, times: np.ndarray) -> np.ndarray:

@@ -49,6 +49,17 @@ def test_expert_evaluation_writes_eval_json_with_contract_keys(tmp_path):
     assert r["result"]["aggregate"]["expert"]["collision_rate"]["mean"] == 0.0
 
 
+def test_the_expert_is_evaluated_and_filmed_with_each_scenarios_own_camera(tmp_path):
+    r = evaluate("expert", cfg(tmp_path / "e", "scenario=highway,intersection", "episodes=1", "videos=2"),
+                 progress=False)["result"]
+    assert r["camera"] is None
+    cams = r["scenario_cameras"]
+    assert (cams["highway"]["height"], cams["highway"]["width"]) == (128, 64)
+    assert (cams["intersection"]["height"], cams["intersection"]["width"]) == (96, 96)
+    # filmed with no policy camera given: each video builds its scenario's own
+    assert sorted(v["scenario"] for v in r["videos"]) == ["highway", "intersection"]
+
+
 def test_same_seeds_same_results_whatever_the_number_of_workers(tmp_path):
     evaluate("expert", cfg(tmp_path / "a"), progress=False)
     evaluate("expert", cfg(tmp_path / "b"), progress=False)

@@ -163,7 +163,7 @@ def test_gap_shrinks_when_the_camera_shows_more():
     from driving.gap import GapConfig, measure_gap
 
     def gap(camera):
-        cfg = GapConfig(scenario="highway", episodes=2, max_steps=40, workers=1, camera=CameraConfig(**camera))
+        cfg = GapConfig(scenario="highway", episodes=2, max_steps=40, workers=1, camera=camera)
         return measure_gap(cfg, progress=False)
 
     small = gap({"height": 32, "width": 16, "metres_per_pixel": 1.0})  # 24 m ahead, +-8 m
@@ -190,3 +190,89 @@ def test_dataset_and_checkpoint_record_the_labelling_perception(tmp_path):
     train(tcfg, progress=False)
     meta = json.loads((tmp_path / "run" / "checkpoints" / "last" / "policy.json").read_text())
     assert meta["expert_perception"] == "privileged"
+
+
+def test_a_predicted_car_stays_beside_its_lane_until_it_drives_back(make_core):
+    """A car off its lane centre is predicted where the camera sees it, not snapped onto the lane
+    (a crashed car beside the ring once held the roundabout expert up for the rest of the episode)."""
+    core = make_core("highway")
+    env = core.unwrapped
+    ego = env.vehicle
+    other = next(v for v in env.road.vehicles if v is not ego)
+    lane = env.road.network.get_lane(other.lane_index)
+    s, _ = lane.local_coordinates(other.position)
+    other.position = lane.position(s, 1.5)  # 1.5 m to the side of its lane centre
+    other.heading = lane.heading_at(s)
+    expert = _expert("highway", "camera")
+    expert.reset(core)
+    net = env.road.network
+    times = np.array([0.0, 0.5, 3.0])
+    other.speed, other.action = 0.0, {"acceleration": 0.0, "steering": 0.0}
+    for pred in expert._predict(net, other, times):  # stopped: where it is, all along
+        assert np.allclose(pred, other.position, atol=1e-6)
+    other.speed = 10.0
+    pred = expert._predict(net, other, times)[0]
+    assert np.allclose(pred[0], other.position, atol=1e-6)
+    assert np.allclose(pred[-1], lane.position(s + 30.0, 0.0), atol=0.05)  # 30 m on: back on the centre
+
+
+def test_roundabout_camera_expert_drives_past_a_car_stopped_beside_the_ring():
+    """Seed 1014: two entering cars collide and stop beside the ring; the fair expert used to wait
+    behind them for the rest of the episode (53 m against the privileged expert's 96 m)."""
+    from sim import DrivingEnv
+
+    distance = {}
+    for perception in ("camera", "privileged"):
+        env = DrivingEnv("roundabout", camera={"stack": 1}, expert={"perception": perception})
+        _, info = env.reset(seed=1014)
+        done = False
+        while not done:
+            _, _, term, trunc, info = env.step(info["expert_action"])
+            done = term or trunc
+        assert not info["crashed"]
+        distance[perception] = info["progress"]
+        env.close()
+    assert distance["camera"] > 0.9 * distance["privileged"]
+
+
+def test_each_scenario_has_its_own_default_camera_under_the_users_keys(tmp_path):
+    from driving.config import load_config
+    from driving.data.collect import CollectConfig
+    from sim import DrivingEnv
+
+    inter = get_scenario("intersection").camera_config()
+    assert (inter.height, inter.width) == (96, 96) and inter.footprint[2] == 48.0
+    assert get_scenario("highway").camera_config() == CameraConfig()
+    env = DrivingEnv("intersection", expert=False)
+    try:
+        assert env.observation_space["camera"].shape == (2, 96, 96)
+        env.close()
+        env = DrivingEnv("intersection", camera={"width": 64}, expert=False)  # a dict: overrides on it
+        assert env.observation_space["camera"].shape == (2, 96, 64)
+    finally:
+        env.close()
+
+    def camera(path=None, *over):
+        c = load_config(CollectConfig, path, list(over)).camera
+        return c.height, c.width, c.stack
+
+    assert camera(None) == (128, 64, 2)  # highway
+    assert camera(None, "scenario=intersection") == (96, 96, 2)
+    assert camera(None, "scenario=intersection", "camera.width=64", "camera.stack=3") == (96, 64, 3)
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("scenario: intersection\ncamera:\n  height: 128\n")
+    assert camera(yaml) == (128, 96, 2)  # the file's key wins, the scenario's other keys stay
+    assert camera(yaml, "scenario=highway") == (128, 64, 2)
+
+
+def test_gap_uses_each_scenarios_camera_with_the_users_keys_on_top():
+    from driving.gap import GapConfig, measure_gap
+
+    r = measure_gap(GapConfig(scenario="roundabout,intersection", episodes=1, max_steps=3, workers=1),
+                    progress=False)
+    assert r["scenarios"]["roundabout"]["footprint_m"]["half_width"] == 32.0
+    assert r["scenarios"]["intersection"]["footprint_m"]["half_width"] == 48.0
+    r = measure_gap(GapConfig(scenario="roundabout,intersection", episodes=1, max_steps=3, workers=1,
+                              camera={"metres_per_pixel": 0.5}), progress=False)
+    assert r["scenarios"]["roundabout"]["footprint_m"]["half_width"] == 16.0
+    assert r["scenarios"]["intersection"]["footprint_m"]["half_width"] == 24.0

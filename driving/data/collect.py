@@ -34,7 +34,7 @@ from driving.folder_lock import LOCK, writing
 from driving.jsonfile import read_json
 from driving.rollout import ExpertActor, NoiseSpec, play_episode
 from driving.shards import episodes_of, parse_shard
-from sim import CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
+from sim import SCENARIOS, CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
 
 # The state facts a dataset keeps per step (besides frames and actions).
 DATASET_FACTS = ("speed", "on_road", "crashed", "expert_saturated", "progress", "lane_offset", "heading", "x", "y",
@@ -74,6 +74,12 @@ class CollectConfig:
     shard: Optional[str] = None  # K/N: only episodes K, K+N, ... (merge the N outputs with `driving data merge`)
     executor: str = "process"  # process (a pool on this machine) | ray (tasks on a Ray cluster)
     ray_address: Optional[str] = None  # executor=ray: the cluster (default: RAY_ADDRESS, else a local Ray)
+
+    @staticmethod
+    def scenario_defaults(name: str) -> dict:
+        """The scenario's own settings, under the YAML file and overrides (driving.config)."""
+        sc = SCENARIOS.get(name)
+        return {"camera": dict(sc.camera)} if sc is not None and sc.camera else {}
 
     def __post_init__(self):
         parse_shard(self.shard)
