@@ -9,7 +9,6 @@ the ratio to the first size. A scenario's default camera (sim/scenarios.py) is c
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -29,6 +28,8 @@ def main() -> None:
         assert sizes and all(len(s) == 2 and min(s) >= 8 for s in sizes)
     except (ValueError, AssertionError):
         p.error(f"--sizes {a.sizes!r}: give HxW sizes of at least 8x8 separated by commas, e.g. 128x64,96x96")
+
+    from bench_train import _timed  # its sibling's timer (scripts/ is on the path when run as a script)
 
     from driving.config import load_config
     from driving.models import InputSpec, build_model
@@ -60,16 +61,7 @@ def main() -> None:
     best = {s: 0.0 for s in sizes}
     for _ in range(a.repeats):  # interleaved: a slow moment of the machine hits every size alike
         for s, step in runs.items():
-            for _ in range(3):
-                step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            for _ in range(steps):
-                step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best[s] = max(best[s], steps * B / (time.perf_counter() - t))
+            best[s] = max(best[s], steps * B / _timed(step, steps, 3, device))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device {name}; model {a.model}; batch {B}; stack {a.stack}; best of {a.repeats} x {steps} steps")
     ref = sizes[0]
