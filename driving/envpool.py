@@ -1,4 +1,6 @@
-"""Environments in worker processes, stepped in lock-step so a policy can act on all at once.
+"""Environments in worker processes, each stepping on its own: a command is sent to an env
+(`send_reset`, `send_steps`) and its answer collected whenever it is there (`recv_ready`), so a slow
+step or a reset in one env never holds up the others.
 
 Kept free of torch so that spawned workers start fast. Each worker owns one DrivingEnv; the pool
 hands it episode seeds as they come, so which worker runs which seed never changes a result.
@@ -8,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import selectors
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -86,7 +90,10 @@ class _Inline:
     """The same protocol as a worker process, in this process (workers=1: no start-up cost)."""
 
     def __init__(self, env_kwargs: dict):
-        self.env = build_env(**env_kwargs)
+        kwargs = dict(env_kwargs)
+        # a stand-in env (benchmarks of the engine itself: scripts/bench_engine.py); picklable
+        factory = kwargs.pop("factory", None) or build_env
+        self.env = factory(**kwargs)
         self._reply = None
 
     def send(self, msg):
@@ -149,6 +156,24 @@ class _Remote:
             self.proc.kill()
 
 
+# What a simulation worker imports: a fork server imports it once, and every worker forked from it
+# starts in milliseconds instead of importing highway-env anew (about a second per worker).
+_PRELOAD = ["driving.forkserver_guard", "sim", "driving.rollout", "driving.envpool", "driving.data.collect"]
+
+
+def worker_context():
+    """The multiprocessing context of simulation workers: a fork server with the simulator preloaded
+    (Linux, macOS), else spawn. Neither inherits this process's threads, torch or CUDA state.
+    Start pools inside `single_threaded_children()`: the server, started with the first pool, passes
+    its environment on to every worker."""
+    try:
+        ctx = mp.get_context("forkserver")
+    except ValueError:  # no fork server on this platform
+        return mp.get_context("spawn")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
+
+
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -170,36 +195,49 @@ def single_threaded_children():
 
 
 class EnvPool:
-    """`n` environments; `reset(i, seed)` and `step(actions by env)` return (obs, term, trunc, info)."""
+    """`n` environments. `send_reset(i, seed)` / `send_steps({i: action})` start work in env i;
+    `recv_ready(ids)` waits until at least one of those envs has answered and returns every answer
+    there is, {i: (obs, terminated, truncated, info)}."""
 
     def __init__(self, n: int, env_kwargs: dict):
         if n <= 1:
             self.envs = [_Inline(env_kwargs)]
         else:
-            ctx = mp.get_context("spawn")
+            ctx = worker_context()
             with single_threaded_children():
                 self.envs = [_Remote(ctx, env_kwargs) for _ in range(n)]
+        # registered once: building a selector per wait cost a sixth of the parent's time at 16 envs
+        self._answers = selectors.DefaultSelector()
+        for i, e in enumerate(self.envs):
+            if isinstance(e, _Remote):
+                self._answers.register(e.conn, selectors.EVENT_READ, i)
 
     def __len__(self):
         return len(self.envs)
 
     def reset(self, i: int, seed: int):
-        self.envs[i].send(("reset", int(seed)))
+        self.send_reset(i, seed)
         return self.envs[i].recv()
 
-    def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple]:
-        self.send_steps(actions)  # all envs step concurrently, then we collect
-        return self.recv_steps(list(actions))
+    def send_reset(self, i: int, seed: int) -> None:
+        self.envs[i].send(("reset", int(seed)))
 
     def send_steps(self, actions: dict[int, np.ndarray]) -> None:
-        """Start stepping env i with actions[i] for every i; `recv_steps` collects the results."""
+        """Start stepping env i with actions[i] for every i."""
         for i, a in actions.items():
             self.envs[i].send(("step", np.asarray(a, dtype=np.float64)))
 
-    def recv_steps(self, ids: list[int]) -> dict[int, tuple]:
-        return {i: self.envs[i].recv() for i in ids}
+    def recv_ready(self, ids: list[int]) -> dict[int, tuple]:
+        """The answers of the envs among `ids` (each with a command in flight) that have answered,
+        at least one; in-process envs answer at once."""
+        ready = [i for i in ids if isinstance(self.envs[i], _Inline)]
+        asked = set(ids)
+        while not ready:
+            ready = sorted(key.data for key, _ in self._answers.select() if key.data in asked)
+        return {i: self.envs[i].recv() for i in ready}
 
     def close(self):
+        self._answers.close()
         for e in self.envs:
             e.close()
 
@@ -208,3 +246,34 @@ class EnvPool:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class SleepingEnv:
+    """A stand-in for DrivingEnv that measures and tests the engine alone (scripts/bench_engine.py):
+    a step (or reset) sleeps a duration drawn from `step_s` (`reset_s`) by a generator seeded with
+    the episode's seed, so every engine sees the same episode, and takes no core while it sleeps;
+    observations and infos have the real ones' size. Episodes are `length` steps."""
+
+    def __init__(self, obs_shape, step_s, reset_s, length: int):
+        self.frames = np.zeros(obs_shape, np.uint8)
+        self.step_s, self.reset_s, self.length = np.asarray(step_s), np.asarray(reset_s), length
+        self.info = {k: 0.0 for k in STATE_FACTS}
+        self.info.update(crashed=False, on_road=True, expert_saturated=False, expert_plan=0, lane="a/b/0")
+
+    def _out(self):
+        info = dict(self.info, progress=float(self.t), expert_action=np.zeros(2, np.float32))
+        return {"camera": self.frames, "speed": np.float32(20.0)}, info
+
+    def reset(self, seed: int):
+        self.rng, self.t = np.random.default_rng(seed), 0
+        time.sleep(self.rng.choice(self.reset_s))
+        return self._out()
+
+    def step(self, action):
+        time.sleep(self.rng.choice(self.step_s))
+        self.t += 1
+        obs, info = self._out()
+        return obs, 0.0, False, self.t >= self.length, info
+
+    def close(self):
+        pass

@@ -24,7 +24,7 @@ from driving.executors import check_executor
 from driving.folder_lock import writing
 from driving.errors import UserError
 from driving.jsonfile import read_json
-from driving.rollout import EpisodeRecorder, as_actor, batch_of, finished, worst
+from driving.rollout import FIXED_BATCH, EpisodeRecorder, as_actor, batch_of, finished, worst
 from driving.shards import episodes_of, parse_shard
 from sim import UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
@@ -110,58 +110,49 @@ def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers:
     queue = deque(enumerate(seeds))
     records: list = [None] * len(seeds)
     active: dict[int, tuple] = {}  # env -> (index of the seed, recorder, the actor's episode state)
+    sent: dict[int, tuple] = {}  # env -> what it is doing: ("reset", index, seed) or ("step", action)
     bar = tqdm(total=len(seeds), unit="ep", disable=not progress, desc=f"eval {label or scenario}",
                dynamic_ncols=True)
     t0, steps = time.perf_counter(), 0
 
     def start(i):
         k, seed = queue.popleft()
-        obs, _, _, info = pool.reset(i, seed)
-        active[i] = (k, EpisodeRecorder(seed, obs, info, keep_frames), actor.start(seed))
+        pool.send_reset(i, seed)
+        sent[i] = ("reset", k, seed)
 
     for i in range(n):
-        if queue:
-            start(i)
-    # Two groups of envs in flight, in turn: the policy's forward pass for one group overlaps the
-    # other group's simulation (with one group, this is plain lock-step).
-    groups = [list(range(n))[g::2] for g in range(min(2, n))]
-    inflight: dict[int, tuple] = {}
-
-    def launch(g: int) -> None:
-        ids = [i for i in groups[g] if i in active]
-        if not ids:
-            inflight.pop(g, None)
-            return
-        recs = [active[i][1] for i in ids]
-        batch = batch_of([r.obs for r in recs], [r.info for r in recs])
-        actions = actor.act(batch, [active[i][2] for i in ids])
-        pool.send_steps({i: a for i, a in zip(ids, actions)})
-        inflight[g] = (ids, actions)
-
-    def land(g: int) -> None:
-        nonlocal steps
-        ids, actions = inflight.pop(g)
-        results = pool.recv_steps(ids)
-        steps += len(ids)
-        for i, a in zip(ids, actions):
+        start(i)
+    # Every env steps on its own: the policy acts on whichever envs have answered (one batch), while
+    # the others simulate. No env waits for a slower one, for a reset, or for the policy on others.
+    while sent:
+        ready = []
+        for i, result in pool.recv_ready(list(sent)).items():
+            what = sent.pop(i)
+            if what[0] == "reset":
+                obs, _, _, info = result
+                active[i] = (what[1], EpisodeRecorder(what[2], obs, info, keep_frames), actor.start(what[2]))
+                ready.append(i)
+                continue
+            steps += 1
             k, rec, state = active[i]
-            if rec.add(a, *results[i]):
-                records[k] = finished(actor, rec.record(), state)
-                if on_record is not None:
-                    records[k] = on_record(records[k])
-                del active[i]
-                bar.update(1)
-                bar.set_postfix_str(f"{steps / (time.perf_counter() - t0):.0f} steps/s", refresh=False)
-                if queue:
-                    start(i)
-
-    for g in range(len(groups)):
-        launch(g)
-    while inflight:
-        for g in range(len(groups)):
-            if g in inflight:
-                land(g)
-                launch(g)
+            if not rec.add(what[1], *result):
+                ready.append(i)
+                continue
+            records[k] = finished(actor, rec.record(), state)
+            if on_record is not None:
+                records[k] = on_record(records[k])
+            del active[i]
+            bar.update(1)
+            bar.set_postfix_str(f"{steps / (time.perf_counter() - t0):.0f} steps/s", refresh=False)
+            if queue:
+                start(i)
+        if ready:
+            recs = [active[i][1] for i in ready]
+            batch = batch_of([r.obs for r in recs], [r.info for r in recs])
+            batch[FIXED_BATCH] = n  # a row's action never depends on which envs answered with it
+            actions = actor.act(batch, [active[i][2] for i in ready])
+            pool.send_steps(dict(zip(ready, actions)))
+            sent.update({i: ("step", a) for i, a in zip(ready, actions)})
     bar.close()
     return records
 

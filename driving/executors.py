@@ -5,8 +5,7 @@ Collection sends Ray a task per range of seeds; a task returns its episode files
 process writes them, so no filesystem needs to be shared. A task whose worker dies is run again
 (the seeds fix every episode, so its result is the same). Evaluation keeps the policy here, on
 this machine's GPU, batched over all environments, and puts each environment in a Ray actor
-(`RayEnvPool`): the same lock-step engine as the process pool, so the same batches and the same
-results. An actor that dies is restarted and replays its episode's actions up to the step it had
+(`RayEnvPool`): the same engine as the process pool, so the same results. An actor that dies is restarted and replays its episode's actions up to the step it had
 reached, so the run goes on as if nothing happened.
 """
 from __future__ import annotations
@@ -164,27 +163,33 @@ class RayEnvPool:
                 ref = self._ask(i, msg)
 
     def reset(self, i: int, seed: int):
+        self.send_reset(i, seed)
+        return self.recv_ready([i])[i]
+
+    def send_reset(self, i: int, seed: int) -> None:
         msg = ("reset", int(seed))
-        out = self._get(i, self._ask(i, msg), msg)
-        self.history[i] = (int(seed), [])
-        return out
+        self.pending[i] = (self._ask(i, msg), msg)
 
     def send_steps(self, actions: dict[int, np.ndarray]) -> None:
         for i, a in actions.items():
             msg = ("step", np.asarray(a, dtype=np.float64))
             self.pending[i] = (self._ask(i, msg), msg)
 
-    def recv_steps(self, ids: list[int]) -> dict[int, tuple]:
+    def recv_ready(self, ids: list[int]) -> dict[int, tuple]:
+        """As EnvPool.recv_ready: the answers there are among `ids`, at least one."""
+        refs = {self.pending[i][0]: i for i in ids}
+        done, rest = self.ray.wait(list(refs), num_returns=1)
+        if rest:
+            done += self.ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         out = {}
-        for i in ids:
+        for i in sorted(refs[r] for r in done):
             ref, msg = self.pending.pop(i)
             out[i] = self._get(i, ref, msg)
-            self.history[i][1].append(msg[1])
+            if msg[0] == "reset":
+                self.history[i] = (msg[1], [])
+            else:
+                self.history[i][1].append(msg[1])
         return out
-
-    def step(self, actions: dict[int, np.ndarray]) -> dict[int, tuple]:
-        self.send_steps(actions)
-        return self.recv_steps(list(actions))
 
     def close(self):
         for a in self.envs:

@@ -9,7 +9,6 @@ tool for choosing a camera: the smaller the gap, the more of the expert a studen
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
@@ -17,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 from tqdm import tqdm
 
-from driving.envpool import build_env, single_threaded_children
+from driving.envpool import build_env, single_threaded_children, worker_context
 from driving.errors import UserError
 from driving.evaluate import EVAL_SEED
 from driving.rollout import ExpertActor, play_episode
@@ -143,7 +142,7 @@ def measure_gap(cfg: GapConfig, progress: bool = True) -> dict:
             episodes.append(_job(j))
             bar.update(1)
     else:
-        with single_threaded_children(), mp.get_context("spawn").Pool(workers) as pool:
+        with single_threaded_children(), worker_context().Pool(workers) as pool:
             for ep in pool.imap(_job, jobs):
                 episodes.append(ep)
                 bar.update(1)

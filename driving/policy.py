@@ -9,6 +9,7 @@ import torch
 from driving import checkpoint
 from driving.data.format import FRAME_KEYS
 from driving.errors import UserError
+from driving.rollout import FIXED_BATCH
 from driving.models import InputSpec, ModelConfig, build_model
 
 
@@ -24,9 +25,22 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def _padded(frames: np.ndarray, speed: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch with zero rows appended up to `rows`."""
+    pad = rows - len(speed)
+    if pad <= 0:
+        return frames, speed
+    return (np.concatenate([frames, np.zeros((pad, *frames.shape[1:]), frames.dtype)]),
+            np.concatenate([speed, np.zeros(pad, speed.dtype)]))
+
+
 class LoadedPolicy:
     """A trained policy. `act` takes one observation or a batch:
-    obs = {"camera": (K, H, W[, 3]) or (B, K, H, W[, 3]) uint8, "speed": float or (B,)}."""
+    obs = {"camera": (K, H, W[, 3]) or (B, K, H, W[, 3]) uint8, "speed": float or (B,)}.
+    With obs[FIXED_BATCH] = N (the evaluation engine sets it), every row is computed at one shape
+    whatever B: one at a time on a CPU, padded to N rows on a GPU (where a forward pass costs the
+    same for 1 row or N). Kernels chosen by batch shape then never make a row's action depend on
+    which envs answered with it."""
 
     def __init__(self, model, meta: dict, device: torch.device, path: Path):
         self.model = model.eval()
@@ -61,13 +75,24 @@ class LoadedPolicy:
         if frames.shape[1] < self.stack:
             raise UserError(f"observation has {frames.shape[1]} stacked frames, the model needs "
                             f"{self.stack}: set camera.stack >= {self.stack}")
-        frames = frames[:, -self.stack:]
+        frames = np.ascontiguousarray(frames[:, -self.stack:])
         speed = np.asarray(obs.get("speed", 0.0), dtype=np.float32).reshape(-1)
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        fixed = obs.get(FIXED_BATCH)
+        if fixed is None:
+            out = self._forward(frames, speed)
+        elif self.device.type == "cpu":
+            # one row at a time: the same kernels for every row, and on a CPU no slower than a batch
+            out = np.concatenate([self._forward(frames[i:i + 1], speed[i:i + 1]) for i in range(len(speed))])
+        else:
+            out = np.concatenate([self._forward(*_padded(frames[j:j + fixed], speed[j:j + fixed], fixed))
+                                  [:min(fixed, len(speed) - j)] for j in range(0, len(speed), fixed)])
+        return out[0] if single else out
+
+    def _forward(self, frames: np.ndarray, speed: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(frames).to(self.device)
         s = torch.from_numpy(speed).to(self.device)
         action, _ = self.model(x, s)
-        out = action.float().cpu().numpy()
-        return out[0] if single else out
+        return action.float().cpu().numpy()
 
     __call__ = act
 

@@ -14,7 +14,8 @@ per-episode state (a noise process, a coin for the expert share), `act(batch, st
 
 `EpisodeRecorder` turns the steps of one episode into a record (the one definition of the facts
 kept per step); `play_episode` drives one env at batch 1 with an actor (collection workers, videos);
-`driving.evaluate.run_episodes` drives many envs in lock-step with the same recorder and actors.
+`driving.evaluate.run_episodes` drives many envs, each at its own pace, with the same recorder and
+actors.
 Nothing here imports torch: collection workers stay light.
 """
 from __future__ import annotations
@@ -224,6 +225,11 @@ class EpisodeRecorder:
             rec["frames"] = np.stack(self.frames) if self.frames else np.zeros((0,), np.uint8)
         return rec
 
+
+# A batch key the engine adds: the most rows it will ever pass. A learned policy computes every row
+# at one fixed shape (driving.policy), so that a row's action never depends on how many envs, or
+# which, answered at the same moment: an evaluation is the same whatever the envs' timing.
+FIXED_BATCH = "fixed_batch"
 
 _NO_EXPERT = np.full(2, np.nan, np.float32)  # an env built without its expert
 

@@ -56,3 +56,24 @@ def synthetic_dataset(root: Path, lengths=(6, 5, 7, 4), height=32, width=16, rgb
     (root / "meta.json").write_text(json.dumps(meta))
     (root / "index.json").write_text(json.dumps(rows))
     return root
+
+
+class SlowSeedEnv:
+    """driving.envpool.SleepingEnv whose steps take `slow_s` in the episode of seed `slow_seed`
+    and `fast_s` in every other (built in worker processes: importable, picklable)."""
+
+    def __init__(self, obs_shape, slow_seed: int, slow_s: float, fast_s: float, length: int):
+        from driving.envpool import SleepingEnv
+
+        self.inner = SleepingEnv(obs_shape, [fast_s], [0.0], length)
+        self.slow_seed, self.slow_s, self.fast_s = slow_seed, slow_s, fast_s
+
+    def reset(self, seed: int):
+        self.inner.step_s = [self.slow_s if seed == self.slow_seed else self.fast_s]
+        return self.inner.reset(seed)
+
+    def step(self, action):
+        return self.inner.step(action)
+
+    def close(self):
+        pass

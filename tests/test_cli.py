@@ -152,7 +152,8 @@ def test_options_may_come_anywhere_on_the_line(capsys):
 
 
 def test_workers_die_with_a_killed_collection(tmp_path):
-    """kill -9 of `driving collect` leaves no worker simulating on (and writing episodes)."""
+    """kill -9 of `driving collect` leaves no worker simulating on (and writing episodes), nor the
+    fork server they come from."""
     import signal
     import subprocess
     import sys
@@ -166,8 +167,12 @@ def test_workers_die_with_a_killed_collection(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (episodes.is_dir() and any(episodes.glob("*.npz"))):
         time.sleep(0.2)
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert children, "the collection should run worker processes"
+    def descendants(pid: str) -> list[str]:  # workers come from a fork server: grandchildren
+        kids = subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True).stdout.split()
+        return kids + [d for k in kids for d in descendants(k)]
+
+    children = descendants(str(proc.pid))
+    assert len(children) >= 2, "the collection should run worker processes"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(0.3)  # without the parent-death signal a worker finishes its episode (about a second) first

@@ -4,7 +4,6 @@ their own episode files, so collection scales with cores and resumes after a kil
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ from driving.data.format import (
     read_episode_file,
     write_episode,
 )
-from driving.envpool import build_env, single_threaded_children, worker_setup
+from driving.envpool import build_env, single_threaded_children, worker_context, worker_setup
 from driving.errors import UserError
 from driving.executors import check_executor
 from driving.folder_lock import LOCK, writing
@@ -324,7 +323,7 @@ def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
             for job in todo:
                 done(_worker_run(job))
         elif todo:
-            ctx = mp.get_context("spawn")  # no inherited simulator or thread state
+            ctx = worker_context()  # no inherited simulator or thread state
             with single_threaded_children(), \
                     ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, str(root), meta, True)) as pool:
                 for row in pool.imap_unordered(_worker_run, todo, chunksize=1):
