@@ -5,8 +5,9 @@ Collection sends Ray a task per range of seeds; a task returns its episode files
 process writes them, so no filesystem needs to be shared. A task whose worker dies is run again
 (the seeds fix every episode, so its result is the same). Evaluation keeps the policy here, on
 this machine's GPU, batched over all environments, and puts each environment in a Ray actor
-(`RayEnvPool`): the same engine as the process pool, so the same results. An actor that dies is restarted and replays its episode's actions up to the step it had
-reached, so the run goes on as if nothing happened.
+(`RayEnvPool`): the same engine as the process pool, so the same results. An actor that dies is
+restarted and replays its episode's actions up to the step it had reached, so the run goes on as if
+nothing happened.
 """
 from __future__ import annotations
 
