@@ -11,11 +11,13 @@ import contextlib
 import multiprocessing as mp
 import os
 import selectors
+import signal
 import time
 from dataclasses import replace
 
 import numpy as np
 
+from driving.errors import UserError
 from driving.rollout import STATE_FACTS
 from sim import CameraConfig, DrivingEnv, get_scenario
 
@@ -67,7 +69,6 @@ def die_with_parent() -> None:
     """In a worker process: be killed when the parent dies (Linux), so a killed command leaves no
     workers simulating on, and writing episodes, for seconds after it."""
     import ctypes
-    import signal
     import sys
 
     if sys.platform != "linux":
@@ -130,6 +131,21 @@ def _worker(conn, env_kwargs: dict) -> None:
         conn.close()
 
 
+def worker_died(what: str, exitcode: int | None = None) -> UserError:
+    """The one-line error for a simulation worker process that died under a command (killed from
+    outside: a worker's own exceptions come back as themselves)."""
+    how = "it was killed from outside"
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"it was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"it was killed by signal {-exitcode}"
+    elif exitcode:
+        how = f"it exited with code {exitcode}"
+    return UserError(f"a {what} worker process died ({how}; out of memory?): finished work is kept, "
+                     "re-run the same command to go on (fewer workers= if memory is short)")
+
+
 class _Remote:
     def __init__(self, ctx, env_kwargs: dict):
         self.conn, child = ctx.Pipe()
@@ -137,11 +153,21 @@ class _Remote:
         self.proc.start()
         child.close()
 
+    def _died(self) -> UserError:
+        self.proc.join(timeout=5)
+        return worker_died("simulation", self.proc.exitcode)
+
     def send(self, msg):
-        self.conn.send(msg)
+        try:
+            self.conn.send(msg)
+        except (BrokenPipeError, ConnectionError):
+            raise self._died() from None
 
     def recv(self):
-        status, payload = self.conn.recv()
+        try:
+            status, payload = self.conn.recv()
+        except (EOFError, ConnectionError):
+            raise self._died() from None
         if status == "error":
             raise RuntimeError(f"environment worker failed: {payload}")
         return payload

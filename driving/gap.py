@@ -10,13 +10,15 @@ tool for choosing a camera: the smaller the gap, the more of the expert a studen
 from __future__ import annotations
 
 import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 import numpy as np
 from tqdm import tqdm
 
-from driving.envpool import build_env, single_threaded_children, worker_context
+from driving.envpool import build_env, single_threaded_children, worker_context, worker_died
 from driving.errors import UserError
 from driving.evaluate import EVAL_SEED
 from driving.rollout import ExpertActor, play_episode
@@ -142,10 +144,17 @@ def measure_gap(cfg: GapConfig, progress: bool = True) -> dict:
             episodes.append(_job(j))
             bar.update(1)
     else:
-        with single_threaded_children(), worker_context().Pool(workers) as pool:
-            for ep in pool.imap(_job, jobs):
+        with single_threaded_children():  # workers start at the first submit
+            pool = ProcessPoolExecutor(workers, mp_context=worker_context())
+            results = pool.map(_job, jobs)
+        try:
+            for ep in results:
                 episodes.append(ep)
                 bar.update(1)
+        except BrokenProcessPool:
+            raise worker_died("gap") from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     return summarise(cfg, episodes)
 

@@ -188,6 +188,40 @@ def test_workers_die_with_a_killed_collection(tmp_path):
     assert sorted(p.name for p in episodes.glob("*.npz")) == written  # nothing written after the kill
 
 
+def test_a_killed_collection_worker_is_one_line_and_a_rerun_finishes(tmp_path):
+    """A worker killed from outside (the out-of-memory killer, say) ends the command with one line,
+    not a hang (multiprocessing.Pool waits forever for the lost episode) nor a traceback; the
+    episodes written are kept and the same command finishes the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "driving.cli", "collect", f"out={out}", "episodes=30", "workers=2",
+           "camera.height=64", "camera.width=32", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((out / "episodes").glob("*.npz")):
+        time.sleep(0.2)
+    server = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "forkserver"], capture_output=True,
+                            text=True).stdout.split()
+    workers = subprocess.run(["pgrep", "-P", server[0]], capture_output=True, text=True).stdout.split()
+    assert workers, "the collection should run worker processes"
+    os.kill(int(workers[0]), signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: a collection worker process died (it was killed")
+    assert "re-run the same command" in lines[0]
+    kept = len(list((out / "episodes").glob("*.npz")))
+    assert 0 < kept < 30
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert len(json.loads((out / "index.json").read_text())) == 30
+
+
 @pytest.mark.parametrize("name, content, needle", [
     ("index.json", b"\xff\xfe[]", "index.json is not UTF-8 text"),
     ("index.json", b'{"episodes": 3}', "index.json holds dict where an array belongs"),

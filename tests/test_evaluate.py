@@ -91,6 +91,18 @@ def test_envs_step_at_their_own_pace():
     assert sum(rec.batches) == sum(len(r["actions"]) for r in records) == 36
 
 
+def test_a_dead_environment_worker_is_one_user_error():
+    """A worker killed mid-evaluation (out of memory, say): one UserError naming it, not EOFError."""
+    from driving.envpool import EnvPool, SleepingEnv
+
+    kwargs = {"factory": SleepingEnv, "obs_shape": (2, 32, 16), "step_s": [0.001], "reset_s": [0.0],
+              "length": 50}
+    with EnvPool(2, kwargs) as pool:
+        pool.envs[1].proc.kill()
+        with pytest.raises(UserError, match=r"a simulation worker process died \(it was killed by SIGKILL"):
+            run_episodes(ConstantPolicy(0.0, 0.0), "highway", [1, 2, 3], None, 2, progress=False, pool=pool)
+
+
 def test_a_learned_policy_evaluates_the_same_whatever_the_workers(tmp_path):
     """Envs answer in an order set by timing, so batches differ from run to run; with the engine's
     fixed batch a row's action does not depend on its batch, and the rows are equal value for value."""

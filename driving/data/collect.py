@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -26,7 +28,7 @@ from driving.data.format import (
     read_episode_file,
     write_episode,
 )
-from driving.envpool import build_env, single_threaded_children, worker_context, worker_setup
+from driving.envpool import build_env, single_threaded_children, worker_context, worker_died, worker_setup
 from driving.errors import UserError
 from driving.executors import check_executor
 from driving.folder_lock import LOCK, writing
@@ -323,11 +325,19 @@ def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
             for job in todo:
                 done(_worker_run(job))
         elif todo:
-            ctx = worker_context()  # no inherited simulator or thread state
-            with single_threaded_children(), \
-                    ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, str(root), meta, True)) as pool:
-                for row in pool.imap_unordered(_worker_run, todo, chunksize=1):
-                    done(row)
+            # an executor, not multiprocessing.Pool: a Pool whose worker is killed waits forever
+            # for that worker's episode, an executor says so (BrokenProcessPool)
+            with single_threaded_children():  # workers start at the first submit
+                pool = ProcessPoolExecutor(workers, mp_context=worker_context(), initializer=_worker_init,
+                                           initargs=(cfg, str(root), meta, True))
+                futures = [pool.submit(_worker_run, job) for job in todo]
+            try:
+                for future in as_completed(futures):
+                    done(future.result())
+            except BrokenProcessPool:
+                raise worker_died("collection") from None
+            finally:  # on an error, episodes not started are dropped, not simulated first
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
         _WORKER.clear()
