@@ -13,6 +13,8 @@ import os
 import selectors
 import signal
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 
 import numpy as np
@@ -218,6 +220,25 @@ def single_threaded_children():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def run_in_workers(func, jobs: list, workers: int, what: str, initializer=None, initargs=(),
+                   ordered: bool = False):
+    """Yield func(job) for every job, computed in `workers` simulation worker processes, as they
+    finish (or in order). A ProcessPoolExecutor rather than multiprocessing.Pool: a Pool whose worker
+    is killed waits forever for its job, an executor says so, and that is one UserError here
+    (`what` names the work). On any error, jobs not started are dropped, not run first."""
+    with single_threaded_children():  # workers start at the first submit
+        pool = ProcessPoolExecutor(workers, mp_context=worker_context(), initializer=initializer,
+                                   initargs=initargs)
+        futures = [pool.submit(func, job) for job in jobs]
+    try:
+        for future in futures if ordered else as_completed(futures):
+            yield future.result()
+    except BrokenProcessPool:
+        raise worker_died(what) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class EnvPool:

@@ -10,15 +10,13 @@ tool for choosing a camera: the smaller the gap, the more of the expert a studen
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 import numpy as np
 from tqdm import tqdm
 
-from driving.envpool import build_env, single_threaded_children, worker_context, worker_died
+from driving.envpool import build_env, run_in_workers, worker_setup
 from driving.errors import UserError
 from driving.evaluate import EVAL_SEED
 from driving.rollout import ExpertActor, play_episode
@@ -144,17 +142,9 @@ def measure_gap(cfg: GapConfig, progress: bool = True) -> dict:
             episodes.append(_job(j))
             bar.update(1)
     else:
-        with single_threaded_children():  # workers start at the first submit
-            pool = ProcessPoolExecutor(workers, mp_context=worker_context())
-            results = pool.map(_job, jobs)
-        try:
-            for ep in results:
-                episodes.append(ep)
-                bar.update(1)
-        except BrokenProcessPool:
-            raise worker_died("gap") from None
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for ep in run_in_workers(_job, jobs, workers, "gap", worker_setup, ordered=True):
+            episodes.append(ep)
+            bar.update(1)
     bar.close()
     return summarise(cfg, episodes)
 

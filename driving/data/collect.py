@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -28,7 +26,7 @@ from driving.data.format import (
     read_episode_file,
     write_episode,
 )
-from driving.envpool import build_env, single_threaded_children, worker_context, worker_died, worker_setup
+from driving.envpool import build_env, run_in_workers, worker_setup
 from driving.errors import UserError
 from driving.executors import check_executor
 from driving.folder_lock import LOCK, writing
@@ -325,19 +323,9 @@ def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
             for job in todo:
                 done(_worker_run(job))
         elif todo:
-            # an executor, not multiprocessing.Pool: a Pool whose worker is killed waits forever
-            # for that worker's episode, an executor says so (BrokenProcessPool)
-            with single_threaded_children():  # workers start at the first submit
-                pool = ProcessPoolExecutor(workers, mp_context=worker_context(), initializer=_worker_init,
-                                           initargs=(cfg, str(root), meta, True))
-                futures = [pool.submit(_worker_run, job) for job in todo]
-            try:
-                for future in as_completed(futures):
-                    done(future.result())
-            except BrokenProcessPool:
-                raise worker_died("collection") from None
-            finally:  # on an error, episodes not started are dropped, not simulated first
-                pool.shutdown(wait=True, cancel_futures=True)
+            for row in run_in_workers(_worker_run, todo, workers, "collection", _worker_init,
+                                      (cfg, str(root), meta, True)):
+                done(row)
     finally:
         bar.close()
         _WORKER.clear()
