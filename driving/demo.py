@@ -48,22 +48,35 @@ def sizes_for(size: str) -> tuple[str, dict]:
     return size, SIZES[size]
 
 
-def run_demo(out: str | Path = "runs/demo", overrides: list[str] = (), progress: bool = True) -> dict:
-    """`overrides` are `collect.KEY=V`, `train.KEY=V` or `eval.KEY=V` (bare keys go to collect)."""
-    with writing(out, "driving demo"):
-        return _run_demo(out, overrides, progress)
-
-
-def _run_demo(out: str | Path, overrides: list[str], progress: bool) -> dict:
-    from driving.evaluate import EvalConfig, evaluate
-    from driving.report import text_table
-    from driving.train import TrainConfig, train
-
-    out = Path(out)
+def split_overrides(out: str | Path, overrides: list[str]) -> tuple[Path, dict]:
+    """(the demo's folder, {stage: its overrides}). `collect.KEY=V`, `train.KEY=V`, `eval.KEY=V` go to their
+    stage, other keys to collect; a bare `out=DIR` is the demo's folder, as every other command names its
+    output (given to collect, it would send only the dataset there and the run to the default folder)."""
     stage = {"collect": [], "train": [], "eval": []}
     for o in overrides:
         head, _, rest = o.partition(".")
-        (stage[head].append(rest) if head in stage and "=" in rest else stage["collect"].append(o))
+        if o.startswith("out="):
+            out = o[len("out="):]
+        elif head in stage and "=" in rest:
+            stage[head].append(rest)
+        else:
+            stage["collect"].append(o)
+    if not str(out):
+        raise UserError("out= is empty: give the demo's folder, e.g. out=runs/demo")
+    return Path(out), stage
+
+
+def run_demo(out: str | Path = "runs/demo", overrides: list[str] = (), progress: bool = True) -> dict:
+    """`overrides`: see split_overrides."""
+    out, stage = split_overrides(out, list(overrides))
+    with writing(out, "driving demo"):
+        return _run_demo(out, stage, progress)
+
+
+def _run_demo(out: Path, stage: dict, progress: bool) -> dict:
+    from driving.evaluate import EvalConfig, evaluate
+    from driving.report import text_table
+    from driving.train import TrainConfig, train
     found, sizes = demo_sizes()
     print(f"demo sizes for {found}: " + "; ".join(f"{k} " + " ".join(v) for k, v in sizes.items())
           + " (override any: collect.episodes=N train.steps=N eval.episodes=N)")

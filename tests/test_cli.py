@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from driving.cli import main
+from driving.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,20 @@ def test_user_errors_are_one_line(args, needle, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_demo_out_key_names_the_demo_folder_not_only_the_dataset():
+    """`driving demo out=X` (how every other command names its output) used to reach collect alone: the
+    dataset went to X, the run and the evaluation to runs/demo."""
+    from driving.demo import split_overrides
+
+    out, stage = split_overrides("runs/demo", ["out=/tmp/d", "episodes=3", "train.steps=5", "eval.episodes=2",
+                                               "collect.seed=7"])
+    assert out == Path("/tmp/d")
+    assert stage == {"collect": ["episodes=3", "seed=7"], "train": ["steps=5"], "eval": ["episodes=2"]}
+    assert split_overrides("runs/demo", ["train.steps=5"])[0] == Path("runs/demo")
+    with pytest.raises(UserError, match="out= is empty"):
+        split_overrides("runs/demo", ["out="])
 
 
 def test_demo_runs_the_whole_pipeline_at_tiny_scale(tmp_path, capsys):
