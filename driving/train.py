@@ -7,7 +7,6 @@ averaged; rank 0 writes).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -25,7 +24,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from driving import atomic, checkpoint
+from driving import atomic, checkpoint, precision
 from driving.config import config_diff, to_dict
 from driving.data.format import FRAME_KEYS, Dataset
 from driving.data.tensors import (
@@ -100,8 +99,8 @@ class TrainConfig:
     val_every: int = 500
     log_every: int = 50
     checkpoint_every: int = 1000
-    amp: bool = True  # bf16 autocast on CUDA
-    channels_last: bool = True  # on CUDA
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (driving/precision.py)
+    channels_last: bool = True  # where bf16 autocast is on
     compile: bool = False
     cuda_graph: bool = True  # on CUDA: capture the whole step once and replay it (same results, no launch overhead)
     threads: int = 0  # CPU threads for torch; 0 = torch's default
@@ -294,11 +293,7 @@ def validate(model, data: DeviceData, weights, cfg: TrainConfig, chunk: int = 10
 
 
 def _autocast(device: torch.device, cfg: TrainConfig):
-    if device.type == "cuda" and cfg.amp:
-        # no weight-cast cache: a CUDA graph may not keep tensors cached across captures (and eager
-        # steps then compute exactly what the graph does)
-        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-    return contextlib.nullcontext()
+    return precision.autocast(device, cfg.amp)
 
 
 def sample_batch(data: DeviceData, n: int, gen: torch.Generator, cfg: TrainConfig, with_weights: bool = False):
@@ -321,7 +316,7 @@ def sample_weights(data: DeviceData, idx: torch.Tensor, cfg: TrainConfig):
 
 
 def _to_channels_last(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    if x.device.type == "cuda" and cfg.channels_last and x.dim() == 4:
+    if x.dim() == 4 and precision.uses_channels_last(x.device, cfg.channels_last, cfg.amp):
         return x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -457,7 +452,7 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     model = build_model(cfg.model, cfg.net, spec).to(device)
-    if device.type == "cuda" and cfg.channels_last:
+    if precision.uses_channels_last(device, cfg.channels_last, cfg.amp):
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimiser(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
@@ -531,7 +526,8 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
             dt = time.perf_counter() - t_window
             last = {k: float(v.detach()) for k, v in parts.items()}
             row = {"step": step, **last, "lr": float(sched.get_last_lr()[0]), "samples_per_s": samples / dt,
-                   "data_wait": data_time / dt, "world_size": world, "step_mode": stepper.mode}
+                   "data_wait": data_time / dt, "world_size": world, "step_mode": stepper.mode,
+                   "precision": precision.precision_name(device, cfg.amp)}
             bar.set_postfix_str(f"loss {last['loss']:.3f}  {samples / dt:.0f} samples/s  "
                                 f"data {data_time / dt:.0%}", refresh=False)
             log.log(row)

@@ -33,6 +33,7 @@ def main() -> None:
 
     from driving.config import load_config
     from driving.models import InputSpec, build_model
+    from driving import precision
     from driving.policy import pick_device
     from driving.train import TrainConfig, _to_channels_last, augment, make_optimiser, optimisation_step
 
@@ -47,7 +48,7 @@ def main() -> None:
     for h, w in sizes:
         torch.manual_seed(0)
         model = build_model(a.model, cfg.net, InputSpec(h, w, 1, 80.0, 60.0, 20.0, 5.0)).to(device)
-        if device.type == "cuda":
+        if precision.uses_channels_last(device, cfg.channels_last, cfg.amp):
             model = model.to(memory_format=torch.channels_last)
         opt = make_optimiser(model, cfg, device)
         frames = torch.randint(0, 256, (B, a.stack, h, w), dtype=torch.uint8, device=device, generator=gen)

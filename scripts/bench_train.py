@@ -4,6 +4,7 @@
       stacking and augmentation on the device)
   (c) the same step fed by a conventional torch DataLoader over the episode files (worker
       processes read episodes, build stacks in numpy, collate, pin, copy)
+  (f) where (b) runs in bf16 (`amp`, driving/precision.py: CUDA, or a CPU with native bf16), (b) in fp32
 and on CUDA, as `driving train` runs it by default (cuda_graph=true):
   (ag) (a) captured as one CUDA graph and replayed
   (g)  (b) captured as one CUDA graph and replayed
@@ -16,6 +17,7 @@ eager and graphed steps drift apart from the same start (largest relative loss d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -75,6 +77,7 @@ def main() -> None:
     from driving.data.format import Dataset
     from driving.data.tensors import DeviceData
     from driving.models import InputSpec, build_model
+    from driving import precision
     from driving.policy import pick_device
     from driving.step_graph import Stepper
     from driving.train import (TrainConfig, _to_channels_last, augment, make_optimiser, optimisation_step,
@@ -94,10 +97,10 @@ def main() -> None:
     data = DeviceData(ds, cfg.net.stack, device)
     cam = ds.meta["camera"]
     spec = InputSpec(cam["height"], cam["width"], 3 if cam["rgb"] else 1, 80.0, 60.0, 20.0, 5.0)
-    def fresh(seed: int = 0):
+    def fresh(seed: int = 0, cfg=cfg):
         torch.manual_seed(seed)
         m = build_model(a.model, cfg.net, spec).to(device)
-        if device.type == "cuda":
+        if precision.uses_channels_last(device, cfg.channels_last, cfg.amp):
             m = m.to(memory_format=torch.channels_last)
         return m, make_optimiser(m, cfg, device), torch.Generator(device=device).manual_seed(seed)
 
@@ -119,6 +122,18 @@ def main() -> None:
         optimisation_step(fwd, model, opt, None, x, s, y, weights, cfg)
 
     t_b = _timed(ours, steps, 5, device)
+
+    # (f) the same step in fp32, where (b) ran in bf16: what the fast path gains on this machine
+    sf = None
+    if precision.uses_bf16(device, cfg.amp):
+        cfg32 = dataclasses.replace(cfg, amp=False)
+        m32, o32, g32 = fresh(0, cfg32)
+
+        def fp32():
+            x, s, y = sample_batch(data, B, g32, cfg32)
+            optimisation_step(m32, m32, o32, None, x, s, y, weights, cfg32)
+
+        sf = steps * B / _timed(fp32, steps, 5, device)
 
     # (c) DataLoader over the episode files + the same device-side augmentation and step
     loader = torch.utils.data.DataLoader(
@@ -167,7 +182,10 @@ def main() -> None:
     print(f"device {name}; model {a.model} ({n_params / 1e3:.0f}k params){' compiled' if a.compile else ''}; batch {B}; "
           f"dataset {ds.frames} frames, on device: {data.on_device}; {steps} timed steps")
     print(f"(a) forward+backward alone, synthetic on device : {sa:10.0f} samples/s")
-    print(f"(b) full step, our data path                    : {sb:10.0f} samples/s")
+    label = f"(b) full step, our data path, {precision.precision_name(device, cfg.amp)}"
+    print(f"{label:<48}: {sb:10.0f} samples/s")
+    if sf is not None:
+        print(f"(f) (b) in fp32 (amp=false)                     : {sf:10.0f} samples/s   b/f = {sb / sf:.2f}")
     print(f"(c) full step, DataLoader ({a.workers} workers) over files  : {sc:10.0f} samples/s")
     print(f"b/a = {sb / sa:.2f}   (data path overhead {1 - sb / sa:.0%})")
     print(f"b/c = {sb / sc:.2f}")
