@@ -128,10 +128,11 @@ def main() -> None:
     if precision.uses_bf16(device, cfg.amp):
         cfg32 = dataclasses.replace(cfg, amp=False)
         m32, o32, g32 = fresh(0, cfg32)
+        f32 = forward_of(m32)  # compiled where (b) is: the ratio is the precision's alone
 
         def fp32():
             x, s, y = sample_batch(data, B, g32, cfg32)
-            optimisation_step(m32, m32, o32, None, x, s, y, weights, cfg32)
+            optimisation_step(f32, m32, o32, None, x, s, y, weights, cfg32)
 
         sf = steps * B / _timed(fp32, steps, 5, device)
 

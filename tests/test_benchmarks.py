@@ -1,0 +1,89 @@
+"""Every benchmark script runs end to end at tiny sizes and prints its figures.
+
+Their real runs happen on a lent GPU machine with 30 minutes of device time: a script that crashes
+there (as `bench_train.py --compile` once did) costs a run. Here each one runs the way a user would,
+as a script, and its figure lines must hold positive numbers. Nothing is timed."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from driving import precision
+from tests.helpers import synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBER = r"([0-9][0-9,]*\.?[0-9]*)"
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory) -> Path:
+    return synthetic_dataset(tmp_path_factory.mktemp("bench") / "ds")
+
+
+def run_script(name: str, *args: str) -> str:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, f"{name} exited {p.returncode}:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
+    return p.stdout
+
+
+def figure(out: str, pattern: str) -> float:
+    """The number after `pattern` on its line (which must exist), as a float."""
+    m = re.search(pattern + r"[^\n0-9]*" + NUMBER, out)
+    assert m, f"no line matching {pattern!r} in:\n{out}"
+    return float(m.group(1).replace(",", ""))
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_bench_train(ds, compiled):
+    if compiled and not shutil.which("cc"):
+        pytest.skip("torch.compile on a CPU needs a C compiler (cc)")
+    out = run_script("bench_train.py", "--dataset", str(ds), "--batch-size", "8", "--steps", "2", "--workers", "1",
+                     *(["--compile"] if compiled else []))
+    for line in (r"\(a\) forward\+backward alone", r"\(b\) full step, our data path", r"\(c\) full step, DataLoader"):
+        assert figure(out, line) > 0
+    if precision.uses_bf16(torch.device("cpu"), True):  # (b) ran in bf16: (f) is the same step in fp32
+        assert "bf16 autocast" in out and figure(out, r"\(f\) \(b\) in fp32") > 0
+    assert ("compiled" in out) == compiled
+
+
+def test_bench_pixels():
+    out = run_script("bench_pixels.py", "--sizes", "32x16,16x16", "--batch-size", "4", "--steps", "1", "--repeats", "1")
+    assert figure(out, r"32x16 +1\.000x pixels") > 0 and figure(out, r"16x16 +0\.500x pixels") > 0
+
+
+def test_bench_sim():
+    out = run_script("bench_sim.py", "--scenarios", "highway", "--steps", "5", "--rounds", "1")
+    assert figure(out, r"ratio fast/stock \(sim\+camera\): highway") > 0
+
+
+def test_bench_collect():
+    out = run_script("bench_collect.py", "--episodes", "2", "--max-steps", "5", "--workers", "1,2", "--repeats", "1",
+                     "--no-baseline")
+    assert figure(out, r"driving collect, 2 worker\(s\)") > 0
+    assert figure(out, r"scaling efficiency .*: 2 workers") > 0
+
+
+def test_bench_eval():
+    out = run_script("bench_eval.py", "--episodes", "2", "--max-steps", "5", "--workers", "1,2", "--repeats", "1")
+    assert figure(out, r"pilotnet +2 env\(s\):") > 0 and figure(out, r"expert +2 env\(s\):") > 0
+
+
+def test_bench_engine():
+    out = run_script("bench_engine.py", "--workers", "2", "--episodes-per-env", "1", "--max-steps", "5",
+                     "--startup-workers", "2")
+    assert figure(out, r"engine efficiency: expert 2:") > 0
+    assert figure(out, r"fork server") > 0
+
+
+def test_expert_quality():
+    out = run_script("expert_quality.py", "--scenarios", "highway", "--episodes", "2", "--workers", "1")
+    assert figure(out, r"\| highway \| camera \| 2 \|") > 0
