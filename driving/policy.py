@@ -10,6 +10,7 @@ from driving import checkpoint
 from driving.data.format import FRAME_KEYS
 from driving.errors import UserError
 from driving.rollout import FIXED_BATCH
+from driving.step_graph import Stepper
 from driving.models import InputSpec, ModelConfig, build_model
 
 
@@ -42,11 +43,16 @@ class LoadedPolicy:
     same for 1 row or N). Kernels chosen by batch shape then never make a row's action depend on
     which envs answered with it."""
 
-    def __init__(self, model, meta: dict, device: torch.device, path: Path):
+    def __init__(self, model, meta: dict, device: torch.device, path: Path, cuda_graph: bool = True):
         self.model = model.eval()
         self.meta = meta
         self.device = device
         self.path = path
+        # On CUDA the fixed-shape forward is replayed as one graph: eagerly, a batch of a few rows costs
+        # the launch of every kernel (overhead-bound, like the training step), and the evaluation
+        # engine's parent computes one batch per answer it gets from its envs.
+        self.cuda_graph = cuda_graph and device.type == "cuda"
+        self._graphs: dict[tuple, tuple] = {}
         self.stack = model.cfg.stack
         cam = meta["camera"]
         self.frame_shape = (cam["height"], cam["width"], 3) if cam["rgb"] else (cam["height"], cam["width"])
@@ -85,15 +91,35 @@ class LoadedPolicy:
             # batch of 2-16 rows (PilotNet, 1 thread), the price of results independent of timing
             out = np.concatenate([self._forward(frames[i:i + 1], speed[i:i + 1]) for i in range(len(speed))])
         else:
-            out = np.concatenate([self._forward(*_padded(frames[j:j + fixed], speed[j:j + fixed], fixed))
+            out = np.concatenate([self._fixed_forward(*_padded(frames[j:j + fixed], speed[j:j + fixed], fixed))
                                   [:min(fixed, len(speed) - j)] for j in range(0, len(speed), fixed)])
         return out[0] if single else out
 
+    @torch.no_grad()
     def _forward(self, frames: np.ndarray, speed: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(frames).to(self.device)
         s = torch.from_numpy(speed).to(self.device)
         action, _ = self.model(x, s)
         return action.float().cpu().numpy()
+
+    @torch.no_grad()
+    def _fixed_forward(self, frames: np.ndarray, speed: np.ndarray) -> np.ndarray:
+        """A padded batch, at the one shape the evaluation uses: eagerly, or replayed as a CUDA graph
+        captured after a few eager calls (step_graph.Stepper; the same kernels, so the same values)."""
+        if not self.cuda_graph:
+            return self._forward(frames, speed)
+        key = (frames.shape, frames.dtype.str)
+        if key not in self._graphs:
+            x = torch.empty(frames.shape, dtype=torch.from_numpy(frames[:0]).dtype, device=self.device)
+            s = torch.empty(len(speed), dtype=torch.float32, device=self.device)
+            stepper = Stepper(lambda: {"action": self.model(x, s)[0]}, graph=self.device.type == "cuda",
+                              what="the policy's forward",
+                              fallback="the policy runs eagerly")
+            self._graphs[key] = (stepper, x, s)
+        stepper, x, s = self._graphs[key]
+        x.copy_(torch.from_numpy(frames))
+        s.copy_(torch.from_numpy(speed))
+        return stepper()["action"].float().cpu().numpy()
 
     __call__ = act
 

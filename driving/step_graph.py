@@ -1,4 +1,4 @@
-"""The training step as one CUDA graph.
+"""The training step, and the policy's fixed-shape inference forward, as one CUDA graph each.
 
 PilotNet's step is a few hundred small kernels (sampling, stacking, augmentation, forward, backward,
 clipping, AdamW); launched one by one from Python it costs about 7.7 ms on an H100 whatever the
@@ -60,10 +60,12 @@ class Stepper:
     with `graph`, eagerly for WARMUP steps and then by replaying one captured CUDA graph. The dict a
     replay returns holds the graph's output tensors: read them before the next call."""
 
-    def __init__(self, step: Callable[[], dict], graph: bool, generators=()):
+    def __init__(self, step: Callable[[], dict], graph: bool, generators=(), what: str = "the training step",
+                 fallback: str = "training goes on eagerly (cuda_graph=false skips the attempt)"):
         self.step = step
         self.graph = graph
         self.generators = list(generators)
+        self.what, self.fallback = what, fallback
         self.calls = 0
         self.captured: torch.cuda.CUDAGraph | None = None
         self.outputs: dict | None = None
@@ -95,9 +97,8 @@ class Stepper:
         except Exception as e:  # noqa: BLE001 - any capture failure: train on, eagerly
             self.graph = False
             torch.cuda.synchronize()
-            print(f"warning: CUDA graph capture of the training step failed ({type(e).__name__}: "
-                  f"{str(e).splitlines()[0] if str(e) else ''}); training goes on eagerly (cuda_graph=false "
-                  "skips the attempt)", file=sys.stderr)
+            print(f"warning: CUDA graph capture of {self.what} failed ({type(e).__name__}: "
+                  f"{str(e).splitlines()[0] if str(e) else ''}); {self.fallback}", file=sys.stderr)
             return self.step()
         self.captured = g
         g.replay()  # capture records without running: this call's step runs now

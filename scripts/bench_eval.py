@@ -1,6 +1,7 @@
 """Closed-loop evaluation throughput and its scaling: steps/s with 1, 2, ... all-cores environments
 (worker processes; 1 = in-process), for a policy whose forward pass runs in the parent (PilotNet,
-batched per group of envs) and for the expert (no network: the simulation alone). Pools are opened
+one batch for the envs that answered; on CUDA replayed as a graph, and again launched eagerly as
+"-eager") and for the expert (no network: the simulation alone). Pools are opened
 and warmed first, so the figures are steady-state; the one-off worker start-up is printed apart.
 Efficiency = steps/s per env relative to 1 env. The efficiency line comes last.
 
@@ -23,7 +24,7 @@ def make_policies(checkpoint: str | None, device: str) -> tuple[dict, dict]:
     from driving.baselines import ExpertPolicy
     from driving.config import to_dict
     from driving.models import InputSpec, ModelConfig, build_model
-    from driving.policy import load_policy, pick_device, policy_from_model
+    from driving.policy import LoadedPolicy, load_policy, pick_device, policy_from_model
     from sim import CameraConfig
 
     if checkpoint:
@@ -35,7 +36,11 @@ def make_policies(checkpoint: str | None, device: str) -> tuple[dict, dict]:
         model = build_model("pilotnet", ModelConfig(stack=camera["stack"]),
                             InputSpec(camera["height"], camera["width"], 1, 80.0, 60.0, 20.0, 5.0)).to(dev)
         net = policy_from_model(model.eval(), {"camera": camera}, dev)
-    return {"pilotnet" if not checkpoint else "checkpoint": net, "expert": ExpertPolicy()}, camera
+    name = "pilotnet" if not checkpoint else "checkpoint"
+    policies = {name: net}
+    if net.cuda_graph:  # the same weights with the forward launched kernel by kernel: what the graph gains
+        policies[f"{name}-eager"] = LoadedPolicy(net.model, net.meta, net.device, net.path, cuda_graph=False)
+    return {**policies, "expert": ExpertPolicy()}, camera
 
 
 def steady_steps_per_second(policy, pool, scenario: str, seeds: list[int], camera: dict,

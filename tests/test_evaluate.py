@@ -138,6 +138,48 @@ def test_fixed_batch_rows_do_not_depend_on_their_batch(tmp_path):
         assert np.allclose(policy.act({"camera": frames, "speed": speed}), alone, atol=1e-5)
 
 
+def test_static_buffer_forward_gives_the_plain_forwards_values(tmp_path):
+    """The graph's input buffers, filled anew each call (checked here eagerly on the CPU; the capture
+    itself in the CUDA test below): stale rows from an earlier call would change the values."""
+    from driving.policy import _padded, load_policy
+
+    ds = synthetic_dataset(tmp_path / "ds")
+    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={tmp_path / 'run'}", "steps=2", "batch_size=4",
+                                          "device=cpu", "wandb.mode=disabled"]), progress=False)
+    policy = load_policy(tmp_path / "run", device="cpu")
+    policy.cuda_graph = True
+    rng = np.random.default_rng(2)
+    for n in (5, 2, 5, 1):
+        frames = rng.integers(0, 256, size=(n, 2, 32, 16), dtype=np.uint8)
+        speed = rng.uniform(0, 30, n).astype(np.float32)
+        padded = _padded(frames, speed, 5)
+        assert np.array_equal(policy._fixed_forward(*padded), policy._forward(*padded))
+    assert len(policy._graphs) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_forward_gives_the_eager_forwards_values(tmp_path):
+    """On CUDA the fixed-shape forward is captured after a few eager calls and replayed; every call,
+    before and after the capture, gives what the eager policy gives."""
+    from driving.policy import load_policy
+    from driving.rollout import FIXED_BATCH
+
+    ds = synthetic_dataset(tmp_path / "ds")
+    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={tmp_path / 'run'}", "steps=2", "batch_size=4",
+                                          "device=cpu", "wandb.mode=disabled"]), progress=False)
+    graphed = load_policy(tmp_path / "run", device="cuda")
+    eager = load_policy(tmp_path / "run", device="cuda")
+    eager.cuda_graph = False
+    rng = np.random.default_rng(1)
+    for call in range(8):
+        n = int(rng.integers(1, 6))
+        obs = {"camera": rng.integers(0, 256, size=(n, 2, 32, 16), dtype=np.uint8),
+               "speed": rng.uniform(0, 30, n).astype(np.float32), FIXED_BATCH: 5}
+        assert np.array_equal(graphed.act(obs), eager.act(obs)), call
+    (stepper, _, _), = graphed._graphs.values()
+    assert stepper.mode == "cuda graph" and not eager._graphs
+
+
 def test_checkpoint_is_evaluated_beside_the_expert(tmp_path):
     ds = synthetic_dataset(tmp_path / "ds")
     run = tmp_path / "run"
