@@ -110,8 +110,8 @@ class LoadedPolicy:
             return self._forward(frames, speed)
         key = (frames.shape, frames.dtype.str)
         if key not in self._graphs:
-            x = torch.empty(frames.shape, dtype=torch.from_numpy(frames[:0]).dtype, device=self.device)
-            s = torch.empty(len(speed), dtype=torch.float32, device=self.device)
+            x = torch.empty_like(torch.from_numpy(frames), device=self.device)
+            s = torch.empty_like(torch.from_numpy(speed), device=self.device)
             stepper = Stepper(lambda: {"action": self.model(x, s)[0]}, graph=self.device.type == "cuda",
                               what="the policy's forward",
                               fallback="the policy runs eagerly")

@@ -2,7 +2,7 @@
 
 bf16 autocast halves what convolutions read and write; on CUDA it is the default since the first GPU
 runs. CPUs differ: one with native bf16 arithmetic (AVX512-BF16 or AMX tiles, e.g. AMD Zen 4,
-Intel Sapphire Rapids) trains PilotNet about twice as fast with it, one without emulates bf16 and is
+Intel Sapphire Rapids) trains PilotNet 1.5-1.65x as fast with it, one without emulates bf16 and is
 slower than fp32 (docs/FIGURES.md, `python scripts/bench_train.py`: its line (f)). So `amp` means bf16
 wherever it is native, fp32 elsewhere, and the run records which one it used.
 """
