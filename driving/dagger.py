@@ -105,7 +105,7 @@ def _drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: fl
     from driving.envpool import build_env
     from driving.evaluate import open_pool, run_episodes
     from driving.policy import load_policy
-    from driving.rollout import MixtureActor, NoiseSpec
+    from driving.rollout import MixtureActor
     from sim import get_scenario
 
     ckpt = resolve(ckpt)
@@ -142,7 +142,7 @@ def _drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: fl
     if not todo:
         return root
     actor = MixtureActor(policy.for_scenario(get_scenario(scenario)), beta,
-                         NoiseSpec(cfg.noise.steer, cfg.noise.accel, cfg.noise.correlation), cfg.takeover)
+                         cfg.noise.spec(), cfg.takeover)
 
     def write(record: dict) -> dict:
         episode = episode_of[record["seed"]]

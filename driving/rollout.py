@@ -32,33 +32,55 @@ STATE_FACTS = ("speed", "progress", "on_road", "crashed", "heading", "lane_offse
 
 @dataclass
 class NoiseSpec:
-    """Noise on the executed action, normalised units: stationary std per output, AR(1) coefficient."""
+    """Noise on the executed action, normalised units: stationary std per output, AR(1) coefficient,
+    and per output the share of steps it is on (`duty`), in bursts of `burst` steps on average."""
 
     steer: float = 0.0
     accel: float = 0.0
     correlation: float = 0.6
+    steer_duty: float = 1.0
+    accel_duty: float = 1.0
+    burst: float = 10.0
 
 
 class NoiseProcess:
-    """AR(1) Gaussian noise with stationary std `sigma`, seeded per episode."""
+    """AR(1) Gaussian noise with stationary std `sigma`, seeded per episode, each output switched on
+    and off by its own two-state Markov gate: on for a share `duty` of the steps in bursts of `burst`
+    steps on average (duty 1: always on, and no gate is drawn)."""
 
-    def __init__(self, sigma, correlation: float, seed: int):
+    def __init__(self, sigma, correlation: float, seed: int, duty=(1.0, 1.0), burst: float = 10.0):
         self.sigma = np.asarray(sigma, dtype=np.float64)
         self.rho = correlation
         self.rng = np.random.default_rng([seed, 0x6E6F697365])  # independent of the sim's stream
         self.state = self.rng.normal(size=2) * self.sigma
+        self.duty = np.asarray(duty, dtype=np.float64)
+        self.gated = bool(np.any(self.duty < 1.0))
+        if self.gated:
+            # Markov gate: leave "on" with p_off = 1/burst; enter it with p_on so that the stationary
+            # share of "on" is duty (p_on / (p_on + p_off) = duty).
+            self.p_off = np.full(2, 1.0 / max(burst, 1.0))
+            with np.errstate(divide="ignore"):
+                self.p_on = np.where(self.duty < 1.0, self.p_off * self.duty / np.maximum(1.0 - self.duty, 1e-12), 1.0)
+            self.gate_rng = np.random.default_rng([seed, 0x67617465])
+            self.on = self.gate_rng.random(2) < self.duty
 
     def sample(self) -> np.ndarray:
         out = self.state
         eps = self.rng.normal(size=2) * self.sigma
         self.state = self.rho * self.state + np.sqrt(1 - self.rho ** 2) * eps
+        if not self.gated:
+            return out
+        out = np.where(self.on, out, 0.0)
+        u = self.gate_rng.random(2)
+        self.on = np.where(self.on, u >= self.p_off, u < self.p_on) | (self.duty >= 1.0)
         return out
 
 
 def _noise(spec: NoiseSpec | None, seed: int) -> NoiseProcess | None:
     if spec is None or (spec.steer == 0 and spec.accel == 0):
         return None
-    return NoiseProcess([spec.steer, spec.accel], spec.correlation, seed)
+    return NoiseProcess([spec.steer, spec.accel], spec.correlation, seed,
+                        (spec.steer_duty, spec.accel_duty), spec.burst)
 
 
 def _perturb(actions: np.ndarray, noises: list) -> np.ndarray:

@@ -66,6 +66,34 @@ def test_noise_process_has_requested_std_and_correlation():
     np.testing.assert_array_equal(x[:5], [again.sample() for _ in range(5)])
 
 
+def test_gated_noise_is_on_for_its_share_of_steps_in_bursts():
+    n = NoiseProcess([0.2, 0.1], correlation=0.6, seed=3, duty=(0.4, 1.0), burst=8)
+    x = np.array([n.sample() for _ in range(40000)])
+    on = x[:, 0] != 0
+    assert abs(on.mean() - 0.4) < 0.04
+    starts = np.count_nonzero(np.diff(on.astype(int)) == 1)
+    assert 7 < on.sum() / starts < 9  # mean burst length
+    assert np.all(x[:, 1] != 0)  # accel's duty is 1: always on
+    np.testing.assert_allclose(x[on, 0].std(), 0.2, rtol=0.1)  # while on, the same AR(1) noise
+    # duty 1 draws no gate: the stream is the ungated one, so older datasets are reproduced
+    plain, full = NoiseProcess([0.2, 0.1], 0.6, seed=3), NoiseProcess([0.2, 0.1], 0.6, seed=3, duty=(1, 1))
+    np.testing.assert_array_equal([plain.sample() for _ in range(50)], [full.sample() for _ in range(50)])
+    off = NoiseProcess([0.2, 0.1], 0.6, seed=3, duty=(0.0, 1.0))
+    assert all(off.sample()[0] == 0 for _ in range(200))
+
+
+def test_collection_with_steering_noise_on_part_of_the_time(tmp_path):
+    root = tmp_path / "duty"
+    collect(small_cfg(root, "episodes=1", "max_steps=60", "noise.steer_duty=0.5", "noise.burst=5"), progress=False)
+    ep = Dataset.open(root).episode(0)
+    clean = ep["action"][:, 0] == ep["expert_action"][:, 0]
+    assert 0 < clean.sum() < len(clean)  # some steps executed the label, others were perturbed
+    unclipped = np.abs(ep["action"][:, 1]) < 1
+    assert unclipped.sum() > 10
+    assert np.all(ep["action"][unclipped, 1] != ep["expert_action"][unclipped, 1])  # accel noise stays on
+    assert Dataset.open(root).meta["noise"]["steer_duty"] == 0.5
+
+
 def test_same_config_and_seeds_give_identical_arrays_whatever_the_worker_count(dataset, tmp_path):
     other = tmp_path / "par"
     collect(small_cfg(other, "workers=2"), progress=False)
@@ -146,6 +174,10 @@ def test_unknown_scenario_and_key_fail_with_the_fix(tmp_path):
         small_cfg(tmp_path / "x", "episodez=3")
     with pytest.raises(UserError, match="noise.correlation"):
         small_cfg(tmp_path / "x", "noise.correlation=1.5")
+    with pytest.raises(UserError, match=r"noise.steer_duty .*\[0, 1\]"):
+        small_cfg(tmp_path / "x", "noise.steer_duty=1.5")
+    with pytest.raises(UserError, match="noise.burst"):
+        small_cfg(tmp_path / "x", "noise.burst=0.5")
 
 
 def test_reader_names_corrupt_and_missing_files(dataset, tmp_path):

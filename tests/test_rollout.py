@@ -14,7 +14,7 @@ from driving.data.format import Dataset
 from driving.envpool import build_env
 from driving.errors import UserError
 from driving.evaluate import ACTIONS_FILE, EvalConfig, evaluate, run_episodes
-from driving.rollout import (EpisodeMismatch, ExpertActor, MixtureActor, NoiseSpec, ReplayActor, STATE_FACTS,
+from driving.rollout import (EpisodeMismatch, ExpertActor, MixtureActor, ReplayActor, STATE_FACTS,
                              check_same_episode, play_episode)
 
 CAM = {"height": 32, "width": 16, "metres_per_pixel": 1.0, "stack": 2, "rgb": False, "heading_up": True,
@@ -29,7 +29,7 @@ def test_collection_equals_the_lockstep_engine_with_the_same_actor(tmp_path):
                                                                               CAM.items())]), progress=False)
     ds = Dataset.open(root)
     noise = CollectConfig().noise
-    actor = ExpertActor(NoiseSpec(noise.steer, noise.accel, noise.correlation))
+    actor = ExpertActor(noise.spec())
     records = run_episodes(actor, "highway", [7, 8], CAM, workers=2, max_steps=12, progress=False, keep_frames=True)
     for i, rec in enumerate(records):
         ep = ds.episode(i)

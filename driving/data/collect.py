@@ -50,12 +50,24 @@ class NoiseConfig:
     # into 4 of 10 leaders; with 0.3/0.8, 0 of 30 (docs/FIGURES.md).
     accel: float = 0.3
     correlation: float = 0.8  # AR(1) coefficient per step: 0 = white noise; stationary std is kept
+    # Share of steps each output's noise is on, in bursts of `burst` steps on average.
+    steer_duty: float = 1.0
+    accel_duty: float = 1.0
+    burst: float = 10.0
 
     def __post_init__(self):
         if self.steer < 0 or self.accel < 0:
             raise ValueError("noise.steer and noise.accel are standard deviations: use values >= 0")
         if not 0.0 <= self.correlation < 1.0:
             raise ValueError("noise.correlation must be in [0, 1)")
+        for name in ("steer_duty", "accel_duty"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"noise.{name} is the share of steps with noise on: use a value in [0, 1]")
+        if not self.burst >= 1.0:
+            raise ValueError("noise.burst is the mean length of a noise burst in steps: use a value >= 1")
+
+    def spec(self):
+        return NoiseSpec(self.steer, self.accel, self.correlation, self.steer_duty, self.accel_duty, self.burst)
 
 
 @dataclass
@@ -143,7 +155,7 @@ def episode_arrays(record: dict) -> tuple[dict, dict]:
 
 def run_episode(env: DrivingEnv, cfg: CollectConfig, seed: int) -> tuple[dict, dict]:
     """One expert episode with noisy execution. Returns (per-step arrays, summary)."""
-    actor = ExpertActor(NoiseSpec(cfg.noise.steer, cfg.noise.accel, cfg.noise.correlation))
+    actor = ExpertActor(cfg.noise.spec())
     return episode_arrays(play_episode(env, actor, seed, keep_frames=True))
 
 
