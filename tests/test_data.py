@@ -178,6 +178,9 @@ def test_unknown_scenario_and_key_fail_with_the_fix(tmp_path):
         small_cfg(tmp_path / "x", "noise.steer_duty=1.5")
     with pytest.raises(UserError, match="noise.burst"):
         small_cfg(tmp_path / "x", "noise.burst=0.5")
+    with pytest.raises(UserError, match=r"noise.steer_duty=0.95 .*raise noise.burst to at least 19"):
+        small_cfg(tmp_path / "x", "noise.steer_duty=0.95", "noise.burst=10")
+    small_cfg(tmp_path / "x", "noise.steer_duty=0.95", "noise.burst=19")
 
 
 def test_reader_names_corrupt_and_missing_files(dataset, tmp_path):

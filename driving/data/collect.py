@@ -65,6 +65,12 @@ class NoiseConfig:
                 raise ValueError(f"noise.{name} is the share of steps with noise on: use a value in [0, 1]")
         if not self.burst >= 1.0:
             raise ValueError("noise.burst is the mean length of a noise burst in steps: use a value >= 1")
+        for name in ("steer_duty", "accel_duty"):
+            duty = getattr(self, name)
+            # the gaps between bursts last at least a step, so a share above burst / (burst + 1) is out of reach
+            if 0.0 < duty < 1.0 and duty > self.burst / (self.burst + 1.0):
+                raise ValueError(f"noise.{name}={duty:g} with noise.burst={self.burst:g} would need gaps shorter "
+                                 f"than one step: raise noise.burst to at least {duty / (1 - duty):.3g} or use {name}=1")
 
     def spec(self):
         return NoiseSpec(self.steer, self.accel, self.correlation, self.steer_duty, self.accel_duty, self.burst)
