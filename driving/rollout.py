@@ -57,10 +57,10 @@ class NoiseProcess:
         self.gated = bool(np.any(self.duty < 1.0))
         if self.gated:
             # Markov gate: leave "on" with p_off = 1/burst; enter it with p_on so that the stationary
-            # share of "on" is duty (p_on / (p_on + p_off) = duty).
-            self.p_off = np.full(2, 1.0 / max(burst, 1.0))
-            with np.errstate(divide="ignore"):
-                self.p_on = np.where(self.duty < 1.0, self.p_off * self.duty / np.maximum(1.0 - self.duty, 1e-12), 1.0)
+            # share of "on" is duty (p_on / (p_on + p_off) = duty). An output at duty 1 never leaves it.
+            partial = self.duty < 1.0
+            self.p_off = np.where(partial, 1.0 / max(burst, 1.0), 0.0)
+            self.p_on = np.where(partial, self.p_off * self.duty / np.maximum(1.0 - self.duty, 1e-12), 1.0)
             self.gate_rng = np.random.default_rng([seed, 0x67617465])
             self.on = self.gate_rng.random(2) < self.duty
 
@@ -72,7 +72,7 @@ class NoiseProcess:
             return out
         out = np.where(self.on, out, 0.0)
         u = self.gate_rng.random(2)
-        self.on = np.where(self.on, u >= self.p_off, u < self.p_on) | (self.duty >= 1.0)
+        self.on = np.where(self.on, u >= self.p_off, u < self.p_on)
         return out
 
 

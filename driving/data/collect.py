@@ -60,13 +60,12 @@ class NoiseConfig:
             raise ValueError("noise.steer and noise.accel are standard deviations: use values >= 0")
         if not 0.0 <= self.correlation < 1.0:
             raise ValueError("noise.correlation must be in [0, 1)")
-        for name in ("steer_duty", "accel_duty"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"noise.{name} is the share of steps with noise on: use a value in [0, 1]")
         if not self.burst >= 1.0:
             raise ValueError("noise.burst is the mean length of a noise burst in steps: use a value >= 1")
         for name in ("steer_duty", "accel_duty"):
             duty = getattr(self, name)
+            if not 0.0 <= duty <= 1.0:
+                raise ValueError(f"noise.{name} is the share of steps with noise on: use a value in [0, 1]")
             # the gaps between bursts last at least a step, so a share above burst / (burst + 1) is out of reach
             if 0.0 < duty < 1.0 and duty > self.burst / (self.burst + 1.0):
                 raise ValueError(f"noise.{name}={duty:g} with noise.burst={self.burst:g} would need gaps shorter "
