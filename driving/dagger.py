@@ -142,7 +142,7 @@ def _drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: fl
     if not todo:
         return root
     actor = MixtureActor(policy.for_scenario(get_scenario(scenario)), beta,
-                         cfg.noise.spec(), cfg.takeover)
+                         cfg.noise, cfg.takeover)
 
     def write(record: dict) -> dict:
         episode = episode_of[record["seed"]]

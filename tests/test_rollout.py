@@ -29,7 +29,7 @@ def test_collection_equals_the_lockstep_engine_with_the_same_actor(tmp_path):
                                                                               CAM.items())]), progress=False)
     ds = Dataset.open(root)
     noise = CollectConfig().noise
-    actor = ExpertActor(noise.spec())
+    actor = ExpertActor(noise)
     records = run_episodes(actor, "highway", [7, 8], CAM, workers=2, max_steps=12, progress=False, keep_frames=True)
     for i, rec in enumerate(records):
         ep = ds.episode(i)

@@ -41,8 +41,9 @@ DATASET_FACTS = ("speed", "on_road", "crashed", "expert_saturated", "progress", 
 
 
 @dataclass
-class NoiseConfig:
-    """Noise added to the executed action (normalised units). The label stays the clean expert's."""
+class NoiseConfig(NoiseSpec):
+    """Noise added to the executed action (normalised units; the fields of driving.rollout.NoiseSpec,
+    with collection's defaults, checked). The label stays the clean expert's."""
 
     steer: float = 0.15
     # Strong, slow accel noise (0.3 = 1.8 m/s², ~1 s correlation at 5 Hz) takes the expert close to
@@ -50,10 +51,6 @@ class NoiseConfig:
     # into 4 of 10 leaders; with 0.3/0.8, 0 of 30 (docs/FIGURES.md).
     accel: float = 0.3
     correlation: float = 0.8  # AR(1) coefficient per step: 0 = white noise; stationary std is kept
-    # Share of steps each output's noise is on, in bursts of `burst` steps on average.
-    steer_duty: float = 1.0
-    accel_duty: float = 1.0
-    burst: float = 10.0
 
     def __post_init__(self):
         if self.steer < 0 or self.accel < 0:
@@ -70,9 +67,6 @@ class NoiseConfig:
             if 0.0 < duty < 1.0 and duty > self.burst / (self.burst + 1.0):
                 raise ValueError(f"noise.{name}={duty:g} with noise.burst={self.burst:g} would need gaps shorter "
                                  f"than one step: raise noise.burst to at least {duty / (1 - duty):.3g} or use {name}=1")
-
-    def spec(self):
-        return NoiseSpec(self.steer, self.accel, self.correlation, self.steer_duty, self.accel_duty, self.burst)
 
 
 @dataclass
@@ -160,7 +154,7 @@ def episode_arrays(record: dict) -> tuple[dict, dict]:
 
 def run_episode(env: DrivingEnv, cfg: CollectConfig, seed: int) -> tuple[dict, dict]:
     """One expert episode with noisy execution. Returns (per-step arrays, summary)."""
-    actor = ExpertActor(cfg.noise.spec())
+    actor = ExpertActor(cfg.noise)
     return episode_arrays(play_episode(env, actor, seed, keep_frames=True))
 
 
