@@ -97,6 +97,36 @@ def test_augmentation_is_photometric_seeded_and_switchable():
     assert int(aug.flatten().argmax()) == 5 * 8 + 3
 
 
+def test_augmentation_is_contrast_then_brightness_per_stack():
+    x = torch.randint(0, 255, (6, 3, 10, 7), dtype=torch.uint8)
+    cfg = AugmentConfig(brightness=0.3, contrast=0.4, noise=0.0)
+    out = augment(x, cfg, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the same draws, applied as the formula says
+    gain = 1 + (torch.rand(6, 1, 1, 1, generator=g) * 2 - 1) * 0.3
+    contrast = 1 + (torch.rand(6, 1, 1, 1, generator=g) * 2 - 1) * 0.4
+    f = x.float()
+    mean = f.mean(dim=(1, 2, 3), keepdim=True)
+    want = (((f - mean) * contrast + mean) * gain).clamp(0, 255)
+    assert torch.allclose(out, want, atol=1e-3)
+    assert not torch.allclose(out, f, atol=1.0)  # it did something
+    assert x.dtype == torch.uint8  # the input is left alone
+
+
+def test_pixel_noise_has_the_asked_std_and_differs_between_batches():
+    grey = torch.full((16, 4, 32, 24), 128, dtype=torch.uint8)
+    cfg = AugmentConfig(brightness=0.0, contrast=0.0, noise=4.0)
+    g = torch.Generator().manual_seed(0)
+    a = augment(grey, cfg, g) - 128
+    b = augment(grey, cfg, g) - 128
+    for n in (a, b):
+        assert abs(float(n.mean())) < 0.1 and abs(float(n.std()) - 4.0) < 0.1
+    assert not torch.equal(a, b)
+    # samples within a batch and the same sample in two batches are uncorrelated
+    flat_a, flat_b = a.flatten(1), b.flatten(1)
+    assert abs(float(torch.corrcoef(flat_a[:2])[0, 1])) < 0.05
+    assert abs(float(torch.corrcoef(torch.stack([flat_a[0], flat_b[0]]))[0, 1])) < 0.05
+
+
 @pytest.mark.parametrize("name", ["pilotnet", "resnet18"])
 def test_a_plan_head_classifies_and_conditions_the_action(name):
     from driving.models.base import PLAN_CLASSES, plan_classes
