@@ -263,3 +263,22 @@ def test_damaged_dataset_json_is_one_line_and_a_collect_rerun_repairs_the_index(
     else:  # a damaged meta.json cannot be trusted to say what the dataset is
         assert main(rerun) == 2
         assert "meta.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (Path(__file__).parents[1] / "configs").glob("*/*.yaml")
+                                        if p.parent.name != "scenarios"))
+def test_every_shipped_config_loads_and_resolves(path, tmp_path):
+    """A key misspelt in a shipped YAML fails here, not in a user's first run."""
+    from driving.config import load_config
+    from driving.dagger import DaggerConfig, resolve_stages
+    from driving.data.collect import CollectConfig
+    from driving.evaluate import EvalConfig
+    from driving.train import TrainConfig
+
+    kind = Path(path).parent.name
+    cls = {"collect": CollectConfig, "train": TrainConfig, "eval": EvalConfig, "dagger": DaggerConfig}[kind]
+    cfg = load_config(cls, path, [f"out={tmp_path / 'x'}"] if kind != "eval" else [])
+    if kind == "dagger":  # every stage's keys, too
+        plan = resolve_stages(cfg)
+        assert plan["collect"].scenario == plan["scenario"] == cfg.scenario
+        assert len(plan["rounds"]) == cfg.rounds + 1
