@@ -109,7 +109,9 @@ def test_augmentation_is_contrast_then_brightness_per_stack():
     want = (((f - mean) * contrast + mean) * gain).clamp(0, 255)
     assert torch.allclose(out, want, atol=1e-3)
     assert not torch.allclose(out, f, atol=1.0)  # it did something
-    assert x.dtype == torch.uint8  # the input is left alone
+    before = f.clone()  # works in place, but never on its input, float or not
+    augment(f, AugmentConfig(), torch.Generator().manual_seed(1))
+    assert torch.equal(f, before)
 
 
 def test_pixel_noise_has_the_asked_std_and_differs_between_batches():
