@@ -47,6 +47,8 @@ class EvalConfig:
     env: dict[str, Any] = field(default_factory=dict)  # highway-env config overrides, e.g. fast_road: false
     # the reference expert (and ExpertPolicy): camera = sees what the policy's camera shows
     expert_perception: str = "camera"
+    # a plan-head policy's lane-change threshold (net.plan_threshold) for this evaluation; None: the checkpoint's
+    plan_threshold: Optional[float] = None
     shard: Optional[str] = None  # K/N: only episodes K, K+N, ... (merge the N outputs with `driving eval merge`)
     executor: str = "process"  # process (worker processes here) | ray (environments in Ray actors)
     ray_address: Optional[str] = None  # executor=ray: the cluster (default: RAY_ADDRESS, else a local Ray)
@@ -170,14 +172,17 @@ def score_records(records: list[dict], scenario: str, dt: float, reference: dict
     return rows
 
 
-def load_eval_policy(checkpoint: str, device: str):
+def load_eval_policy(checkpoint: str, device: str, plan_threshold: float | None = None):
     """(policy, camera dict, checkpoint meta or None) for a checkpoint path or the word `expert`
     (camera None: each scenario's own)."""
     if checkpoint == "expert":
+        if plan_threshold is not None:
+            raise UserError("plan_threshold is a learned policy's lane-change rule; the expert has none: "
+                            "drop plan_threshold")
         return ExpertPolicy(), None, None
     from driving.policy import load_policy
 
-    policy = load_policy(checkpoint, device=device)
+    policy = load_policy(checkpoint, device=device, plan_threshold=plan_threshold)
     camera = dict(policy.camera)
     camera["stack"] = max(camera.get("stack", 1), policy.stack)
     return policy, camera, policy.meta
@@ -210,7 +215,7 @@ def check_scenarios(names: list[str]) -> None:
 def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
     """Evaluate a checkpoint (or `expert`) closed loop; writes OUT/eval.json and the reports."""
     check_scenarios(cfg.scenarios)
-    policy, camera, meta = load_eval_policy(checkpoint, cfg.device)
+    policy, camera, meta = load_eval_policy(checkpoint, cfg.device, cfg.plan_threshold)
     out = Path(cfg.out) if cfg.out else default_out(checkpoint, cfg)
     all_seeds = seeds_for(cfg)
     seeds = [all_seeds[k] for k in shard_episodes(cfg)]

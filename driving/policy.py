@@ -173,12 +173,25 @@ def policy_from_model(model, meta: dict, device: torch.device, path: Path | str 
     return LoadedPolicy(model, meta, device, Path(path))
 
 
-def load_policy(path: str | Path, device: str = "auto") -> LoadedPolicy:
-    """Rebuild a policy from a checkpoint folder (or `last`, or a run folder) on `device`."""
+def load_policy(path: str | Path, device: str = "auto", plan_threshold: float | None = None) -> LoadedPolicy:
+    """Rebuild a policy from a checkpoint folder (or `last`, or a run folder) on `device`.
+    `plan_threshold` replaces the checkpoint's lane-change threshold (a plan head's decision rule:
+    net.plan_threshold), e.g. to trade lane changes against swerves without retraining."""
     ckpt = checkpoint.resolve(path)
     meta = checkpoint.load_meta(ckpt)
     dev = pick_device(device)
-    model = build_model(meta["model"], ModelConfig(**meta["net"]), InputSpec(**meta["input"]))
+    net = dict(meta["net"])
+    if plan_threshold is not None:
+        if not net.get("plan_head"):
+            raise UserError(f"plan_threshold applies to a policy with a plan head; {ckpt} has none: "
+                            "drop plan_threshold")
+        net["plan_threshold"] = plan_threshold
+        meta = {**meta, "net": net}
+    try:
+        cfg = ModelConfig(**net)
+    except ValueError as e:
+        raise UserError(str(e).replace("net.plan_threshold", "plan_threshold")) from None
+    model = build_model(meta["model"], cfg, InputSpec(**meta["input"]))
     try:
         model.load_state_dict(checkpoint.load_tensors(ckpt, "weights.pt"))
     except RuntimeError as e:

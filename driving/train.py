@@ -576,8 +576,10 @@ def warm_start_meta(cfg: TrainConfig, camera: dict) -> tuple[Path, dict]:
     same camera as this run."""
     ckpt = checkpoint.resolve(cfg.init_from)
     meta = checkpoint.load_meta(ckpt)
-    if meta["model"] != cfg.model or meta["net"] != asdict(cfg.net):
-        diff = config_diff({"model": meta["model"], "net": meta["net"]}, {"model": cfg.model, "net": asdict(cfg.net)})
+    # the same network; its lane-change threshold is a driving rule, not weights, and may differ
+    theirs = {**asdict(ModelConfig(**meta["net"])), "plan_threshold": cfg.net.plan_threshold}
+    if meta["model"] != cfg.model or theirs != asdict(cfg.net):
+        diff = config_diff({"model": meta["model"], "net": theirs}, {"model": cfg.model, "net": asdict(cfg.net)})
         raise UserError(f"init_from {cfg.init_from} holds a different model ({diff}): set model and net.* as "
                         "it was trained, or drop init_from")
     diff = [f"{k}: {meta['camera'].get(k)!r} there, {camera.get(k)!r} in the data" for k in

@@ -65,7 +65,9 @@ def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
     if cfg.who == "expert" or result["checkpoint"] == "expert":
         policy, camera = ExpertPolicy(), result["camera"]
     else:
-        policy, camera, _ = load_eval_policy(result["checkpoint"], "auto")
+        # the rule the evaluation drove with (a replay of its actions, and the policy's saliency)
+        policy, camera, _ = load_eval_policy(result["checkpoint"], "auto",
+                                             (result.get("config") or {}).get("plan_threshold"))
     recorded = {}
     if (src / ACTIONS_FILE).is_file():
         with np.load(src / ACTIONS_FILE) as z:

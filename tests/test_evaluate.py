@@ -247,3 +247,34 @@ def test_a_checkpoint_is_refused_where_the_scenario_cannot_execute_its_commands(
     with pytest.raises(UserError, match=r"steering ±0.15 rad \(trained ±0.8\)"):
         evaluate(str(ckpt), cfg(tmp_path / "ev"), progress=False)
     assert not (tmp_path / "ev").exists()  # refused before any work
+
+
+def test_an_evaluation_can_drive_a_plan_head_with_another_lane_threshold(tmp_path):
+    import shutil
+
+    from driving import checkpoint
+
+    ds = synthetic_dataset(tmp_path / "ds")
+    run = tmp_path / "run"
+    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={run}", "steps=2", "batch_size=4", "device=cpu",
+                                          "wandb.mode=disabled", "net.plan_head=true"]), progress=False)
+    ckpt = run / "checkpoints" / "last"
+    # the same weights with the threshold carried in the checkpoint itself
+    carried = tmp_path / "carried"
+    shutil.copytree(checkpoint.resolve(ckpt), carried)
+    meta = json.loads((carried / "policy.json").read_text())
+    meta["net"]["plan_threshold"] = 0.99
+    (carried / "policy.json").write_text(json.dumps(meta))
+    (carried / "checksums.json").unlink()
+
+    def episodes(path, *extra):
+        r = evaluate(str(path), cfg(tmp_path / f"ev{len(list(tmp_path.iterdir()))}", *extra), progress=False)
+        return r["result"]["scenarios"]["highway"]["episodes"]["policy"], r["result"]["config"]
+
+    argmax, _ = episodes(ckpt)
+    sure, config = episodes(ckpt, "plan_threshold=0.99")
+    assert config["plan_threshold"] == 0.99
+    assert sure != argmax  # an untrained head's classes are near 1/3 each: at 0.99 it always keeps its lane
+    assert episodes(carried)[0] == sure
+    with pytest.raises(UserError, match="the expert has none"):
+        evaluate("expert", cfg(tmp_path / "ex", "plan_threshold=0.5"), progress=False)

@@ -149,3 +149,36 @@ def test_a_plan_head_classifies_and_conditions_the_action(name):
     assert torch.allclose(m(frames, speed)[0], m(frames, speed, plan=chosen)[0])
     lane_c, speed_c = plan_classes(torch.tensor([-1, 0, 1, 0]), torch.tensor([-0.5, 0.0, 0.1, 0.9]))
     assert lane_c.tolist() == [0, 1, 2, 1] and speed_c.tolist() == [0, 1, 1, 2]
+
+
+def test_a_lane_threshold_changes_lanes_only_where_the_head_is_sure_of_the_side():
+    from driving.models.base import LANE_KEEP, LANE_LEFT, LANE_RIGHT
+
+    spec = InputSpec(64, 32, 1)
+    probs = torch.tensor([[0.48, 0.44, 0.08],   # argmax left, not sure: keep at 0.7
+                          [0.75, 0.05, 0.20],   # sure left
+                          [0.10, 0.15, 0.75],   # sure right
+                          [0.30, 0.40, 0.30],   # keep either way
+                          [0.70, 0.00, 0.30]])  # exactly at the threshold: left
+    logits = probs.clamp_min(1e-9).log()
+    argmax = build_model("pilotnet", ModelConfig(plan_head=True), spec)
+    assert argmax.decide_lane(logits).tolist() == [LANE_LEFT, LANE_LEFT, LANE_RIGHT, LANE_KEEP, LANE_LEFT]
+    sure = build_model("pilotnet", ModelConfig(plan_head=True, plan_threshold=0.7), spec)
+    assert sure.decide_lane(logits).tolist() == [LANE_KEEP, LANE_LEFT, LANE_RIGHT, LANE_KEEP, LANE_LEFT]
+    # the driven action is conditioned on the thresholded lane class
+    sure.load_state_dict(argmax.state_dict())
+    sure.eval(), argmax.eval()
+    torch.manual_seed(0)
+    frames = torch.randint(0, 255, (8, 2, 64, 32), dtype=torch.uint8)
+    speed = torch.full((8,), 20.0)
+    _, _, (lane, spd) = sure(frames, speed, return_plan=True)
+    chosen = (sure.decide_lane(lane), spd.argmax(1))
+    assert torch.equal(sure(frames, speed)[0], sure(frames, speed, plan=chosen)[0])
+
+
+@pytest.mark.parametrize("kw, match", [({"plan_head": True, "plan_threshold": 1.0}, r"\[0, 1\)"),
+                                       ({"plan_head": True, "plan_threshold": -0.1}, r"\[0, 1\)"),
+                                       ({"plan_threshold": 0.7}, "needs net.plan_head")])
+def test_a_lane_threshold_outside_its_range_or_without_a_plan_head_is_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(**kw)

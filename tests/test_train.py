@@ -251,3 +251,20 @@ def test_a_plan_head_trains_on_recorded_plans_and_needs_them(ds, tmp_path, capsy
     old = synthetic_dataset(tmp_path / "old", plans=False)  # collected before plans were recorded
     with pytest.raises(UserError, match="no expert plans .* net.plan_head"):
         train(cfg_for(old, tmp_path / "p2", "net.plan_head=true"), progress=False)
+
+
+def test_a_lane_threshold_is_carried_by_the_checkpoint_and_can_be_replaced_when_loading(ds, tmp_path):
+    out = tmp_path / "plan"
+    train(cfg_for(ds, out, "net.plan_head=true", "net.plan_threshold=0.7"), progress=False)
+    assert load_policy(out, device="cpu").model.cfg.plan_threshold == 0.7
+    looser = load_policy(out, device="cpu", plan_threshold=0.0)
+    assert looser.model.cfg.plan_threshold == 0.0 and looser.meta["net"]["plan_threshold"] == 0.0
+    with pytest.raises(UserError, match=r"plan_threshold must be in \[0, 1\)"):
+        load_policy(out, device="cpu", plan_threshold=1.5)
+    # a warm start may drive with another threshold (a rule, not weights)
+    warm = train(cfg_for(ds, tmp_path / "warm", "net.plan_head=true", f"init_from={out}"), progress=False)
+    assert load_policy(warm["run_dir"], device="cpu").model.cfg.plan_threshold == 0.0
+    plain = tmp_path / "plain"
+    train(cfg_for(ds, plain), progress=False)
+    with pytest.raises(UserError, match="plan_threshold applies to a policy with a plan head"):
+        load_policy(plain, device="cpu", plan_threshold=0.7)

@@ -9,6 +9,7 @@ from torch import nn
 
 
 PLAN_CLASSES = 3  # lane: left, keep, right; speed: brake, hold, accelerate
+LANE_LEFT, LANE_KEEP, LANE_RIGHT = 0, 1, 2  # lane classes: the expert's lane plan -1, 0, +1, shifted
 SPEED_PLAN_EDGE = 0.2  # normalised accel label below -edge: brake, above +edge: accelerate
 
 
@@ -32,6 +33,18 @@ class ModelConfig:
     # condition the action regression on it: the true plan in training, the predicted one when driving,
     # so a decision is taken rather than averaged (a half lane change is neither of the expert's modes)
     plan_head: bool = False
+    # with plan_head, when driving: change lanes only where the head gives that side at least this
+    # probability (0: the most probable class). A false start costs a swerve and a swerve back (the
+    # student's lane changes ping-pong where a slow drift reads as one in progress); a late one, a step.
+    plan_threshold: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.plan_threshold < 1.0:
+            raise ValueError(f"net.plan_threshold must be in [0, 1) (0: the most probable lane class), "
+                             f"got {self.plan_threshold}")
+        if self.plan_threshold and not self.plan_head:
+            raise ValueError("net.plan_threshold needs net.plan_head=true (it thresholds the plan head's "
+                             "lane classes): set both, or drop plan_threshold")
 
 
 @dataclass
@@ -82,6 +95,16 @@ class Policy(nn.Module):
         x = frames.reshape(b, -1, frames.shape[-2], frames.shape[-1]).float()
         return (x - self.frame_mean) / self.frame_std
 
+    def decide_lane(self, lane_logits: torch.Tensor) -> torch.Tensor:
+        """The lane class to drive: the most probable, or with cfg.plan_threshold the likelier side
+        where its probability reaches the threshold, else keep (no host sync: graph-capturable)."""
+        if not self.cfg.plan_threshold:
+            return lane_logits.argmax(1)
+        p = torch.softmax(lane_logits.float(), 1)
+        side = torch.where(p[:, LANE_LEFT] >= p[:, LANE_RIGHT], LANE_LEFT, LANE_RIGHT)
+        sure = p.gather(1, side[:, None])[:, 0] >= self.cfg.plan_threshold
+        return torch.where(sure, side, torch.full_like(side, LANE_KEEP))
+
     def forward(self, frames: torch.Tensor, speed: torch.Tensor | None = None, normalised: bool = False,
                 plan: tuple | None = None, return_plan: bool = False):
         """With a plan head: `plan` = (lane class, speed class) per sample conditions the action (training);
@@ -100,7 +123,7 @@ class Policy(nn.Module):
         logits = None
         if self.cfg.plan_head:
             logits = (self.plan_lane(z), self.plan_speed(z))
-            chosen = plan if plan is not None else (logits[0].argmax(1), logits[1].argmax(1))
+            chosen = plan if plan is not None else (self.decide_lane(logits[0]), logits[1].argmax(1))
             classes = torch.arange(PLAN_CLASSES, device=z.device)
             z = torch.cat([z, *((c[:, None] == classes).to(z.dtype) for c in chosen)], dim=1)  # one-hot, no sync
         action = torch.tanh(self.head(z))
