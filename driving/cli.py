@@ -329,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_data_export)
 
     dm = sub.add_parser("demo", help="the whole pipeline on built-in defaults (README's main job)")
-    dm.add_argument("overrides", nargs="*", metavar="stage.key=value",
-                    help="overrides per stage: collect.episodes=8 train.steps=500 eval.episodes=4")
+    dm.add_argument("overrides", nargs="*", metavar="key=value",
+                    help="`driving dagger` keys on the demo's recipe: collect.episodes=8 train.steps=500 "
+                         "eval.episodes=4 rounds=0 (behaviour cloning alone) out=DIR")
     dm.add_argument("--out", default="runs/demo")
     dm.add_argument("-q", "--quiet", action="store_true")
     dm.set_defaults(func=cmd_demo)

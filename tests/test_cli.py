@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from driving.cli import main
+from driving.config import load_config, to_dict
 from driving.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +28,7 @@ def test_collect_prints_a_summary(cli_dataset, capsys):
     assert main(["data", "info", str(cli_dataset)]) == 0
     out = capsys.readouterr().out
     assert "episodes  2" in out and "label steer" in out
+    assert "steer 0.15  accel" in out  # noise on every step: no duty printed
 
 
 def test_collected_episodes_record_the_experts_lane_plan(cli_dataset):
@@ -81,36 +85,62 @@ def test_user_errors_are_one_line(args, needle, capsys):
     assert needle in err and "\n" not in err and "Traceback" not in err
 
 
-def test_demo_out_key_names_the_demo_folder_not_only_the_dataset():
-    """`driving demo out=X` (how every other command names its output) used to reach collect alone: the
-    dataset went to X, the run and the evaluation to runs/demo."""
-    from driving.demo import split_overrides
+def test_demo_out_key_names_the_demo_folder_and_the_rest_are_dagger_keys():
+    """`driving demo out=X` (how every other command names its output) names the demo's folder; every
+    other key is a `driving dagger` key on top of the demo's recipe."""
+    from driving.demo import demo_config, split_overrides
 
-    out, stage = split_overrides("runs/demo", ["out=/tmp/d", "episodes=3", "train.steps=5", "eval.episodes=2",
-                                               "collect.seed=7"])
-    assert out == Path("/tmp/d")
-    assert stage == {"collect": ["episodes=3", "seed=7"], "train": ["steps=5"], "eval": ["episodes=2"]}
+    out, rest = split_overrides("runs/demo", ["out=/tmp/d", "rounds=1", "train.steps=5", "eval.episodes=2",
+                                              "collect.seed=7"])
+    assert out == Path("/tmp/d") and rest == ["rounds=1", "train.steps=5", "eval.episodes=2", "collect.seed=7"]
     assert split_overrides("runs/demo", ["train.steps=5"])[0] == Path("runs/demo")
     with pytest.raises(UserError, match="out= is empty"):
         split_overrides("runs/demo", ["out="])
+    cfg = demo_config("runs/demo", ["out=/tmp/d", "rounds=1", "train.steps=5"])
+    assert cfg.out == "/tmp/d" and cfg.rounds == 1 and cfg.train["steps"] == 5
+    assert cfg.train["net"]["plan_head"] is True  # the user's key went on top of the recipe, not instead
+    with pytest.raises(UserError, match="unknown config key 'episode'"):
+        demo_config("runs/demo", ["episode=3"])
+
+
+def test_the_demo_drives_the_recipe_of_the_shipped_highway_dagger_config():
+    """The demo's built-in recipe and configs/dagger/highway.yaml are one recipe (measured in
+    docs/FIGURES.md): they differ only in the output folder and the number of evaluation seeds."""
+    from driving.dagger import DaggerConfig
+    from driving.demo import demo_config
+
+    shipped = to_dict(load_config(DaggerConfig, ROOT / "configs" / "dagger" / "highway.yaml", ["out=x"]))
+    demo = to_dict(demo_config("x"))
+    assert shipped.pop("eval") == {"episodes": 50, "videos": 1} and demo.pop("eval") == {}
+    assert demo == shipped
 
 
 def test_demo_runs_the_whole_pipeline_at_tiny_scale(tmp_path, capsys):
-    """The README's main job: collect -> train -> eval -> video, wired end to end."""
+    """The README's main job: collect -> train -> a DAgger round -> eval every round -> video, wired end
+    to end."""
     from driving.video import probe_video
 
-    rc = main(["demo", "--out", str(tmp_path / "demo"), "-q", "collect.episodes=2", "max_steps=10",
-               "camera.height=64", "camera.width=32", "train.steps=4", "train.wandb.mode=disabled",
-               "train.batch_size=8", "eval.episodes=1", "eval.max_steps=5", "eval.workers=1"])
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "-q", "collect.episodes=2", "collect.max_steps=10", "rounds=1",
+               "episodes=1", "collect.camera.height=64", "collect.camera.width=32", "train.steps=4",
+               "train.wandb.mode=disabled", "train.batch_size=8", "eval.episodes=1", "eval.max_steps=5",
+               "eval.workers=1", "workers=1"])
     assert rc == 0
-    out = capsys.readouterr().out
-    assert "driving score" in out
-    ev = json.loads((tmp_path / "demo" / "eval" / "eval.json").read_text())
+    printed = capsys.readouterr().out
+    assert "driving score" in printed and "| round |" in printed
+    board = json.loads((out / "rounds.json").read_text())
+    assert [r["round"] for r in board["rounds"]] == [0, 1] and board["command"].startswith("driving demo")
+    ev = json.loads((out / "round1" / "eval" / "eval.json").read_text())
     assert ev["policy"] == "pilotnet" and len(ev["videos"]) == 1
-    video = tmp_path / "demo" / "eval" / ev["videos"][0]["file"]
+    assert ev["checkpoint"].startswith(str(out / "round1" / "run"))
+    meta = json.loads((out / "round0" / "data" / "meta.json").read_text())
+    assert meta["noise"]["steer_duty"] == 0.5  # the recipe reached collection, and its summary says so
+    assert "steer 0.15 (on 50% of steps, bursts of 10)" in printed
+    video = out / "round1" / "eval" / ev["videos"][0]["file"]
     info = probe_video(video)
     assert info["codec"] == "h264" and info["frames"] > 5
-    assert (tmp_path / "demo" / "data_contact_sheet.png").is_file()
+    assert (out / "data_contact_sheet.png").is_file()
+    assert f"video {video}" in printed
 
 
 def test_scoreboard_runs_every_stage_per_seed_and_resumes_without_redoing_work(tmp_path, capsys):

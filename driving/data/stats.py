@@ -45,6 +45,12 @@ def dataset_stats(ds: Dataset) -> dict:
     return out
 
 
+def _duty(noise: dict, output: str) -> str:
+    """' (on 50% of steps)' where that output's noise is switched on for part of the steps only."""
+    duty = noise.get(f"{output}_duty", 1.0)
+    return "" if duty >= 1.0 else f" (on {duty:.0%} of steps, bursts of {noise.get('burst', 0):g})"
+
+
 def format_stats(s: dict) -> str:
     lines = [
         f"dataset   {s['path']}  (scenario {s['scenario']})",
@@ -52,8 +58,9 @@ def format_stats(s: dict) -> str:
         f"{s['policy_frequency']} Hz   {s['hours'] * 60:.1f} min of driving",
         "outcomes  " + "   ".join(f"{k} {v}" for k, v in s["outcomes"].items())
         + f"   off-road frames {s['offroad_frame_fraction']:.1%}",
-        f"noise     steer {s['noise']['steer']}  accel {s['noise']['accel']}  "
-        f"correlation {s['noise']['correlation']}   expert saturated {s['expert_saturated_fraction']:.1%}",
+        f"noise     steer {s['noise']['steer']}{_duty(s['noise'], 'steer')}  accel {s['noise']['accel']}"
+        f"{_duty(s['noise'], 'accel')}  correlation {s['noise']['correlation']}   "
+        f"expert saturated {s['expert_saturated_fraction']:.1%}",
         "",
         f"{'':22}{'mean':>8}{'std':>8}{'min':>8}{'p5':>8}{'median':>8}{'p95':>8}{'max':>8}",
     ]
