@@ -274,8 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "driving scoreboard [CONFIG.yaml] [key=value ...]  (keys: scenario (a comma list), seeds "
                     "(training seeds), out, size (auto|cpu|cuda: the demo's sizes per machine), parallel (scenarios "
                     "at once; 0 = auto), collect.*, "
-                    "train.*, eval.* (extra keys of each stage)). Resumes after a kill; writes "
-                    "scoreboard.json and scoreboard.md.")
+                    "train.*, eval.* (extra keys of each stage), rounds (DAgger rounds after BC per scenario "
+                    "and seed; 0 = BC alone), dagger.* (extra `driving dagger` keys: beta, episodes, ...)). "
+                    "Resumes after a kill; writes scoreboard.json and scoreboard.md (BC beside the last round, "
+                    "the gain, and which of the targets against the expert are met).")
 
     _config_command(sub, "dagger", cmd_dagger, "DAgger rounds: the student drives, the expert labels its states",
                     "driving dagger [CONFIG.yaml] [key=value ...]  (keys: scenario, out, dataset (round 0's; "

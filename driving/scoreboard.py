@@ -3,10 +3,14 @@ sized to the machine, resumable, summarised as scoreboard.json and scoreboard.md
 
 Per scenario one dataset (collection seeds from 0); per training seed one run and one evaluation on
 the same held-out seeds, of `checkpoints/best` where training evaluated closed loop, else `last`.
+With `rounds` > 0 each training seed runs `driving dagger` on the scenario's dataset instead (round 0
+is the same BC run, then `rounds` rounds in which the student drives and the expert labels; `dagger.*`
+keys go to it), and the table gives BC beside the last round, and the last round's gain over BC.
 Every stage resumes by itself (collection and training pick up where they stopped; a finished
 evaluation of the same checkpoint and config is kept), so re-running the command after a kill
 finishes the job. The table gives, per scenario, the mean over training seeds with a 95% interval
-and the expert on the same evaluation seeds.
+and the expert on the same evaluation seeds, and whether the policy is within reach of the expert
+(`TARGETS`).
 """
 from __future__ import annotations
 
@@ -25,6 +29,22 @@ from driving.folder_lock import writing
 
 ALL = "highway,highway-dense,merge,roundabout,racetrack,intersection"
 SUMMARY = ("driving_score", "collision_rate", "success_rate", "lane_changes", "mean_abs_lat_accel", "min_ttc_s")
+GAINS = ("driving_score", "collision_rate", "lane_changes", "mean_abs_lat_accel")
+# Within reach of the expert (issue 11), on the mean over training seeds, against the expert on the
+# same evaluation seeds: metric -> (how it compares, factor or margin)
+TARGETS = {"driving_score": (">=x", 0.97), "collision_rate": ("<=+", 0.02), "lane_changes": (">=x", 0.7),
+           "mean_abs_lat_accel": ("<=x", 1.5)}
+
+
+def meets_targets(policy: dict, expert: dict) -> dict:
+    """{metric: met?} for every target metric both sides have (means of {"mean": ...} entries)."""
+    out = {}
+    for k, (how, v) in TARGETS.items():
+        if k in policy and k in expert:
+            p, e = policy[k]["mean"], expert[k]["mean"]
+            out[k] = bool(p >= v * e - 1e-12 if how == ">=x" else p <= e + v + 1e-12 if how == "<=+"
+                          else p <= v * e + 1e-12)
+    return out
 
 
 @dataclass
@@ -40,6 +60,8 @@ class ScoreboardConfig:
     collect: dict[str, Any] = field(default_factory=dict)  # extra `driving collect` keys, e.g. episodes
     train: dict[str, Any] = field(default_factory=dict)  # extra `driving train` keys
     eval: dict[str, Any] = field(default_factory=dict)  # extra `driving eval` keys
+    rounds: int = 0  # DAgger rounds after BC per scenario and training seed (0: BC alone)
+    dagger: dict[str, Any] = field(default_factory=dict)  # extra `driving dagger` keys: beta, episodes, ...
 
     def __post_init__(self):
         if self.size not in ("auto", "cpu", "cuda"):
@@ -48,6 +70,14 @@ class ScoreboardConfig:
             raise ValueError("parallel must be >= 0 (0 = auto)")
         if not self.seeds:
             raise ValueError("seeds must list at least one training seed, e.g. seeds=[0,1,2]")
+        if self.rounds < 0:
+            raise ValueError("rounds must be >= 0 (0: behaviour cloning alone)")
+        clash = sorted(set(self.dagger) & {"scenario", "out", "dataset", "rounds", "size", "collect", "train", "eval"})
+        if clash:
+            raise ValueError(f"dagger.{clash[0]} is set by the scoreboard itself: use "
+                             + ("the scoreboard's own key" if clash[0] in ("rounds", "size") else
+                                f"{clash[0]}.* or scenario=" if clash[0] in ("collect", "train", "eval", "scenario")
+                                else "out=") + " instead")
 
     @property
     def scenarios(self) -> list[str]:
@@ -67,6 +97,7 @@ def run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | 
 
 
 def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | None = None) -> dict:
+    from driving.dagger import DaggerConfig
     from driving.data.collect import CollectConfig
     from driving.demo import sizes_for
     from driving.evaluate import EvalConfig, check_scenarios
@@ -88,13 +119,20 @@ def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str |
                                                 "wandb.mode=offline", *sizes["train"], *as_overrides(cfg.train)])
             e = load_config(EvalConfig, None, [f"scenario={name}", f"out={run / 'eval'}", *sizes["eval"],
                                                *as_overrides(cfg.eval)])
-            runs.append((seed, t, e))
+            d = None
+            if cfg.rounds:  # the same BC run as round 0, then the rounds, all under run/
+                d = load_config(DaggerConfig, None, [
+                    f"scenario={name}", f"dataset={data}", f"out={run}", f"rounds={cfg.rounds}", f"size={cfg.size}",
+                    *as_overrides({"train": {"seed": seed, **cfg.train}, "eval": cfg.eval}),
+                    *as_overrides(cfg.dagger)])
+            runs.append((seed, t, e, d))
         stages[name] = (c, runs)
     parallel = min(len(stages), cfg.parallel or auto_parallel(found))
     print(f"scoreboard sizes for {found}: " + "; ".join(f"{k} " + " ".join(v) for k, v in sizes.items())
           + (f"; {parallel} scenarios at once" if parallel > 1 else ""))
     t0 = time.perf_counter()
-    spent = {"collect": 0.0, "train": 0.0, "eval": 0.0}  # seconds per kind of stage, summed over scenarios
+    # seconds per kind of stage, summed over scenarios (dagger: training, driving and evaluating its rounds)
+    spent = {"collect": 0.0, "train": 0.0, "eval": 0.0, "dagger": 0.0}
     if parallel <= 1:
         for name, (c, runs) in stages.items():
             for k, v in run_scenario(name, c, runs, progress).items():
@@ -114,7 +152,8 @@ def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str |
                     spent[k] += v
     board = summarise(cfg, stages, found, command, time.perf_counter() - t0)
     board["parallel"] = parallel
-    board["stage_s"] = {k: round(v, 1) for k, v in spent.items()}
+    kinds = ("collect", "dagger") if cfg.rounds else ("collect", "train", "eval")
+    board["stage_s"] = {k: round(spent[k], 1) for k in kinds}
     atomic.write_json(out / "scoreboard.json", board)
     atomic.write_bytes(out / "scoreboard.md", markdown(board).encode())
     return board
@@ -141,7 +180,7 @@ def run_scenario(name: str, c, runs: list, progress: bool) -> dict:
     from driving.evaluate import evaluate, finished_evaluation
     from driving.train import train
 
-    spent = {"collect": 0.0, "train": 0.0, "eval": 0.0}
+    spent = {"collect": 0.0, "train": 0.0, "eval": 0.0, "dagger": 0.0}
 
     def timed(kind, fn, *args, **kw):
         t = time.perf_counter()
@@ -152,31 +191,61 @@ def run_scenario(name: str, c, runs: list, progress: bool) -> dict:
 
     print(f"== {name}: collect {c.episodes} episodes", flush=True)
     timed("collect", collect, c, progress=progress)
-    for seed, t, e in runs:
+    for seed, t, e, d in runs:
+        if d is not None:
+            from driving.dagger import run_dagger
+
+            print(f"== {name}: seed {seed}: BC and {d.rounds} DAgger rounds, each evaluated on {e.episodes} seeds",
+                  flush=True)
+            timed("dagger", run_dagger, d, progress=progress,
+                  command=f"driving scoreboard (scenario {name}, training seed {seed})")
+            continue
         print(f"== {name}: train seed {seed} ({t.steps} steps), evaluate {e.episodes} seeds", flush=True)
         result = timed("train", train, t, progress=progress)
         ckpt = chosen(result["run_dir"])
         if not finished_evaluation(ckpt, e):
             timed("eval", evaluate, str(ckpt), e, progress=progress)
-    print(f"== {name}: done ({', '.join(f'{k} {v:.0f} s' for k, v in spent.items())})", flush=True)
+    print(f"== {name}: done ({', '.join(f'{k} {v:.0f} s' for k, v in spent.items() if v)})", flush=True)
     return spent
 
 
 def summarise(cfg: ScoreboardConfig, stages: dict, found: str, command: str | None, wall_s: float) -> dict:
+    """Per scenario: the policy (the last DAgger round where there are rounds) as the mean over training
+    seeds, the expert on the same seeds, the targets met; with rounds, BC beside it and the gain."""
     from driving.jsonfile import read_json
     from sim.metrics import mean_ci
 
+    again = "re-run the same command to evaluate again"
+
+    def over_seeds(evals: list, name: str) -> dict:
+        aggs = [ev["scenarios"][name]["aggregate"] for ev in evals]
+        return {k: mean_ci([a["policy"][k]["mean"] for a in aggs]) for k in SUMMARY if k in aggs[0]["policy"]}
+
     rows = {}
     for name, (_, runs) in stages.items():
-        evals = [read_json(Path(e.out) / "eval.json", dict, "re-run the same command to evaluate again") for _, _, e in runs]
+        boards = [read_json(Path(d.out) / "rounds.json", dict, again) for _, _, _, d in runs] if cfg.rounds else []
+        if boards:
+            evals = [read_json(Path(b["rounds"][-1]["eval_dir"]) / "eval.json", dict, again) for b in boards]
+        else:
+            evals = [read_json(Path(e.out) / "eval.json", dict, again) for _, _, e, _ in runs]
         aggs = [ev["scenarios"][name]["aggregate"] for ev in evals]
-        policy = {k: mean_ci([a["policy"][k]["mean"] for a in aggs]) for k in SUMMARY if k in aggs[0]["policy"]}
+        policy = over_seeds(evals, name)
         expert = {k: aggs[0]["expert"][k] for k in SUMMARY if k in aggs[0]["expert"]}
-        rows[name] = {"policy": policy, "expert": expert, "training_seeds": [s for s, _, _ in runs],
-                      "eval_episodes": runs[0][2].episodes, "checkpoints": [ev["checkpoint"] for ev in evals]}
+        rows[name] = {"policy": policy, "expert": expert, "targets": meets_targets(policy, expert),
+                      "training_seeds": [r[0] for r in runs], "eval_episodes": runs[0][2].episodes,
+                      "checkpoints": [ev["checkpoint"] for ev in evals]}
+        if boards:
+            bc = [read_json(Path(b["rounds"][0]["eval_dir"]) / "eval.json", dict, again) for b in boards]
+            gains = [b["rounds"][-1]["gain_over_bc"] for b in boards]
+            rows[name].update({
+                "rounds": cfg.rounds, "bc": over_seeds(bc, name), "bc_targets": meets_targets(over_seeds(bc, name), expert),
+                # one training seed: the paired interval over evaluation seeds; several: over training seeds
+                "gain_over_bc": {k: gains[0][k] if len(gains) == 1 else mean_ci([g[k]["mean"] for g in gains])
+                                 for k in GAINS if all(k in g for g in gains)},
+                "gain_interval_over": "evaluation seeds" if len(gains) == 1 else "training seeds"})
     return {"config": to_dict(cfg), "sizes": found, "hardware": hardware(), "wall_s": wall_s,
             "command": command or "driving scoreboard " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
-            "scenarios": rows}
+            "targets": {k: list(v) for k, v in TARGETS.items()}, "scenarios": rows}
 
 
 def _cell(m: dict, fmt: str) -> str:
@@ -185,19 +254,48 @@ def _cell(m: dict, fmt: str) -> str:
     return f"{fmt.format(m['mean'])} [{fmt.format(m['ci_low'])}, {fmt.format(m['ci_high'])}]"
 
 
+_NAMES = {"driving_score": "driving score", "collision_rate": "collisions", "lane_changes": "lane changes",
+          "mean_abs_lat_accel": "lateral accel"}
+
+
+def _targets_cell(met: dict) -> str:
+    missed = [_NAMES[k] for k, ok in met.items() if not ok]
+    return f"all {len(met)}" if not missed else "misses " + ", ".join(missed)
+
+
 def markdown(board: dict) -> str:
     hw = board["hardware"]
-    lines = ["| scenario | driving score | expert | collisions | expert | lane changes/ep | expert "
-             "| mean abs lat. accel m/s² | expert |", "|---|---|---|---|---|---|---|---|---|"]
+    rounds = next(iter(board["scenarios"].values())).get("rounds", 0)
+    lines = ["| scenario | policy | driving score | expert | collisions | expert | lane changes/ep | expert "
+             "| mean abs lat. accel m/s² | expert | targets met |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def row(name, label, p, e, met):
+        return (f"| {name} | {label} | {_cell(p['driving_score'], '{:.3f}')} | {e['driving_score']['mean']:.3f} "
+                f"| {_cell(p['collision_rate'], '{:.0%}')} | {e['collision_rate']['mean']:.0%} "
+                f"| {_cell(p['lane_changes'], '{:.2f}')} | {e['lane_changes']['mean']:.2f} "
+                f"| {_cell(p['mean_abs_lat_accel'], '{:.2f}')} | {e['mean_abs_lat_accel']['mean']:.2f} "
+                f"| {_targets_cell(met)} |")
+
     for name, r in board["scenarios"].items():
-        p, e = r["policy"], r["expert"]
-        lines.append(f"| {name} | {_cell(p['driving_score'], '{:.3f}')} | {e['driving_score']['mean']:.3f} "
-                     f"| {_cell(p['collision_rate'], '{:.0%}')} | {e['collision_rate']['mean']:.0%} "
-                     f"| {_cell(p['lane_changes'], '{:.2f}')} | {e['lane_changes']['mean']:.2f} "
-                     f"| {_cell(p['mean_abs_lat_accel'], '{:.2f}')} | {e['mean_abs_lat_accel']['mean']:.2f} |")
+        if rounds:
+            lines.append(row(name, "BC", r["bc"], r["expert"], r["bc_targets"]))
+        lines.append(row(name, f"DAgger round {rounds}" if rounds else "BC", r["policy"], r["expert"], r["targets"]))
     first = next(iter(board["scenarios"].values()))
+    if rounds:
+        lines += ["", f"Gain of DAgger round {rounds} over BC (paired by evaluation seed; mean [95% interval over "
+                      f"{first['gain_interval_over']}]):", "",
+                  "| scenario | driving score | collisions | lane changes/ep | mean abs lat. accel m/s² |",
+                  "|---|---|---|---|---|"]
+        for name, r in board["scenarios"].items():
+            g = r["gain_over_bc"]
+            cells = [_cell_ci(g[k], fmt) if k in g else "—" for k, fmt in
+                     (("driving_score", "{:+.3f}"), ("collision_rate", "{:+.2f}"), ("lane_changes", "{:+.2f}"),
+                      ("mean_abs_lat_accel", "{:+.2f}"))]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", f"Policy: mean over training seeds {first['training_seeds']} (95% t interval where there are "
                   f"several), each evaluated on {first['eval_episodes']} held-out seeds beside the expert. "
+                  "Targets, on the mean: driving score >= 0.97 x the expert's, collisions <= the expert's + 2 "
+                  "points, lane changes >= 0.7 x, mean abs lateral acceleration <= 1.5 x. "
                   f"Sizes: {board['sizes']}. Hardware: {hw['cpu_cores']} CPU cores, GPU {hw['gpu'] or 'none'}, "
                   f"torch {hw['torch']}. Wall {board['wall_s'] / 60:.1f} min"
                   + (f" with {board['parallel']} scenarios at once" if board.get("parallel", 1) > 1 else "")
@@ -205,3 +303,10 @@ def markdown(board: dict) -> str:
                      + ")" if board.get("stage_s") else "") + ".", "",
               f"`{board['command']}`"]
     return "\n".join(lines) + "\n"
+
+
+def _cell_ci(m: dict, fmt: str) -> str:
+    """A mean with its interval, also from a single training seed (whose interval is over episodes)."""
+    if m.get("ci_low") is None or m["ci_low"] == m["ci_high"] == m["mean"]:
+        return fmt.format(m["mean"])
+    return f"{fmt.format(m['mean'])} [{fmt.format(m['ci_low'])}, {fmt.format(m['ci_high'])}]"

@@ -167,6 +167,73 @@ def test_scoreboard_runs_every_stage_per_seed_and_resumes_without_redoing_work(t
     assert "scoreboard.md" in capsys.readouterr().out
 
 
+def test_scoreboard_with_dagger_rounds_puts_bc_beside_the_last_round_with_the_gain(tmp_path, capsys):
+    """Issue 11's bookkeeping in one command: per scenario and training seed BC then DAgger rounds, the
+    table BC beside the last round, the gain over BC across training seeds, the targets met."""
+    out = tmp_path / "board"
+    args = ["scoreboard", "scenario=highway", "seeds=[0,1]", "size=cpu", f"out={out}", "rounds=1",
+            "dagger.episodes=1", "dagger.workers=1", "dagger.device=cpu", "collect.episodes=2", "collect.max_steps=6",
+            "collect.workers=1", "train.steps=2", "train.batch_size=4", "train.val_every=1",
+            "train.checkpoint_every=1", "train.device=cpu", "train.threads=1", "train.wandb.mode=disabled",
+            "eval.episodes=2", "eval.max_steps=6", "eval.videos=0", "eval.workers=1", "-q"]
+    assert main(args) == 0
+    board = json.loads((out / "scoreboard.json").read_text())
+    row = board["scenarios"]["highway"]
+    assert row["rounds"] == 1 and row["training_seeds"] == [0, 1]
+    for s in (0, 1):  # each training seed ran its own rounds, with its own seed, on the one dataset
+        rounds = json.loads((out / "highway" / f"seed{s}" / "rounds.json").read_text())
+        assert [r["round"] for r in rounds["rounds"]] == [0, 1]
+        for r in (0, 1):
+            policy = json.loads((out / "highway" / f"seed{s}" / f"round{r}" / "run" / "checkpoints" / "last"
+                                 / "policy.json").read_text())
+            assert policy["train_config"]["seed"] == s
+            paths = policy["dataset"]["path"]
+            assert (paths if r else [paths])[0] == str(out / "highway" / "data")
+        assert row["checkpoints"][s].startswith(str(out / "highway" / f"seed{s}" / "round1" / "run"))
+    # the policy row is the last round's evaluation, BC round 0's, the gain their paired difference
+    last = [json.loads((out / "highway" / f"seed{s}" / "round1" / "eval" / "eval.json").read_text())
+            for s in (0, 1)]
+    ds = [ev["scenarios"]["highway"]["aggregate"]["policy"]["driving_score"]["mean"] for ev in last]
+    assert row["policy"]["driving_score"]["mean"] == pytest.approx(sum(ds) / 2)
+    assert row["policy"]["driving_score"]["n"] == 2 and row["bc"]["driving_score"]["n"] == 2
+    gains = [json.loads((out / "highway" / f"seed{s}" / "rounds.json").read_text())["rounds"][1]["gain_over_bc"]
+             for s in (0, 1)]
+    assert row["gain_over_bc"]["driving_score"]["mean"] == pytest.approx(
+        (gains[0]["driving_score"]["mean"] + gains[1]["driving_score"]["mean"]) / 2)
+    assert row["gain_interval_over"] == "training seeds"
+    assert set(row["targets"]) == set(row["bc_targets"]) == {"driving_score", "collision_rate", "lane_changes",
+                                                             "mean_abs_lat_accel"}
+    assert set(board["stage_s"]) == {"collect", "dagger"} and board["stage_s"]["dagger"] > 0
+    table = (out / "scoreboard.md").read_text()
+    assert "| highway | BC |" in table and "| highway | DAgger round 1 |" in table
+    assert "Gain of DAgger round 1 over BC" in table
+    evals = {s: (out / "highway" / f"seed{s}" / "round1" / "eval" / "eval.json").stat().st_mtime_ns for s in (0, 1)}
+    assert main(args) == 0  # a second run finds everything done
+    assert {s: (out / "highway" / f"seed{s}" / "round1" / "eval" / "eval.json").stat().st_mtime_ns
+            for s in (0, 1)} == evals
+    capsys.readouterr()
+    assert main(["scoreboard", f"out={tmp_path / 'x'}", "dagger.rounds=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "dagger.rounds is set by the scoreboard itself: use the scoreboard's own key" in err and "\n" not in err
+
+
+def test_targets_against_the_expert_are_met_on_the_right_side_of_each_bound():
+    from driving.scoreboard import meets_targets
+
+    expert = {"driving_score": {"mean": 1.0}, "collision_rate": {"mean": 0.04}, "lane_changes": {"mean": 1.0},
+              "mean_abs_lat_accel": {"mean": 0.2}}
+
+    def met(**policy):
+        return meets_targets({k: {"mean": v} for k, v in policy.items()}, expert)
+
+    edge = met(driving_score=0.97, collision_rate=0.06, lane_changes=0.7, mean_abs_lat_accel=0.3)
+    assert edge == {"driving_score": True, "collision_rate": True, "lane_changes": True, "mean_abs_lat_accel": True}
+    past = met(driving_score=0.969, collision_rate=0.061, lane_changes=0.69, mean_abs_lat_accel=0.301)
+    assert past == {"driving_score": False, "collision_rate": False, "lane_changes": False,
+                    "mean_abs_lat_accel": False}
+    assert met(driving_score=0.99) == {"driving_score": True}  # only the metrics both sides have
+
+
 def test_scenarios_run_at_once_give_the_same_board_as_one_after_another(tmp_path, capsys):
     tiny = ["collect.episodes=2", "collect.max_steps=5", "collect.workers=1", "train.steps=2", "train.batch_size=4",
             "train.val_every=1", "train.checkpoint_every=1", "train.device=cpu", "train.threads=1",
