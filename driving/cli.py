@@ -275,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(training seeds), out, size (auto|cpu|cuda: the demo's sizes per machine), parallel (scenarios "
                     "at once; 0 = auto), collect.*, "
                     "train.*, eval.* (extra keys of each stage), rounds (DAgger rounds after BC per scenario "
-                    "and seed; 0 = BC alone), dagger.* (extra `driving dagger` keys: beta, episodes, ...)). "
+                    "and seed; 0 = BC alone), dagger.* (extra `driving dagger` keys: beta, episodes, ...), "
+                    "per_scenario.NAME.{collect,train,eval,dagger}.* (one scenario's own keys); "
+                    "configs/scoreboard/ has an example). "
                     "Resumes after a kill; writes scoreboard.json and scoreboard.md (BC beside the last round, "
                     "the gain, and which of the targets against the expert are met).")
 

@@ -29,6 +29,7 @@ from driving.folder_lock import writing
 
 ALL = "highway,highway-dense,merge,roundabout,racetrack,intersection"
 SUMMARY = ("driving_score", "collision_rate", "success_rate", "lane_changes", "mean_abs_lat_accel", "min_ttc_s")
+STAGES = ("collect", "train", "eval", "dagger")  # what a scenario's own keys may add to
 GAINS = ("driving_score", "collision_rate", "lane_changes", "mean_abs_lat_accel")
 # Within reach of the expert (issue 11), on the mean over training seeds, against the expert on the
 # same evaluation seeds: metric -> (how it compares, factor or margin)
@@ -62,6 +63,9 @@ class ScoreboardConfig:
     eval: dict[str, Any] = field(default_factory=dict)  # extra `driving eval` keys
     rounds: int = 0  # DAgger rounds after BC per scenario and training seed (0: BC alone)
     dagger: dict[str, Any] = field(default_factory=dict)  # extra `driving dagger` keys: beta, episodes, ...
+    # keys for one scenario only, on top of the common ones: {scenario: {collect|train|eval|dagger: {...}}}
+    # (a recipe measured on one scenario, e.g. configs/dagger/highway.yaml's, without imposing it on the rest)
+    per_scenario: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.size not in ("auto", "cpu", "cuda"):
@@ -72,12 +76,20 @@ class ScoreboardConfig:
             raise ValueError("seeds must list at least one training seed, e.g. seeds=[0,1,2]")
         if self.rounds < 0:
             raise ValueError("rounds must be >= 0 (0: behaviour cloning alone)")
-        clash = sorted(set(self.dagger) & {"scenario", "out", "dataset", "rounds", "size", "collect", "train", "eval"})
-        if clash:
-            raise ValueError(f"dagger.{clash[0]} is set by the scoreboard itself: use "
-                             + ("the scoreboard's own key" if clash[0] in ("rounds", "size") else
-                                f"{clash[0]}.* or scenario=" if clash[0] in ("collect", "train", "eval", "scenario")
-                                else "out=") + " instead")
+        for name, extra in self.per_scenario.items():
+            bad = sorted(set(extra or {}) - set(STAGES)) if isinstance(extra, dict) else ["(not a mapping)"]
+            if bad:
+                raise ValueError(f"per_scenario.{name}.{bad[0]}: a scenario's own keys go under "
+                                 + ", ".join(f"per_scenario.{name}.{k}" for k in STAGES))
+        owned = {"scenario", "out", "dataset", "rounds", "size", "collect", "train", "eval"}
+        for where, keys in [("dagger", self.dagger), *((f"per_scenario.{n}.dagger", (e or {}).get("dagger") or {})
+                                                       for n, e in self.per_scenario.items())]:
+            clash = sorted(set(keys) & owned)
+            if clash:
+                raise ValueError(f"{where}.{clash[0]} is set by the scoreboard itself: use "
+                                 + ("the scoreboard's own key" if clash[0] in ("rounds", "size") else
+                                    f"{clash[0]}.* or scenario=" if clash[0] in ("collect", "train", "eval", "scenario")
+                                    else "out=") + " instead")
 
     @property
     def scenarios(self) -> list[str]:
@@ -96,7 +108,9 @@ def run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | 
         return _run_scoreboard(cfg, progress, command)
 
 
-def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | None = None) -> dict:
+def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
+    """(what the sizes are for, the sizes, {scenario: (collect config, [(seed, train, eval, dagger or
+    None)])}): every config resolved, and every bad key refused, before the first stage runs."""
     from driving.dagger import DaggerConfig
     from driving.data.collect import CollectConfig
     from driving.demo import sizes_for
@@ -104,29 +118,37 @@ def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str |
     from driving.train import TrainConfig
 
     check_scenarios(cfg.scenarios)
+    if cfg.per_scenario:
+        check_scenarios(list(cfg.per_scenario))
     found, sizes = sizes_for(cfg.size)
     out = Path(cfg.out)
-    # every config is resolved (and every bad key refused) before the first stage runs
     stages = {}
     for name in cfg.scenarios:
+        own = cfg.per_scenario.get(name) or {}
+        keys = {k: [*as_overrides(getattr(cfg, k)), *as_overrides(own.get(k) or {})] for k in STAGES}
         data = out / name / "data"
-        c = load_config(CollectConfig, None, [f"scenario={name}", f"out={data}", *sizes["collect"],
-                                              *as_overrides(cfg.collect)])
+        c = load_config(CollectConfig, None, [f"scenario={name}", f"out={data}", *sizes["collect"], *keys["collect"]])
         runs = []
         for seed in cfg.seeds:
             run = out / name / f"seed{seed}"
             t = load_config(TrainConfig, None, [f"dataset={data}", f"out={run / 'run'}", f"seed={seed}",
-                                                "wandb.mode=offline", *sizes["train"], *as_overrides(cfg.train)])
+                                                "wandb.mode=offline", *sizes["train"], *keys["train"]])
             e = load_config(EvalConfig, None, [f"scenario={name}", f"out={run / 'eval'}", *sizes["eval"],
-                                               *as_overrides(cfg.eval)])
+                                               *keys["eval"]])
             d = None
             if cfg.rounds:  # the same BC run as round 0, then the rounds, all under run/
                 d = load_config(DaggerConfig, None, [
                     f"scenario={name}", f"dataset={data}", f"out={run}", f"rounds={cfg.rounds}", f"size={cfg.size}",
-                    *as_overrides({"train": {"seed": seed, **cfg.train}, "eval": cfg.eval}),
-                    *as_overrides(cfg.dagger)])
+                    f"train.seed={seed}", *(f"train.{k}" for k in keys["train"]), *(f"eval.{k}" for k in keys["eval"]),
+                    *keys["dagger"]])
             runs.append((seed, t, e, d))
         stages[name] = (c, runs)
+    return found, sizes, stages
+
+
+def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | None = None) -> dict:
+    found, sizes, stages = resolve_stages(cfg)
+    out = Path(cfg.out)
     parallel = min(len(stages), cfg.parallel or auto_parallel(found))
     print(f"scoreboard sizes for {found}: " + "; ".join(f"{k} " + " ".join(v) for k, v in sizes.items())
           + (f"; {parallel} scenarios at once" if parallel > 1 else ""))

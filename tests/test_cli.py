@@ -217,6 +217,29 @@ def test_scoreboard_with_dagger_rounds_puts_bc_beside_the_last_round_with_the_ga
     assert "dagger.rounds is set by the scoreboard itself: use the scoreboard's own key" in err and "\n" not in err
 
 
+def test_a_scenarios_own_scoreboard_keys_reach_that_scenario_only(tmp_path, capsys):
+    from driving.scoreboard import ScoreboardConfig, resolve_stages
+
+    cfg = load_config(ScoreboardConfig, ROOT / "configs" / "scoreboard" / "dagger.yaml",
+                      [f"out={tmp_path / 'b'}", "scenario=highway,intersection", "size=cpu"])
+    _, _, stages = resolve_stages(cfg)
+    (hw, hw_runs), (ix, ix_runs) = stages["highway"], stages["intersection"]
+    assert hw.noise.steer_duty == 0.5 and ix.noise.steer_duty == 1.0
+    assert hw_runs[1][1].net.plan_head and hw_runs[1][1].seed == 1 and not ix_runs[1][1].net.plan_head
+    d = hw_runs[2][3]  # the dagger rounds of training seed 2 on highway
+    assert d.train["net"] == {"plan_head": True, "plan_threshold": 0.7} and d.train["seed"] == 2
+    assert d.eval["episodes"] == 50 and d.beta == [0.5, 0.0] and d.dataset == str(tmp_path / "b" / "highway" / "data")
+    assert "net" not in ix_runs[0][3].train
+    for extra, needle in ((["per_scenario.highway.colect.episodes=3"],
+                           "per_scenario.highway.colect: a scenario's own keys go under per_scenario.highway.collect"),
+                          (["per_scenario.highway.dagger.out=x"], "per_scenario.highway.dagger.out is set by the "
+                                                                  "scoreboard itself: use out= instead"),
+                          (["per_scenario.nowhere.train.steps=3"], "nowhere")):
+        assert main(["scoreboard", f"out={tmp_path / 'x'}", "size=cpu", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err
+
+
 def test_targets_against_the_expert_are_met_on_the_right_side_of_each_bound():
     from driving.scoreboard import meets_targets
 
@@ -372,9 +395,19 @@ def test_every_shipped_config_loads_and_resolves(path, tmp_path):
     from driving.evaluate import EvalConfig
     from driving.train import TrainConfig
 
+    from driving.scoreboard import ScoreboardConfig
+    from driving.scoreboard import resolve_stages as scoreboard_stages
+
     kind = Path(path).parent.name
-    cls = {"collect": CollectConfig, "train": TrainConfig, "eval": EvalConfig, "dagger": DaggerConfig}[kind]
+    cls = {"collect": CollectConfig, "train": TrainConfig, "eval": EvalConfig, "dagger": DaggerConfig,
+           "scoreboard": ScoreboardConfig}[kind]
     cfg = load_config(cls, path, [f"out={tmp_path / 'x'}"] if kind != "eval" else [])
+    if kind == "scoreboard":  # every scenario's and seed's stages, its own keys included
+        _, _, stages = scoreboard_stages(cfg)
+        assert list(stages) == cfg.scenarios
+        for name, (collect, runs) in stages.items():
+            assert collect.scenario == name and [r[0] for r in runs] == cfg.seeds
+            assert all((r[3] is not None) == bool(cfg.rounds) for r in runs)
     if kind == "dagger":  # every stage's keys, too
         plan = resolve_stages(cfg)
         assert plan["collect"].scenario == plan["scenario"] == cfg.scenario
