@@ -200,7 +200,10 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
         raise UserError(f"eval.scenario must be the rounds' scenario {scenario}: drop eval.scenario")
     rounds = []
     for r in range(cfg.rounds + 1):
-        rounds.append({"round": r, "eval": replace(ev, out=str(out / f"round{r}" / "eval")), "beta": None if r == 0 else cfg.beta_of(r),
+        # the rounds are scored on round 0's seeds beside the same expert: its episodes are driven once
+        scored = replace(ev, out=str(out / f"round{r}" / "eval"),
+                         expert_from=str(out / "round0" / "eval") if r else ev.expert_from)
+        rounds.append({"round": r, "eval": scored, "beta": None if r == 0 else cfg.beta_of(r),
                        "data": data0 if r == 0 else out / f"round{r}" / "data",
                        "seeds": [] if r == 0 else round_seeds(r, episodes)})
     datasets = [str(x["data"]) for x in rounds]

@@ -52,6 +52,10 @@ class EvalConfig:
     shard: Optional[str] = None  # K/N: only episodes K, K+N, ... (merge the N outputs with `driving eval merge`)
     executor: str = "process"  # process (worker processes here) | ray (environments in Ray actors)
     ray_address: Optional[str] = None  # executor=ray: the cluster (default: RAY_ADDRESS, else a local Ray)
+    # an earlier evaluation folder whose reference-expert episodes are taken instead of driven again: the
+    # expert is deterministic, so on the same seeds and settings they are the same episodes (DAgger rounds
+    # and training seeds evaluated on one seed list drive the expert once)
+    expert_from: Optional[str] = None
 
     def __post_init__(self):
         parse_shard(self.shard)
@@ -224,15 +228,53 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         probe_env(name, camera, cfg.max_steps, cfg.env, {"perception": cfg.expert_perception})
         if not is_expert:
             policy.for_scenario(get_scenario(name))  # action ranges it cannot drive are refused
+    reused = reused_expert(cfg, camera, seeds)
     if cfg.executor == "ray":  # a missing Ray or a cluster that does not answer: refused before any output
         from driving.executors import connect
 
         connect(cfg.ray_address)
     with writing(out, "driving eval"):
-        return _evaluate(checkpoint, cfg, progress, policy, camera, meta, out, seeds, is_expert)
+        return _evaluate(checkpoint, cfg, progress, policy, camera, meta, out, seeds, is_expert, reused)
 
 
-def _evaluate(checkpoint, cfg: EvalConfig, progress, policy, camera, meta, out: Path, seeds, is_expert) -> dict:
+def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dict | None:
+    """{scenario: (expert rows, {actions key: actions})} from `cfg.expert_from`, or None without one.
+    Its expert must have driven these seeds with these settings (scenario camera, episode length,
+    highway-env overrides, perception, shard): anything else is refused in one line."""
+    if not cfg.expert_from:
+        return None
+    where = Path(cfg.expert_from)
+    path = where / "eval.json" if where.is_dir() else where
+    fix = "drop expert_from, or point it at an evaluation of the same seeds and settings"
+    old = read_json(path, dict, fix)
+    try:
+        recorded = dict(np.load(path.parent / ACTIONS_FILE))
+    except (OSError, ValueError) as e:
+        raise UserError(f"expert_from={cfg.expert_from}: cannot read its {ACTIONS_FILE} ({e}): {fix}") from None
+    out = {}
+    for name in cfg.scenarios:
+        then = old.get("config") or {}
+        mine = {"seeds": seeds, "camera": to_dict(get_scenario(name).camera_config(camera)),
+                "max_steps": cfg.max_steps, "env": cfg.env, "expert_perception": cfg.expert_perception,
+                "shard": cfg.shard}
+        theirs = {"seeds": (old.get("seeds") or {}).get(name), "camera": (old.get("scenario_cameras") or {}).get(name),
+                  "max_steps": then.get("max_steps"), "env": then.get("env"),
+                  "expert_perception": old.get("expert_perception"), "shard": then.get("shard")}
+        differ = [k for k in mine if mine[k] != theirs[k]]
+        if differ or name not in old.get("scenarios", {}):
+            raise UserError(f"expert_from={cfg.expert_from}: its expert drove {name} with other "
+                            f"{differ[0] if differ else 'scenarios'} than this evaluation: {fix}")
+        rows = old["scenarios"][name]["episodes"]["expert"]
+        keys = [actions_key(name, r["seed"], "expert") for r in rows]
+        if any(k not in recorded for k in keys):
+            raise UserError(f"expert_from={cfg.expert_from}: its {ACTIONS_FILE} lacks the expert's {name} "
+                            f"episodes: {fix}")
+        out[name] = (rows, {k: recorded[k] for k in keys})
+    return out
+
+
+def _evaluate(checkpoint, cfg: EvalConfig, progress, policy, camera, meta, out: Path, seeds, is_expert,
+              reused: dict | None = None) -> dict:
     result = {
         "checkpoint": "expert" if is_expert else str(policy.path),
         "policy": "expert" if is_expert else meta["model"],
@@ -256,14 +298,19 @@ def _evaluate(checkpoint, cfg: EvalConfig, progress, policy, camera, meta, out: 
         t = time.perf_counter()
         with open_pool(name, camera, cfg.workers, len(seeds), cfg.max_steps, cfg.env,
                        {"perception": cfg.expert_perception}, cfg.executor, cfg.ray_address) as pool:
-            expert_records = run_episodes(ExpertPolicy(), name, seeds, camera, cfg.workers, cfg.max_steps,
-                                          progress, f"{name} expert", pool=pool)
-            expert_rows = score_records(expert_records, name, dt, None, episodes)
-            actions.update({actions_key(name, r["seed"], "expert"): r["actions"] for r in expert_records})
+            if reused is not None:
+                expert_rows, expert_actions = reused[name]
+            else:
+                expert_records = run_episodes(ExpertPolicy(), name, seeds, camera, cfg.workers, cfg.max_steps,
+                                              progress, f"{name} expert", pool=pool)
+                expert_rows = score_records(expert_records, name, dt, None, episodes)
+                expert_actions = {actions_key(name, r["seed"], "expert"): r["actions"] for r in expert_records}
+            actions.update(expert_actions)
             reference = {r["seed"]: r["distance_m"] for r in expert_rows}
             if is_expert:
                 policy_rows = expert_rows
-                actions.update({actions_key(name, r["seed"], "policy"): r["actions"] for r in expert_records})
+                actions.update({actions_key(name, r["seed"], "policy"): expert_actions[actions_key(name, r["seed"], "expert")]
+                                for r in expert_rows})
             else:
                 policy_records = run_episodes(policy.for_scenario(sc), name, seeds, camera, cfg.workers, cfg.max_steps,
                                               progress, f"{name} policy", pool=pool)

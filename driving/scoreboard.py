@@ -129,18 +129,22 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
         data = out / name / "data"
         c = load_config(CollectConfig, None, [f"scenario={name}", f"out={data}", *sizes["collect"], *keys["collect"]])
         runs = []
-        for seed in cfg.seeds:
+        for i, seed in enumerate(cfg.seeds):
             run = out / name / f"seed{seed}"
+            # every training seed is scored on the same seeds beside the same expert: the first seed's
+            # evaluation drives it, the others take its episodes (evaluate's expert_from)
+            first = out / name / f"seed{cfg.seeds[0]}" / ("round0" if cfg.rounds else "") / "eval"
+            shared = [f"expert_from={first}"] if i else []
             t = load_config(TrainConfig, None, [f"dataset={data}", f"out={run / 'run'}", f"seed={seed}",
                                                 "wandb.mode=offline", *sizes["train"], *keys["train"]])
             e = load_config(EvalConfig, None, [f"scenario={name}", f"out={run / 'eval'}", *sizes["eval"],
-                                               *keys["eval"]])
+                                               *keys["eval"], *shared])
             d = None
             if cfg.rounds:  # the same BC run as round 0, then the rounds, all under run/
                 d = load_config(DaggerConfig, None, [
                     f"scenario={name}", f"dataset={data}", f"out={run}", f"rounds={cfg.rounds}", f"size={cfg.size}",
-                    f"train.seed={seed}", *(f"train.{k}" for k in keys["train"]), *(f"eval.{k}" for k in keys["eval"]),
-                    *keys["dagger"]])
+                    f"train.seed={seed}", *(f"train.{k}" for k in keys["train"]),
+                    *(f"eval.{k}" for k in [*keys["eval"], *shared]), *keys["dagger"]])
             runs.append((seed, t, e, d))
         stages[name] = (c, runs)
     return found, sizes, stages

@@ -161,6 +161,9 @@ def test_scoreboard_runs_every_stage_per_seed_and_resumes_without_redoing_work(t
     weights = [json.loads((out / "highway" / f"seed{s}" / "run" / "checkpoints" / "last" / "policy.json")
                           .read_text())["train_config"]["seed"] for s in (0, 1)]
     assert weights == [0, 1]
+    ev0, ev1 = (json.loads((out / "highway" / f"seed{s}" / "eval" / "eval.json").read_text()) for s in (0, 1))
+    assert ev1["config"]["expert_from"] == str(out / "highway" / "seed0" / "eval")  # the expert drove once
+    assert ev1["scenarios"]["highway"]["episodes"]["expert"] == ev0["scenarios"]["highway"]["episodes"]["expert"]
     evals = {s: (out / "highway" / f"seed{s}" / "eval" / "eval.json").stat().st_mtime_ns for s in (0, 1)}
     assert main(args) == 0  # a second run finds everything done
     assert {s: (out / "highway" / f"seed{s}" / "eval" / "eval.json").stat().st_mtime_ns for s in (0, 1)} == evals
@@ -204,6 +207,11 @@ def test_scoreboard_with_dagger_rounds_puts_bc_beside_the_last_round_with_the_ga
     assert set(row["targets"]) == set(row["bc_targets"]) == {"driving_score", "collision_rate", "lane_changes",
                                                              "mean_abs_lat_accel"}
     assert set(board["stage_s"]) == {"collect", "dagger"} and board["stage_s"]["dagger"] > 0
+    # every training seed is scored beside the first seed's expert episodes
+    first = str(out / "highway" / "seed0" / "round0" / "eval")
+    assert [ev["config"]["expert_from"] for ev in last] == [first, str(out / "highway" / "seed1" / "round0" / "eval")]
+    seed1_bc = json.loads((out / "highway" / "seed1" / "round0" / "eval" / "eval.json").read_text())
+    assert seed1_bc["config"]["expert_from"] == first
     table = (out / "scoreboard.md").read_text()
     assert "| highway | BC |" in table and "| highway | DAgger round 1 |" in table
     assert "Gain of DAgger round 1 over BC" in table

@@ -159,6 +159,10 @@ def test_dagger_rounds_label_the_students_states_and_resume_after_a_kill(tmp_pat
     r0, r1 = board["rounds"]
     assert r0["beta"] is None and r1["beta"] == 0.5 and r1["frames"] == 3 * 12 + 2 * 12
     assert r0["expert"]["driving_score"]["mean"] == r1["expert"]["driving_score"]["mean"]  # same seeds
+    # round 1 is scored beside round 0's expert episodes, not a second drive of them
+    ev0, ev1 = (json.loads((out / f"round{r}" / "eval" / "eval.json").read_text()) for r in (0, 1))
+    assert ev1["config"]["expert_from"] == str(out / "round0" / "eval") and ev0["config"]["expert_from"] is None
+    assert ev1["scenarios"]["highway"]["episodes"]["expert"] == ev0["scenarios"]["highway"]["episodes"]["expert"]
     assert {"driving_score", "collision_rate", "lane_changes"} <= set(r1["gain_over_bc"]) and r0["gain_over_bc"] == {}
     assert "| 1 | 0.5 |" in (out / "rounds.md").read_text()
     assert "rounds.md" in capsys.readouterr().out

@@ -197,6 +197,38 @@ def test_checkpoint_is_evaluated_beside_the_expert(tmp_path):
     assert again["scenarios"] == r["scenarios"]
 
 
+def test_the_expert_taken_from_an_earlier_evaluation_gives_the_same_result_without_driving_it(tmp_path,
+                                                                                             monkeypatch):
+    """expert_from: DAgger rounds and training seeds on one seed list drive the reference expert once.
+    The expert is deterministic, so the result equals a full evaluation's value for value; an earlier
+    evaluation of other seeds or settings is refused in one line."""
+    import driving.evaluate as ev_mod
+
+    ds = synthetic_dataset(tmp_path / "ds")
+    run = tmp_path / "run"
+    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={run}", "steps=2", "batch_size=4",
+                                          "device=cpu", "wandb.mode=disabled"]), progress=False)
+    ckpt = str(run / "checkpoints" / "last")
+    full = evaluate(ckpt, cfg(tmp_path / "full", "videos=1"), progress=False)["result"]
+    driven = []
+    real = ev_mod.run_episodes
+    monkeypatch.setattr(ev_mod, "run_episodes", lambda actor, *a, **k: driven.append(type(actor).__name__)
+                        or real(actor, *a, **k))
+    reused = evaluate(ckpt, cfg(tmp_path / "reused", "videos=1", f"expert_from={tmp_path / 'full'}"),
+                      progress=False)["result"]
+    assert "ExpertPolicy" not in driven and driven  # the policy drove, the expert did not
+    assert reused["scenarios"] == full["scenarios"]
+    assert reused["videos"] == full["videos"]
+    a, b = np.load(tmp_path / "full" / "actions.npz"), np.load(tmp_path / "reused" / "actions.npz")
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    for extra, what in ((["episodes=4"], "seeds"), (["max_steps=9"], "max_steps"),
+                        (["expert_perception=privileged"], "expert_perception")):
+        with pytest.raises(UserError, match=f"its expert drove highway with other {what} than this evaluation"):
+            evaluate(ckpt, cfg(tmp_path / "x", *extra, f"expert_from={tmp_path / 'full'}"), progress=False)
+    with pytest.raises(UserError, match="nothing is missing: drop expert_from"):
+        evaluate(ckpt, cfg(tmp_path / "x", f"expert_from={tmp_path / 'nothing'}"), progress=False)
+
+
 def test_unknown_scenario_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="known scenarios"):
         evaluate("expert", cfg(tmp_path / "x", "scenario=highway,moon"), progress=False)
