@@ -251,9 +251,9 @@ def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dic
         recorded = dict(np.load(path.parent / ACTIONS_FILE))
     except (OSError, ValueError) as e:
         raise UserError(f"expert_from={cfg.expert_from}: cannot read its {ACTIONS_FILE} ({e}): {fix}") from None
+    then = old.get("config") or {}
     out = {}
     for name in cfg.scenarios:
-        then = old.get("config") or {}
         mine = {"seeds": seeds, "camera": to_dict(get_scenario(name).camera_config(camera)),
                 "max_steps": cfg.max_steps, "env": cfg.env, "expert_perception": cfg.expert_perception,
                 "shard": cfg.shard}

@@ -35,17 +35,16 @@ GAINS = ("driving_score", "collision_rate", "lane_changes", "mean_abs_lat_accel"
 # same evaluation seeds: metric -> (how it compares, factor or margin)
 TARGETS = {"driving_score": (">=x", 0.97), "collision_rate": ("<=+", 0.02), "lane_changes": (">=x", 0.7),
            "mean_abs_lat_accel": ("<=x", 1.5)}
+_EPS = 1e-9  # a policy exactly at the bound meets it, whatever the float rounding of the product
+_MEETS = {">=x": lambda p, e, v: p >= v * e - _EPS,   # at least v times the expert's
+          "<=+": lambda p, e, v: p <= e + v + _EPS,   # at most the expert's plus v
+          "<=x": lambda p, e, v: p <= v * e + _EPS}   # at most v times the expert's
 
 
 def meets_targets(policy: dict, expert: dict) -> dict:
     """{metric: met?} for every target metric both sides have (means of {"mean": ...} entries)."""
-    out = {}
-    for k, (how, v) in TARGETS.items():
-        if k in policy and k in expert:
-            p, e = policy[k]["mean"], expert[k]["mean"]
-            out[k] = bool(p >= v * e - 1e-12 if how == ">=x" else p <= e + v + 1e-12 if how == "<=+"
-                          else p <= v * e + 1e-12)
-    return out
+    return {k: bool(_MEETS[how](policy[k]["mean"], expert[k]["mean"], v))
+            for k, (how, v) in TARGETS.items() if k in policy and k in expert}
 
 
 @dataclass
