@@ -24,6 +24,15 @@ def cfg(out, *extra) -> EvalConfig:
                                           "workers=1", *extra])
 
 
+def tiny_run(tmp_path, *extra):
+    """The run folder of a checkpoint trained 2 steps on a synthetic dataset."""
+    ds = synthetic_dataset(tmp_path / "ds")
+    run = tmp_path / "run"
+    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={run}", "steps=2", "batch_size=4",
+                                          "device=cpu", "wandb.mode=disabled", *extra]), progress=False)
+    return run
+
+
 class Recorder:
     """Wraps a policy; records the batch size of every call."""
 
@@ -106,10 +115,7 @@ def test_a_dead_environment_worker_is_one_user_error():
 def test_a_learned_policy_evaluates_the_same_whatever_the_workers(tmp_path):
     """Envs answer in an order set by timing, so batches differ from run to run; with the engine's
     fixed batch a row's action does not depend on its batch, and the rows are equal value for value."""
-    ds = synthetic_dataset(tmp_path / "ds")
-    run = tmp_path / "run"
-    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={run}", "steps=2", "batch_size=4",
-                                          "device=cpu", "wandb.mode=disabled"]), progress=False)
+    run = tiny_run(tmp_path)
     ckpt = str(run / "checkpoints" / "last")
     one = evaluate(ckpt, cfg(tmp_path / "one", "episodes=5"), progress=False)["result"]
     three = evaluate(ckpt, cfg(tmp_path / "three", "episodes=5", "workers=3"), progress=False)["result"]
@@ -120,9 +126,7 @@ def test_fixed_batch_rows_do_not_depend_on_their_batch(tmp_path):
     from driving.policy import load_policy
     from driving.rollout import FIXED_BATCH
 
-    ds = synthetic_dataset(tmp_path / "ds")
-    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={tmp_path / 'run'}", "steps=2", "batch_size=4",
-                                          "device=cpu", "wandb.mode=disabled"]), progress=False)
+    tiny_run(tmp_path)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(7, 2, 32, 16), dtype=np.uint8)
@@ -143,9 +147,7 @@ def test_static_buffer_forward_gives_the_plain_forwards_values(tmp_path):
     itself in the CUDA test below): stale rows from an earlier call would change the values."""
     from driving.policy import _padded, load_policy
 
-    ds = synthetic_dataset(tmp_path / "ds")
-    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={tmp_path / 'run'}", "steps=2", "batch_size=4",
-                                          "device=cpu", "wandb.mode=disabled"]), progress=False)
+    tiny_run(tmp_path)
     policy = load_policy(tmp_path / "run", device="cpu")
     policy.cuda_graph = True
     rng = np.random.default_rng(2)
@@ -164,9 +166,7 @@ def test_cuda_graph_forward_gives_the_eager_forwards_values(tmp_path):
     from driving.policy import load_policy
     from driving.rollout import FIXED_BATCH
 
-    ds = synthetic_dataset(tmp_path / "ds")
-    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={tmp_path / 'run'}", "steps=2", "batch_size=4",
-                                          "device=cpu", "wandb.mode=disabled"]), progress=False)
+    tiny_run(tmp_path)
     graphed = load_policy(tmp_path / "run", device="cuda")
     eager = load_policy(tmp_path / "run", device="cuda")
     eager.cuda_graph = False
@@ -181,10 +181,7 @@ def test_cuda_graph_forward_gives_the_eager_forwards_values(tmp_path):
 
 
 def test_checkpoint_is_evaluated_beside_the_expert(tmp_path):
-    ds = synthetic_dataset(tmp_path / "ds")
-    run = tmp_path / "run"
-    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={run}", "steps=2", "batch_size=4",
-                                          "device=cpu", "wandb.mode=disabled"]), progress=False)
+    run = tiny_run(tmp_path)
     r = evaluate(str(run / "checkpoints" / "last"), cfg(tmp_path / "ev"), progress=False)["result"]
     assert r["policy"] == "pilotnet" and r["camera"]["height"] == 32
     pol = r["scenarios"]["highway"]["episodes"]["policy"]
@@ -204,10 +201,7 @@ def test_the_expert_taken_from_an_earlier_evaluation_gives_the_same_result_witho
     evaluation of other seeds or settings is refused in one line."""
     import driving.evaluate as ev_mod
 
-    ds = synthetic_dataset(tmp_path / "ds")
-    run = tmp_path / "run"
-    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={run}", "steps=2", "batch_size=4",
-                                          "device=cpu", "wandb.mode=disabled"]), progress=False)
+    run = tiny_run(tmp_path)
     ckpt = str(run / "checkpoints" / "last")
     full = evaluate(ckpt, cfg(tmp_path / "full", "videos=1"), progress=False)["result"]
     driven = []
@@ -286,10 +280,7 @@ def test_an_evaluation_can_drive_a_plan_head_with_another_lane_threshold(tmp_pat
 
     from driving import checkpoint
 
-    ds = synthetic_dataset(tmp_path / "ds")
-    run = tmp_path / "run"
-    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={run}", "steps=2", "batch_size=4", "device=cpu",
-                                          "wandb.mode=disabled", "net.plan_head=true"]), progress=False)
+    run = tiny_run(tmp_path, "net.plan_head=true")
     ckpt = run / "checkpoints" / "last"
     # the same weights with the threshold carried in the checkpoint itself
     carried = tmp_path / "carried"
