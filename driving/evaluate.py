@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import zipfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,7 +250,7 @@ def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dic
     old = read_json(path, dict, fix)
     try:
         recorded = dict(np.load(path.parent / ACTIONS_FILE))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise UserError(f"expert_from={cfg.expert_from}: cannot read its {ACTIONS_FILE} ({e}): {fix}") from None
     then = old.get("config") or {}
     out = {}
