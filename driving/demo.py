@@ -1,7 +1,7 @@
 """The README's main job on built-in defaults: collect demonstrations, train a small policy on the
 CPU (or GPU), let it drive and learn from the expert's labels on its own states (two DAgger rounds),
-evaluate every round closed loop beside the expert, and write a rollout video. About seven minutes on
-a 2-core CPU; every stage resumes if interrupted (re-run the same command).
+evaluate every round closed loop beside the expert, and write a rollout video. Seven to nine minutes
+on a 2-core CPU; every stage resumes if interrupted (re-run the same command).
 
 The recipe is `configs/dagger/highway.yaml` (tests/test_cli.py keeps the two equal), measured over
 three training seeds on 50 held-out seeds (docs/FIGURES.md): behaviour cloning alone on DART data
