@@ -30,6 +30,10 @@ from driving.folder_lock import writing
 ALL = "highway,highway-dense,merge,roundabout,racetrack,intersection"
 SUMMARY = ("driving_score", "collision_rate", "success_rate", "lane_changes", "mean_abs_lat_accel", "min_ttc_s")
 STAGES = ("collect", "train", "eval", "dagger")  # what a scenario's own keys may add to
+# `driving dagger` keys the scoreboard sets for every run, and where a user sets them instead
+_OWNED = {"rounds": "the scoreboard's own key", "size": "the scoreboard's own key", "out": "out=",
+          "scenario": "scenario=", "dataset": "collect.* (the scoreboard collects each scenario's dataset)",
+          "collect": "collect.*", "train": "train.*", "eval": "eval.*"}
 GAINS = ("driving_score", "collision_rate", "lane_changes", "mean_abs_lat_accel")
 # Within reach of the expert (issue 11), on the mean over training seeds, against the expert on the
 # same evaluation seeds: metric -> (how it compares, factor or margin)
@@ -80,15 +84,11 @@ class ScoreboardConfig:
             if bad:
                 raise ValueError(f"per_scenario.{name}.{bad[0]}: a scenario's own keys go under "
                                  + ", ".join(f"per_scenario.{name}.{k}" for k in STAGES))
-        owned = {"scenario", "out", "dataset", "rounds", "size", "collect", "train", "eval"}
         for where, keys in [("dagger", self.dagger), *((f"per_scenario.{n}.dagger", (e or {}).get("dagger") or {})
                                                        for n, e in self.per_scenario.items())]:
-            clash = sorted(set(keys) & owned)
+            clash = sorted(set(keys) & set(_OWNED))
             if clash:
-                raise ValueError(f"{where}.{clash[0]} is set by the scoreboard itself: use "
-                                 + ("the scoreboard's own key" if clash[0] in ("rounds", "size") else
-                                    f"{clash[0]}.* or scenario=" if clash[0] in ("collect", "train", "eval", "scenario")
-                                    else "out=") + " instead")
+                raise ValueError(f"{where}.{clash[0]} is set by the scoreboard itself: use {_OWNED[clash[0]]} instead")
 
     @property
     def scenarios(self) -> list[str]:
@@ -127,12 +127,12 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
         keys = {k: [*as_overrides(getattr(cfg, k)), *as_overrides(own.get(k) or {})] for k in STAGES}
         data = out / name / "data"
         c = load_config(CollectConfig, None, [f"scenario={name}", f"out={data}", *sizes["collect"], *keys["collect"]])
+        # every training seed is scored on the same seeds beside the same expert: the first seed's
+        # evaluation drives it, the others take its episodes (evaluate's expert_from)
+        first = out / name / f"seed{cfg.seeds[0]}" / ("round0" if cfg.rounds else "") / "eval"
         runs = []
         for i, seed in enumerate(cfg.seeds):
             run = out / name / f"seed{seed}"
-            # every training seed is scored on the same seeds beside the same expert: the first seed's
-            # evaluation drives it, the others take its episodes (evaluate's expert_from)
-            first = out / name / f"seed{cfg.seeds[0]}" / ("round0" if cfg.rounds else "") / "eval"
             shared = [f"expert_from={first}"] if i else []
             t = load_config(TrainConfig, None, [f"dataset={data}", f"out={run / 'run'}", f"seed={seed}",
                                                 "wandb.mode=offline", *sizes["train"], *keys["train"]])
@@ -201,6 +201,7 @@ def run_scenario(name: str, c, runs: list, progress: bool) -> dict:
     """One scenario's collect -> train -> evaluate per training seed (each stage resumes by itself).
     Returns seconds per kind of stage."""
     from driving.checkpoint import chosen
+    from driving.dagger import run_dagger
     from driving.data.collect import collect
     from driving.evaluate import evaluate, finished_evaluation
     from driving.train import train
@@ -218,8 +219,6 @@ def run_scenario(name: str, c, runs: list, progress: bool) -> dict:
     timed("collect", collect, c, progress=progress)
     for seed, t, e, d in runs:
         if d is not None:
-            from driving.dagger import run_dagger
-
             print(f"== {name}: seed {seed}: BC and {d.rounds} DAgger rounds, each evaluated on {e.episodes} seeds",
                   flush=True)
             timed("dagger", run_dagger, d, progress=progress,
@@ -253,17 +252,18 @@ def summarise(cfg: ScoreboardConfig, stages: dict, found: str, command: str | No
             evals = [read_json(Path(b["rounds"][-1]["eval_dir"]) / "eval.json", dict, again) for b in boards]
         else:
             evals = [read_json(Path(e.out) / "eval.json", dict, again) for _, _, e, _ in runs]
-        aggs = [ev["scenarios"][name]["aggregate"] for ev in evals]
         policy = over_seeds(evals, name)
-        expert = {k: aggs[0]["expert"][k] for k in SUMMARY if k in aggs[0]["expert"]}
+        reference = evals[0]["scenarios"][name]["aggregate"]["expert"]  # every seed's: the same episodes
+        expert = {k: reference[k] for k in SUMMARY if k in reference}
         rows[name] = {"policy": policy, "expert": expert, "targets": meets_targets(policy, expert),
                       "training_seeds": [r[0] for r in runs], "eval_episodes": runs[0][2].episodes,
                       "checkpoints": [ev["checkpoint"] for ev in evals]}
         if boards:
-            bc = [read_json(Path(b["rounds"][0]["eval_dir"]) / "eval.json", dict, again) for b in boards]
+            bc = over_seeds([read_json(Path(b["rounds"][0]["eval_dir"]) / "eval.json", dict, again) for b in boards],
+                            name)
             gains = [b["rounds"][-1]["gain_over_bc"] for b in boards]
             rows[name].update({
-                "rounds": cfg.rounds, "bc": over_seeds(bc, name), "bc_targets": meets_targets(over_seeds(bc, name), expert),
+                "rounds": cfg.rounds, "bc": bc, "bc_targets": meets_targets(bc, expert),
                 # one training seed: the paired interval over evaluation seeds; several: over training seeds
                 "gain_over_bc": {k: gains[0][k] if len(gains) == 1 else mean_ci([g[k]["mean"] for g in gains])
                                  for k in GAINS if all(k in g for g in gains)},
@@ -313,7 +313,7 @@ def markdown(board: dict) -> str:
                   "|---|---|---|---|---|"]
         for name, r in board["scenarios"].items():
             g = r["gain_over_bc"]
-            cells = [_cell_ci(g[k], fmt) if k in g else "—" for k, fmt in
+            cells = [_cell(g[k], fmt) if k in g else "—" for k, fmt in
                      (("driving_score", "{:+.3f}"), ("collision_rate", "{:+.2f}"), ("lane_changes", "{:+.2f}"),
                       ("mean_abs_lat_accel", "{:+.2f}"))]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -329,9 +329,3 @@ def markdown(board: dict) -> str:
               f"`{board['command']}`"]
     return "\n".join(lines) + "\n"
 
-
-def _cell_ci(m: dict, fmt: str) -> str:
-    """A mean with its interval, also from a single training seed (whose interval is over episodes)."""
-    if m.get("ci_low") is None or m["ci_low"] == m["ci_high"] == m["mean"]:
-        return fmt.format(m["mean"])
-    return f"{fmt.format(m['mean'])} [{fmt.format(m['ci_low'])}, {fmt.format(m['ci_high'])}]"
