@@ -20,6 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from driving.errors import UserError
+from driving.parent_death import CLIENT_ENV, SERVER_ENV, die_with_parent, expected_parent
 from driving.rollout import STATE_FACTS
 from sim import CameraConfig, DrivingEnv, get_scenario
 
@@ -63,26 +64,8 @@ def worker_setup() -> None:
     OpenCV's default, 2,296 with one thread each; docs/FIGURES.md)."""
     import cv2
 
-    die_with_parent()
+    die_with_parent(expected_parent(SERVER_ENV))  # None where no fork server started this one
     cv2.setNumThreads(1)
-
-
-def die_with_parent() -> None:
-    """In a worker process: be killed when the parent dies (Linux), so a killed command leaves no
-    workers simulating on, and writing episodes, for seconds after it."""
-    import ctypes
-    import sys
-
-    if sys.platform != "linux":
-        return
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
 
 
 def _slim(info: dict) -> dict:
@@ -209,9 +192,11 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 def single_threaded_children():
     """Environment for worker processes started inside: one BLAS/OpenMP thread each. Set before the
     start (a spawned child reads it when importing numpy), otherwise idle BLAS threads of every
-    worker compete with the simulation for the cores."""
-    old = {k: os.environ.get(k) for k in _THREAD_VARS}
+    worker compete with the simulation for the cores. Also this process's pid, for a fork server
+    that starts inside to tie its life to (driving.parent_death)."""
+    old = {k: os.environ.get(k) for k in (*_THREAD_VARS, CLIENT_ENV)}
     os.environ.update({k: "1" for k in _THREAD_VARS})
+    os.environ[CLIENT_ENV] = str(os.getpid())
     try:
         yield
     finally:

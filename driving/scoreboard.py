@@ -166,11 +166,12 @@ def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str |
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        from driving.envpool import die_with_parent
+        from driving.parent_death import die_with_parent
 
         # the slowest scenarios first, so none of them starts last (the order of the table stays)
         order = sorted(stages, key=lambda n: -_COST.get(n, 1.0))
-        with ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn"), initializer=die_with_parent) as pool:
+        with ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn"), initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             jobs = [pool.submit(run_scenario, n, *stages[n], False) for n in order]
             for job in jobs:
                 for k, v in job.result().items():
