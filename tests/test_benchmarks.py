@@ -66,10 +66,25 @@ def test_bench_sim():
 
 
 def test_bench_collect():
-    out = run_script("bench_collect.py", "--episodes", "2", "--max-steps", "5", "--workers", "1,2", "--repeats", "1",
-                     "--no-baseline")
+    out = run_script("bench_collect.py", "--episodes", "3", "--max-steps", "5", "--workers", "1,2", "--repeats", "1",
+                     "--no-baseline", "--breakdown")
     assert figure(out, r"driving collect, 2 worker\(s\)") > 0
     assert figure(out, r"scaling efficiency .*: 2 workers") > 0
+    # the breakdown: one row per worker count, its factors multiplying to its efficiency
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(r"\s+([12]) +([0-9.]+) +([0-9.]+) = +([0-9.]+) x +([0-9.]+) \| +([0-9.]+)% +([0-9.]+)% +"
+                     r"(-?[0-9.]+)% +([0-9.]+)% \| +([0-9.]+) +([0-9.]+) +([0-9.]+) .*\| +([0-9.]+) +([0-9.]+) +"
+                     r"([0-9.]+) +([0-9.]+) +(-?[0-9.]+)$", line)
+        if m:
+            rows[int(m.group(1))] = [float(x) for x in m.groups()[1:]]
+    assert sorted(rows) == [1, 2], out
+    for n, (fps, eff, speed, util, in_eps, start, gaps, tail, busy, cpu, wall_cpu, *parts) in rows.items():
+        assert fps > 0 and busy > 0 and cpu > 0
+        assert eff == pytest.approx(speed * util, abs=0.02)
+        assert 0 < in_eps <= 100 and gaps >= -0.1  # start-up and tail are idle time, never counted twice
+        assert all(p > 0 for p in parts[:-1]) and parts[-1] >= 0  # the timed parts fit in the busy time
+    assert rows[1][1] == rows[1][2] == rows[1][3] == 1.0
 
 
 def test_bench_eval():
