@@ -12,7 +12,9 @@ ROWS = [("driving_score", "driving score", "{:.3f}"), ("success_rate", "success 
         ("route_completion", "route completion", "{:.3f}"), ("mean_speed", "mean speed m/s", "{:.1f}"),
         ("distance_m", "distance m", "{:.0f}"), ("offroad_fraction", "off-road fraction", "{:.3f}"),
         ("mean_abs_long_accel", "mean abs long. accel m/s²", "{:.2f}"),
-        ("mean_abs_lat_accel", "mean abs lat. accel m/s²", "{:.2f}"), ("rms_jerk", "RMS jerk m/s³", "{:.1f}"),
+        ("mean_abs_lat_accel", "mean abs lat. accel m/s²", "{:.2f}"),
+        ("lane_keeping_lat_accel", "mean abs lat. accel keeping a lane m/s²", "{:.2f}"),
+        ("rms_jerk", "RMS jerk m/s³", "{:.1f}"),
         ("lane_changes", "lane changes per episode", "{:.2f}"), ("min_ttc_s", "min time-to-collision s", "{:.1f}"),
         ("min_headway_s", "min time headway s", "{:.2f}")]
 # rates are per-seed booleans in the paired differences

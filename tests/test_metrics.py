@@ -112,6 +112,24 @@ def test_decision_metrics_count_lane_changes_and_the_closest_approach():
     assert far["min_ttc_s"] == far["min_headway_s"] == 10.0  # nothing ahead: the cap
 
 
+def test_lane_keeping_lateral_acceleration_leaves_out_the_lane_changes():
+    """Weaving apart from changing lanes: the steps within 2 s of a lane change do not count."""
+    n = 41  # 40 actions at 5 Hz
+    heading = np.zeros(n)
+    heading[19:22] = [0.02, 0.04, 0.02]  # the lane change's swerve around step 20
+    heading[5:9] = [0.001, 0.0, 0.001, 0.0]  # a little weaving, far from it
+    lanes = ["0/1/0"] * 20 + ["0/1/1"] * 21
+    m = episode_metrics({**traj([20.0] * n, heading), "lane": lanes}, 0.2, True, False)
+    a_lat = np.abs(20.0 * np.diff(heading) / 0.2)
+    assert m["lane_changes"] == 1
+    assert m["mean_abs_lat_accel"] == pytest.approx(a_lat.mean())
+    keep = np.ones(n - 1, bool)
+    keep[19 - 10:19 + 11] = False  # the lane switches between states 19 and 20: transition 19, +-2 s
+    assert m["lane_keeping_lat_accel"] == pytest.approx(a_lat[keep].mean())
+    assert m["lane_keeping_lat_accel"] == pytest.approx(4 * 0.1 / 19)  # the weaving alone: 4 of 19 steps at 0.1 m/s²
+    assert "lane_keeping_lat_accel" not in episode_metrics(traj([20.0] * n, heading), 0.2, True, False)
+
+
 def test_paired_differences_pair_by_scenario_and_seed():
     from sim.metrics import paired_differences
 
