@@ -7,6 +7,14 @@ Efficiency = steps/s per env relative to 1 env. The efficiency line comes last.
 
     python scripts/bench_eval.py [--checkpoint runs/X/checkpoints/last] [--scenario highway]
                                  [--episodes 16] [--max-steps 100] [--workers 1,2,all] [--repeats 2]
+                                 [--breakdown]
+
+--breakdown runs each policy once more per env count on an instrumented pool and says where the time
+goes, from the parent's side (it sends every command and receives every answer): per env, the share
+of the run with a command in flight (its step, plus the pipe both ways) against waiting for the
+parent's next action; for the parent, waiting for answers, the policy's forward, sending, and the rest
+(recording, batching). Envs that wait while the parent is busy: the parent is the limit; a parent that
+waits while per-step round trips grow with the envs: the envs are.
 """
 from __future__ import annotations
 
@@ -52,6 +60,92 @@ def steady_steps_per_second(policy, pool, scenario: str, seeds: list[int], camer
     return sum(len(r["actions"]) for r in records) / (time.perf_counter() - t)
 
 
+class _TimedPolicy:
+    """The policy, with the time spent in its forward passes (the batches the engine asks for)."""
+
+    def __init__(self, policy):
+        self.policy, self.seconds, self.calls, self.rows = policy, 0.0, 0, 0
+        self.name = getattr(policy, "name", None) or type(policy).__name__
+
+    def act(self, batch):
+        t = time.perf_counter()
+        out = self.policy.act(batch)
+        self.seconds += time.perf_counter() - t
+        self.calls += 1
+        self.rows += len(out)
+        return out
+
+
+class _TimedPool:
+    """An EnvPool seen from the parent: per env, how long each command was in flight; the parent's
+    time waiting for answers and sending commands."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.sent_at: dict[int, float] = {}
+        self.in_flight = [0.0] * len(pool)
+        self.answers = 0
+        self.waiting = self.sending = 0.0
+
+    def __len__(self):
+        return len(self.pool)
+
+    def _sent(self, ids, t):
+        for i in ids:
+            self.sent_at[i] = t
+
+    def send_reset(self, i, seed):
+        t = time.perf_counter()
+        self.pool.send_reset(i, seed)
+        self.sending += time.perf_counter() - t
+        self._sent([i], t)
+
+    def send_steps(self, actions):
+        t = time.perf_counter()
+        self.pool.send_steps(actions)
+        self.sending += time.perf_counter() - t
+        self._sent(actions, t)
+
+    def recv_ready(self, ids):
+        t = time.perf_counter()
+        out = self.pool.recv_ready(ids)
+        now = time.perf_counter()
+        self.waiting += now - t
+        for i in out:
+            self.in_flight[i] += now - self.sent_at.pop(i)
+        self.answers += len(out)
+        return out
+
+
+def engine_breakdown(policy, pool, scenario: str, seeds: list[int], camera: dict, max_steps: int) -> dict:
+    from driving.evaluate import run_episodes
+
+    timed, proxy = _TimedPolicy(policy), _TimedPool(pool)
+    t = time.perf_counter()
+    records = run_episodes(timed, scenario, seeds, camera, len(pool), max_steps, progress=False, pool=proxy)
+    wall = time.perf_counter() - t
+    steps = sum(len(r["actions"]) for r in records)
+    n = len(pool)
+    return {"envs": n, "steps_per_s": steps / wall, "env_in_flight": sum(proxy.in_flight) / (n * wall),
+            "parent_waiting": proxy.waiting / wall, "parent_forward": timed.seconds / wall,
+            "parent_sending": proxy.sending / wall,
+            "forward_ms": 1e3 * timed.seconds / max(timed.calls, 1), "rows_per_forward": timed.rows / max(timed.calls, 1),
+            "round_trip_ms": 1e3 * sum(proxy.in_flight) / max(proxy.answers, 1)}
+
+
+def print_breakdown(rows: dict) -> None:
+    print("\nwhere the time goes (one instrumented run per policy and env count; shares of the wall time):")
+    print(f"{'policy':<10} {'envs':>4} {'steps/s':>8} | {'env: in flight':>14} {'waits':>6} | {'parent: waits':>13} "
+          f"{'forward':>8} {'sends':>6} {'rest':>6} | {'forward ms':>10} {'rows':>5} {'round trip ms':>13}")
+    for (name, n), r in rows.items():
+        rest = 1 - r["parent_waiting"] - r["parent_forward"] - r["parent_sending"]
+        print(f"{name:<10} {n:>4} {r['steps_per_s']:>8.1f} | {r['env_in_flight']:>14.1%} {1 - r['env_in_flight']:>6.1%} | "
+              f"{r['parent_waiting']:>13.1%} {r['parent_forward']:>8.1%} {r['parent_sending']:>6.1%} {rest:>6.1%} | "
+              f"{r['forward_ms']:>10.2f} {r['rows_per_forward']:>5.1f} {r['round_trip_ms']:>13.2f}")
+    print("in flight: a command sent and not yet answered (the step, its reset, the pipe both ways); with 1 env "
+          "the env runs in the parent, inside `sends`")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", help="default: an untrained PilotNet at the default camera (same cost)")
@@ -61,6 +155,7 @@ def main() -> None:
     p.add_argument("--workers", default="1,2,all")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="auto")
+    p.add_argument("--breakdown", action="store_true", help="also one instrumented run per policy and env count")
     a = p.parse_args()
 
     import torch
@@ -88,6 +183,8 @@ def main() -> None:
                 for n in counts:
                     rates.setdefault((name, n), []).append(
                         steady_steps_per_second(policy, pools[n], a.scenario, seeds, camera, a.max_steps))
+        breakdown = {(name, n): engine_breakdown(policy, pools[n], a.scenario, seeds, camera, a.max_steps)
+                     for name, policy in policies.items() for n in counts} if a.breakdown else {}
     finally:
         for pool in pools.values():
             pool.close()
@@ -103,6 +200,8 @@ def main() -> None:
             print(f"{name:<10} {n:2d} env(s): {sps:7.1f} steps/s   efficiency {sps / n / one:.2f}")
         lines.append(f"{name}: " + ", ".join(f"{n} envs {statistics.median(rates[name, n]) / n / one:.2f}"
                                              for n in counts if n > 1))
+    if breakdown:
+        print_breakdown(breakdown)
     print("scaling efficiency (steps/s per env / 1 env): " + "; ".join(lines))
 
 

@@ -88,8 +88,22 @@ def test_bench_collect():
 
 
 def test_bench_eval():
-    out = run_script("bench_eval.py", "--episodes", "2", "--max-steps", "5", "--workers", "1,2", "--repeats", "1")
+    out = run_script("bench_eval.py", "--episodes", "3", "--max-steps", "5", "--workers", "1,2", "--repeats", "1",
+                     "--breakdown")
     assert figure(out, r"pilotnet +2 env\(s\):") > 0 and figure(out, r"expert +2 env\(s\):") > 0
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(r"(pilotnet|expert) +([12]) +([0-9.]+) \| +([0-9.]+)% +([0-9.]+)% \| +([0-9.]+)% +([0-9.]+)% +"
+                     r"([0-9.]+)% +(-?[0-9.]+)% \| +([0-9.]+) +([0-9.]+) +([0-9.]+)$", line)
+        if m:
+            rows[m.group(1), int(m.group(2))] = [float(x) for x in m.groups()[2:]]
+    assert sorted(rows) == [("expert", 1), ("expert", 2), ("pilotnet", 1), ("pilotnet", 2)], out
+    for (name, n), (sps, in_flight, waits, p_wait, p_fwd, p_send, rest, fwd_ms, rows_per, rtt) in rows.items():
+        assert sps > 0 and rtt > 0 and 0 < in_flight <= 100
+        assert rest >= -0.5  # the parent's parts fit in the wall time
+        assert 1 <= rows_per <= n
+    for n in (1, 2):  # the expert's actions come with the step: no network to run
+        assert rows["pilotnet", n][7] > 0.1 and rows["expert", n][7] < rows["pilotnet", n][7] / 10
 
 
 def test_bench_engine():
