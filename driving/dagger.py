@@ -49,6 +49,9 @@ class DaggerConfig:
     takeover: float = 0.0  # > 0: the expert drives while |student - expert| exceeds it (normalised units)
     # the executed action's noise in DAgger rounds (round 0 collects with the collect config's own)
     noise: NoiseConfig = field(default_factory=lambda: NoiseConfig(steer=0.0, accel=0.0))
+    # which rounds get that noise: all, or alone (only where beta is 0 and the student drives alone:
+    # on highway, steering noise there lowered round 2's weaving in 6 of 6 runs; docs/FIGURES.md)
+    noise_rounds: str = "all"
     episodes: int = 0  # student episodes per round; 0: half of round 0's collection size
     round_steps: int = 0  # training steps of each fine-tuning round; 0: half of round 0's
     workers: int = 0  # parallel envs for the student's episodes; 0: one per core
@@ -72,9 +75,18 @@ class DaggerConfig:
             raise ValueError("round_steps must be >= 0 (0: half of round 0's)")
         if self.size not in ("auto", "cpu", "cuda"):
             raise ValueError("size must be auto, cpu or cuda")
+        if self.noise_rounds not in ("all", "alone"):
+            raise ValueError(f"noise_rounds must be all or alone (only the rounds where beta is 0), "
+                             f"got {self.noise_rounds!r}")
 
     def beta_of(self, r: int) -> float:
         return self.beta[min(r, len(self.beta)) - 1]
+
+    def noise_of(self, beta: float) -> NoiseConfig:
+        """The executed action's noise in a round with expert share `beta`."""
+        if self.noise_rounds == "alone" and beta > 0:
+            return replace(self.noise, steer=0.0, accel=0.0)
+        return self.noise
 
 
 def round_seeds(r: int, episodes: int) -> list[int]:
@@ -121,7 +133,8 @@ def _drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: fl
         raise UserError(f"checkpoint {ckpt} was trained on {meta.get('scenario')}, round 0's dataset is "
                         f"{scenario}: DAgger rounds continue one scenario")
     run_camera = {**camera, "stack": max(camera.get("stack", 1), policy.stack)}
-    noise = to_dict(cfg.noise)
+    noise_cfg = cfg.noise_of(beta)
+    noise = to_dict(noise_cfg)
     identity = {"dagger_round": r, "scenario": scenario, "checkpoint": str(ckpt), "run_id": meta.get("run_id"),
                 "step": meta.get("step"), "beta": beta, "takeover": cfg.takeover, "noise": noise,
                 "first_seed": seeds[0] if seeds else None, "camera": camera, "expert": expert, "env": env_over,
@@ -142,7 +155,7 @@ def _drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: fl
     if not todo:
         return root
     actor = MixtureActor(policy.for_scenario(get_scenario(scenario)), beta,
-                         cfg.noise, cfg.takeover)
+                         noise_cfg, cfg.takeover)
 
     def write(record: dict) -> dict:
         episode = episode_of[record["seed"]]

@@ -184,8 +184,20 @@ def test_a_round_checkpoint_for_another_camera_is_refused(tmp_path):
     (["takeover=-1"], "takeover must be >= 0"),
     (["dataset=/nonexistent/data"], "dataset /nonexistent/data not found"),
     (["train.init_from=/x"], "train.init_from is set by the rounds themselves"),
+    (["noise_rounds=sometimes"], "noise_rounds must be all or alone"),
 ])
 def test_bad_dagger_input_is_one_line(tmp_path, capsys, extra, needle):
     assert main(["dagger", f"out={tmp_path / 'x'}", "size=cpu", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err
+
+
+def test_round_noise_goes_to_every_round_or_only_where_the_student_drives_alone():
+    from driving.dagger import DaggerConfig
+
+    every = load_config(DaggerConfig, None, ["noise.steer=0.15", "noise.steer_duty=0.5"])
+    alone = load_config(DaggerConfig, None, ["noise.steer=0.15", "noise.steer_duty=0.5", "noise_rounds=alone"])
+    assert every.noise_of(0.5).steer == every.noise_of(0.0).steer == 0.15
+    assert alone.noise_of(0.0) == every.noise_of(0.0)  # beta 0: the same noise, duty and all
+    quiet = alone.noise_of(0.5)
+    assert quiet.steer == quiet.accel == 0.0 and alone.noise.steer == 0.15  # the config itself is untouched
