@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -130,10 +129,7 @@ def collect_breakdown(scenario: str, episodes: int, workers: int, max_steps: int
     try:
         cfg = load_config(c.CollectConfig, None, [f"scenario={scenario}", f"episodes={episodes}", f"out={tmp}/ds",
                                                   f"max_steps={max_steps}", f"env.fast_road={str(road == 'fast').lower()}"])
-        probe = c.make_env(cfg)
-        probe.reset(seed=cfg.seed)
-        meta = c._prepare(cfg, Path(cfg.out), probe)
-        jobs = c.episode_jobs(cfg)
+        _, meta, jobs = c.plan_collection(cfg)
         t0 = time.monotonic()
         if workers <= 1:  # in this process, as collect does
             _timed_init(cfg, cfg.out, meta, False)
@@ -178,7 +174,7 @@ def print_breakdown(scenario: str, counts: list[int], per_worker: int, episodes:
                     road: str) -> None:
     rows = {n: collect_breakdown(scenario, per_worker * n or episodes, n, max_steps, road) for n in counts}
     one = rows[1]
-    print(f"\nwhere the scaling goes (one instrumented run per count; shares of workers x wall; ms per frame):")
+    print("\nwhere the scaling goes (one instrumented run per count; shares of workers x wall; ms per frame):")
     print(f"{'workers':>7} {'frames/s':>9} {'eff.':>5} = {'speed':>5} x {'util.':>5} | {'in eps':>6} {'start':>6} "
           f"{'gaps':>6} {'tail':>6} | {'busy':>5} {'cpu':>5} {'wall/cpu':>8} {'others':>6} {'inv.sw':>6} {'thr':>3} | "
           + " ".join(f"{k[:6]:>6}" for k in (*one["parts_ms"], "rest")))

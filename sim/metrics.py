@@ -41,14 +41,15 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
     a_long = np.diff(speed) / dt
     yaw_rate = np.diff(heading) / dt
     a_lat = speed[1:] * yaw_rate
-    keeping = _lane_keeping_steps(steps, n_actions, dt)
+    switches = _lane_switches(steps)
+    keeping = _lane_keeping_steps(switches, n_actions, dt)
     jerk = np.diff(a_long) / dt
     ref = distance if reference_distance is None else reference_distance
     completion = 1.0 if ref <= 1e-6 else float(np.clip(distance / ref, 0.0, 1.0))
     score = completion * (CRASH_PENALTY if crashed else 1.0) * (1.0 - offroad_fraction)
     ended_properly = truncated or (terminated and not crashed)
     return {
-        **decision_metrics(steps),
+        **decision_metrics(steps, switches),
         "steps": int(n_actions),
         "duration_s": float(duration),
         "crashed": crashed,
@@ -72,12 +73,14 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
 TTC_CAP_S = 10.0  # time-to-collision and headway above this count as this (nothing close ahead)
 
 
-def decision_metrics(steps: dict) -> dict:
+def decision_metrics(steps: dict, switches: np.ndarray | None = None) -> dict:
     """Lane changes (the lane changes within one road segment), the minimum time-to-collision
     (gap / closing speed while closing) and the minimum time headway (gap / own speed) to the vehicle
-    ahead in the ego's lane, both capped at TTC_CAP_S. Empty for records without these facts."""
+    ahead in the ego's lane, both capped at TTC_CAP_S. Empty for records without these facts.
+    switches: _lane_switches(steps) where the caller has it already."""
     out = {}
-    switches = _lane_switches(steps)
+    if switches is None:
+        switches = _lane_switches(steps)
     if switches is not None:
         out["lane_changes"] = int(switches.sum())
     if steps.get("gap_ahead") is not None:
@@ -103,11 +106,11 @@ def _lane_switches(steps: dict) -> np.ndarray | None:
                     dtype=bool)
 
 
-def _lane_keeping_steps(steps: dict, n_actions: int, dt: float) -> np.ndarray | None:
+def _lane_keeping_steps(switches: np.ndarray | None, n_actions: int, dt: float) -> np.ndarray | None:
     """Which actions (transitions) are lane keeping: none within LANE_CHANGE_WINDOW_S of a lane change.
     The expert's lateral acceleration is almost all in its lane changes (highway: 0.001 of its 0.13 m/s²
-    while keeping its lane), so the mean over these steps separates weaving from changing lanes."""
-    switches = _lane_switches(steps)
+    while keeping its lane), so the mean over these steps separates weaving from changing lanes.
+    switches: _lane_switches of the episode (None: no lanes recorded)."""
     if switches is None:
         return None
     keep = np.ones(n_actions, dtype=bool)

@@ -291,19 +291,24 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
         return _collect(cfg, progress)
 
 
-def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
+def plan_collection(cfg: CollectConfig) -> tuple[Path, dict, list]:
+    """The dataset's root, its meta (written) and its episode jobs, with the config checked up front:
+    scenario, camera, expert and env overrides, before any worker starts."""
     try:
         get_scenario(cfg.scenario)
     except UnknownScenarioError as e:
         raise UserError(str(e)) from None
     root = Path(cfg.out)
-    try:  # validates scenario, camera, expert and env overrides up front, before any worker starts
+    try:
         probe = make_env(cfg)
         probe.reset(seed=cfg.seed)
     except ValueError as e:
         raise UserError(f"bad config: {e}") from None
-    meta = _prepare(cfg, root, probe)
-    jobs = episode_jobs(cfg)
+    return root, _prepare(cfg, root, probe), episode_jobs(cfg)
+
+
+def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
+    root, meta, jobs = plan_collection(cfg)
     rows = finished_episodes(root, jobs)
     # Rows of episodes beyond this run's count (an earlier, larger run) stay in the index.
     for row in load_index(root):
