@@ -199,7 +199,7 @@ def worker_counts(spec: str) -> list[int]:
     return sorted({1} | {cores if w.strip() == "all" else int(w) for w in spec.split(",") if w.strip()})
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenario", default="highway")
     p.add_argument("--episodes", type=int, default=0, help="per run (default 4 x the largest worker count)")
@@ -215,7 +215,11 @@ def main() -> None:
                    help="also executor=ray on a local Ray (all cores; its start-up is timed apart)")
     p.add_argument("--breakdown", action="store_true",
                    help="also one instrumented run per worker count: where the scaling efficiency goes")
-    a = p.parse_args()
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
     counts = worker_counts(a.workers)
     eps = a.episodes or 4 * max(counts)
     stock = None if a.no_baseline else bench_stock(a.scenario, 600)

@@ -146,7 +146,7 @@ def print_breakdown(rows: dict) -> None:
           "the env runs in the parent, inside `sends`")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", help="default: an untrained PilotNet at the default camera (same cost)")
     p.add_argument("--scenario", default="highway")
@@ -156,7 +156,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--breakdown", action="store_true", help="also one instrumented run per policy and env count")
-    a = p.parse_args()
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
 
     import torch
 

@@ -62,7 +62,7 @@ class EpisodeFiles(torch.utils.data.Dataset):
                 torch.from_numpy(ep["expert_action"][t]))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", help="a dataset folder (default: collect 8 highway episodes)")
     p.add_argument("--model", default="pilotnet")
@@ -71,7 +71,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=0, help="timed steps per measurement (default by device)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (as train's compile=true)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers")
-    a = p.parse_args()
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
 
     from driving.config import load_config
     from driving.data.format import Dataset
