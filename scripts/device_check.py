@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in a.seeds.split(",")]
     except ValueError:
         sys.exit(f"--seeds: expected training seeds separated by commas, e.g. 0,1,2, not {a.seeds!r}")
+    if a.workers < 1:
+        sys.exit(f"--workers: expected the full worker count (>= 1, e.g. 16), not {a.workers}")
     work = Path(a.work).resolve()
     steps = bench_steps(work, a.workers) if a.part == "bench" else scoreboard_steps(work, seeds)
     if a.dry_run:

@@ -92,3 +92,5 @@ def test_main_writes_the_summary_and_copies_only_the_tables(tmp_path, monkeypatc
     assert not (out / "scoreboard" / "highway" / "data.npz").exists()
     with pytest.raises(SystemExit, match="--seeds"):
         dc.main(["scoreboard", "--seeds", "0,x", "--out", str(out), "--dry-run"])
+    with pytest.raises(SystemExit, match="--workers"):
+        dc.main(["bench", "--workers", "0", "--out", str(out), "--dry-run"])
