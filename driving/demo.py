@@ -34,6 +34,7 @@ SIZES = {
 # the data also holds a car centred in its lane; a plan head that decides lane changes (only where it
 # gives the side at least 0.7); the student's own states labelled in two rounds.
 RECIPE = ["scenario=highway", "rounds=2", "beta=[0.5,0.0]", "takeover=0.0", "episodes=0", "round_steps=0",
+          "noise.steer=0.15", "noise.steer_duty=0.5", "noise_rounds=alone",
           "collect.noise.steer_duty=0.5", "train.net.plan_head=true", "train.net.plan_threshold=0.7"]
 
 

@@ -238,6 +238,13 @@ def test_a_scenarios_own_scoreboard_keys_reach_that_scenario_only(tmp_path, caps
     assert d.train["net"] == {"plan_head": True, "plan_threshold": 0.7} and d.train["seed"] == 2
     assert d.eval["episodes"] == 50 and d.beta == [0.5, 0.0] and d.dataset == str(tmp_path / "b" / "highway" / "data")
     assert "net" not in ix_runs[0][3].train
+    # highway's keys are configs/dagger/highway.yaml's recipe (the measured one), intersection's not
+    from driving.dagger import DaggerConfig
+
+    shipped = load_config(DaggerConfig, ROOT / "configs" / "dagger" / "highway.yaml", ["out=x"])
+    assert (d.noise, d.noise_rounds, d.train["net"]) == (shipped.noise, shipped.noise_rounds, shipped.train["net"])
+    assert hw.noise.steer_duty == shipped.collect["noise"]["steer_duty"]
+    assert ix_runs[0][3].noise_rounds == "all" and ix_runs[0][3].noise.steer == 0.0
     for extra, needle in ((["per_scenario.highway.colect.episodes=3"],
                            "per_scenario.highway.colect: a scenario's own keys go under per_scenario.highway.collect"),
                           (["per_scenario.highway.dagger.out=x"], "per_scenario.highway.dagger.out is set by the "
