@@ -77,9 +77,11 @@ def collect_cfg(out, *extra) -> CollectConfig:
 
 
 def test_ray_collection_equals_the_process_pool_even_when_a_worker_dies(local_ray, tmp_path):
-    collect(collect_cfg(tmp_path / "pool"), progress=False)
-    killed = _kill_first("ray::collect_range", after_s=0.2)
-    collect(collect_cfg(tmp_path / "ray", "executor=ray"), progress=False)
+    # episodes long enough that the task is still running when the killer, polling /proc on a loaded
+    # machine, has seen it and waited (with 25 steps it was missed once while two other jobs ran)
+    collect(collect_cfg(tmp_path / "pool", "max_steps=80"), progress=False)
+    killed = _kill_first("ray::collect_range", after_s=0.1)
+    collect(collect_cfg(tmp_path / "ray", "executor=ray", "max_steps=80"), progress=False)
     killed["thread"].join(timeout=1)
     assert "pid" in killed, "no Ray task was caught running: nothing was retried"
     for name in ("index.json", "meta.json"):
