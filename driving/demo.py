@@ -32,7 +32,8 @@ SIZES = {
 # `driving dagger` keys of the demo: configs/dagger/highway.yaml without its output folder and its
 # 50-seed evaluation (the demo evaluates on the sizes' seeds). Steering noise on half the steps, so
 # the data also holds a car centred in its lane; a plan head that decides lane changes (only where it
-# gives the side at least 0.7); the student's own states labelled in two rounds.
+# gives the side at least 0.7); the student's own states labelled in two rounds, with steering noise
+# on half the steps of the round it drives alone (else it learns to weave from its own episodes).
 RECIPE = ["scenario=highway", "rounds=2", "beta=[0.5,0.0]", "takeover=0.0", "episodes=0", "round_steps=0",
           "noise.steer=0.15", "noise.steer_duty=0.5", "noise_rounds=alone",
           "collect.noise.steer_duty=0.5", "train.net.plan_head=true", "train.net.plan_threshold=0.7"]
