@@ -87,7 +87,10 @@ def run_steps(steps: list[Step], out: Path, deadline_s: float) -> list[dict]:
             try:
                 rc = p.wait(timeout=min(step.timeout_s, left))
             except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
+                try:
+                    os.killpg(p.pid, 9)
+                except ProcessLookupError:  # it ended between the timeout and the kill
+                    pass
                 p.wait()
                 rc = "timeout"
         wall = time.monotonic() - t
