@@ -21,7 +21,6 @@ On the device machine (`../shared/device/README.md`; carry `.whl`):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -31,6 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from driving import atomic
+
 SCOREBOARD_CONFIG = "configs/scoreboard/dagger.yaml"
 
 
@@ -146,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.part == "scoreboard":
         rows.append({"step": "copy_tables", "files": copy_tables(work / "scoreboard", out / "scoreboard")})
     summary = {"part": a.part, "cores": os.cpu_count(), "wall_s": round(time.monotonic() - t, 1), "steps": rows}
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out / "summary.json")
+    atomic.write_json(out / "summary.json", summary)
     bad = [r["step"] for r in rows if r.get("rc") not in (0, None) or r.get("skipped")]
     print(f"== device_check {a.part}: {summary['wall_s']:.0f} s" + (f"; not done: {', '.join(bad)}" if bad else ""))
     return 1 if bad else 0
