@@ -25,6 +25,7 @@ from typing import Any
 
 from driving import atomic
 from driving.config import as_overrides, load_config, to_dict
+from driving.errors import UserError
 from driving.folder_lock import writing
 
 ALL = "highway,highway-dense,merge,roundabout,racetrack,intersection"
@@ -34,6 +35,8 @@ STAGES = ("collect", "train", "eval", "dagger")  # what a scenario's own keys ma
 _OWNED = {"rounds": "the scoreboard's own key", "size": "the scoreboard's own key", "out": "out=",
           "scenario": "scenario=", "dataset": "collect.* (the scoreboard collects each scenario's dataset)",
           "collect": "collect.*", "train": "train.*", "eval": "eval.*"}
+# `driving dagger` keys a recipe file does not carry into the scoreboard: sizes and the machine's
+_SIZES = ("episodes", "round_steps", "workers", "device")
 GAINS = ("driving_score", "collision_rate", "lane_changes", "mean_abs_lat_accel")
 # Within reach of the expert (issue 11), on the mean over training seeds, against the expert on the
 # same evaluation seeds: metric -> (how it compares, factor or margin)
@@ -67,7 +70,9 @@ class ScoreboardConfig:
     rounds: int = 0  # DAgger rounds after BC per scenario and training seed (0: BC alone)
     dagger: dict[str, Any] = field(default_factory=dict)  # extra `driving dagger` keys: beta, episodes, ...
     # keys for one scenario only, on top of the common ones: {scenario: {collect|train|eval|dagger: {...}}}
-    # (a recipe measured on one scenario, e.g. configs/dagger/highway.yaml's, without imposing it on the rest)
+    # (a recipe measured on one scenario without imposing it on the rest). `recipe: PATH` takes them from a
+    # `driving dagger` config (e.g. configs/dagger/highway.yaml), so a measured recipe lives in one file;
+    # the scenario's other keys go on top of it
     per_scenario: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -80,10 +85,13 @@ class ScoreboardConfig:
         if self.rounds < 0:
             raise ValueError("rounds must be >= 0 (0: behaviour cloning alone)")
         for name, extra in self.per_scenario.items():
-            bad = sorted(set(extra or {}) - set(STAGES)) if isinstance(extra, dict) else ["(not a mapping)"]
+            bad = sorted(set(extra or {}) - {*STAGES, "recipe"}) if isinstance(extra, dict) else ["(not a mapping)"]
             if bad:
                 raise ValueError(f"per_scenario.{name}.{bad[0]}: a scenario's own keys go under "
-                                 + ", ".join(f"per_scenario.{name}.{k}" for k in STAGES))
+                                 + ", ".join(f"per_scenario.{name}.{k}" for k in (*STAGES, "recipe")))
+            if (extra or {}).get("recipe") is not None:
+                own = {k: v for k, v in extra.items() if k != "recipe"}
+                self.per_scenario[name] = _merge(recipe_keys(f"per_scenario.{name}.recipe", extra["recipe"]), own)
         for where, keys in [("dagger", self.dagger), *((f"per_scenario.{n}.dagger", (e or {}).get("dagger") or {})
                                                        for n, e in self.per_scenario.items())]:
             clash = sorted(set(keys) & set(_OWNED))
@@ -93,6 +101,35 @@ class ScoreboardConfig:
     @property
     def scenarios(self) -> list[str]:
         return [s.strip() for s in self.scenario.split(",") if s.strip()]
+
+
+def recipe_keys(where: str, path: str) -> dict:
+    """A `driving dagger` config as a scenario's own keys ({collect, train, dagger}): the keys its file
+    sets, less what the scoreboard decides for every scenario (scenario, out, dataset, rounds, the
+    sizes and the machine, and the evaluation, which must be the same everywhere)."""
+    from omegaconf import OmegaConf
+
+    from driving.dagger import DaggerConfig
+
+    if not Path(path).is_file():
+        raise ValueError(f"{where}: no file {path}; name a `driving dagger` config, e.g. "
+                         "configs/dagger/highway.yaml (a relative path starts where you run the command)")
+    try:
+        load_config(DaggerConfig, path, ["out=unused"])
+    except UserError as e:
+        raise ValueError(f"{where}: {path} is not a `driving dagger` config ({e})") from None
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    keys = {k: raw[k] for k in ("collect", "train") if raw.get(k)}
+    dagger = {k: v for k, v in raw.items() if k not in (*_OWNED, *_SIZES)}
+    return {**keys, **({"dagger": dagger} if dagger else {})}
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """`top` over `base`, nested mappings merged key by key."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def hardware() -> dict:

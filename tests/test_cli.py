@@ -255,6 +255,35 @@ def test_a_scenarios_own_scoreboard_keys_reach_that_scenario_only(tmp_path, caps
         assert needle in err and "\n" not in err
 
 
+def test_a_recipe_file_gives_a_scenario_its_keys_under_the_scenarios_own(tmp_path, capsys):
+    from driving.scoreboard import ScoreboardConfig, resolve_stages
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("scenario: intersection\nout: elsewhere\nrounds: 5\nbeta: [0.3]\nepisodes: 7\n"
+                      "noise: {steer: 0.2}\ncollect: {noise: {steer_duty: 0.25}, episodes: 9}\n"
+                      "train: {net: {plan_head: true}, steps: 11}\neval: {episodes: 3}\n")
+    cfg = load_config(ScoreboardConfig, None, [
+        f"out={tmp_path / 'b'}", "scenario=highway,merge", "size=cpu", "rounds=1", "eval.episodes=4",
+        "dagger.beta=[0.5]", f"per_scenario.highway.recipe={recipe}", "per_scenario.highway.train.steps=13"])
+    _, _, stages = resolve_stages(cfg)
+    (hw, hw_runs), (mg, mg_runs) = stages["highway"], stages["merge"]
+    d, t = hw_runs[0][3], hw_runs[0][1]
+    # the recipe's own keys reach highway (the scenario's own train.steps over the recipe's)...
+    assert (hw.noise.steer_duty, hw.episodes, t.net.plan_head, t.steps) == (0.25, 9, True, 13)
+    assert d.beta == [0.3] and d.noise.steer == 0.2 and d.train["steps"] == 13
+    # ...not what the scoreboard decides for every scenario: its name, out, rounds, sizes, evaluation
+    assert d.scenario == "highway" and d.rounds == 1 and d.out == str(tmp_path / "b" / "highway" / "seed0")
+    assert d.episodes == 0 and d.eval["episodes"] == 4 and hw_runs[0][2].episodes == 4
+    assert mg.noise.steer_duty == 1.0 and not mg_runs[0][1].net.plan_head and mg_runs[0][3].beta == [0.5]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modle: resnet18\n")
+    for value, needle in ((tmp_path / "none.yaml", "per_scenario.highway.recipe: no file"),
+                          (bad, "is not a `driving dagger` config (unknown config key 'modle'")):
+        assert main(["scoreboard", f"out={tmp_path / 'x'}", f"per_scenario.highway.recipe={value}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err
+
+
 def test_targets_against_the_expert_are_met_on_the_right_side_of_each_bound():
     from driving.scoreboard import meets_targets
 
