@@ -54,6 +54,10 @@ class DaggerConfig:
     noise_rounds: str = "all"
     episodes: int = 0  # student episodes per round; 0: half of round 0's collection size
     round_steps: int = 0  # training steps of each fine-tuning round; 0: half of round 0's
+    # how a fine-tuning round samples its datasets: frames (uniform over every frame so far) or rounds
+    # (round 0's demonstrations and every student round an equal share of a batch: where the student
+    # crashes early its rounds are short, and by frames their states hardly reach the batches)
+    shares: str = "frames"
     workers: int = 0  # parallel envs for the student's episodes; 0: one per core
     device: str = "auto"  # where the student drives
     size: str = "auto"  # auto | cpu | cuda: the demo's sizes for round 0 (collect, train, eval)
@@ -75,6 +79,9 @@ class DaggerConfig:
             raise ValueError("round_steps must be >= 0 (0: half of round 0's)")
         if self.size not in ("auto", "cpu", "cuda"):
             raise ValueError("size must be auto, cpu or cuda")
+        if self.shares not in ("frames", "rounds"):
+            raise ValueError(f"shares must be frames (uniform over every frame) or rounds (every round's "
+                             f"dataset an equal share), got {self.shares!r}")
         if self.noise_rounds not in ("all", "alone"):
             raise ValueError(f"noise_rounds must be all or alone (only the rounds where beta is 0), "
                              f"got {self.noise_rounds!r}")
@@ -205,6 +212,9 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
     train0 = load_config(TrainConfig, None, [f"dataset={data0}", f"out={out / 'round0' / 'run'}", *train_over])
     if train0.init_from:
         raise UserError("train.init_from is set by the rounds themselves: drop it")
+    if train0.dataset_weights is not None:
+        raise UserError("train.dataset_weights is set by the rounds themselves (one share per round's "
+                        "dataset): drop it, and choose with shares=frames|rounds")
     steps = cfg.round_steps or max(1, train0.steps // 2)
     episodes = cfg.episodes or max(1, collected // 2)
     ev = load_config(EvalConfig, None, [f"scenario={scenario}", f"device={cfg.device}", *sizes["eval"],
@@ -221,8 +231,9 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
                        "seeds": [] if r == 0 else round_seeds(r, episodes)})
     datasets = [str(x["data"]) for x in rounds]
     for r, x in enumerate(rounds):  # init_from is set when the round starts: `best` exists only then
-        x["train"] = train0 if r == 0 else replace(train0, dataset=datasets[:r + 1], steps=steps,
-                                                       out=str(out / f"round{r}" / "run"))
+        x["train"] = train0 if r == 0 else replace(
+            train0, dataset=datasets[:r + 1], steps=steps, out=str(out / f"round{r}" / "run"),
+            dataset_weights=[1.0] * (r + 1) if cfg.shares == "rounds" else None)
     return {"found": found, "scenario": scenario, "collect": collect_cfg, "data0": data0, "rounds": rounds,
             "episodes": episodes, "round_steps": steps}
 

@@ -185,6 +185,8 @@ def test_a_round_checkpoint_for_another_camera_is_refused(tmp_path):
     (["dataset=/nonexistent/data"], "dataset /nonexistent/data not found"),
     (["train.init_from=/x"], "train.init_from is set by the rounds themselves"),
     (["noise_rounds=sometimes"], "noise_rounds must be all or alone"),
+    (["shares=episodes"], "shares must be frames (uniform over every frame) or rounds"),
+    (["train.dataset_weights=[1.0]"], "train.dataset_weights is set by the rounds themselves"),
 ])
 def test_bad_dagger_input_is_one_line(tmp_path, capsys, extra, needle):
     assert main(["dagger", f"out={tmp_path / 'x'}", "size=cpu", *extra]) == 2
@@ -201,3 +203,22 @@ def test_round_noise_goes_to_every_round_or_only_where_the_student_drives_alone(
     assert alone.noise_of(0.0) == every.noise_of(0.0)  # beta 0: the same noise, duty and all
     quiet = alone.noise_of(0.5)
     assert quiet.steer == quiet.accel == 0.0 and alone.noise.steer == 0.15  # the config itself is untouched
+
+
+def test_rounds_share_batches_equally_or_by_frames(tmp_path, two):
+    """shares=rounds: every round's dataset an equal share of a fine-tuning batch, whatever its frames."""
+    from driving.dagger import DaggerConfig, resolve_stages
+
+    plans = {how: resolve_stages(load_config(DaggerConfig, None, [
+        f"dataset={two[0]}", f"out={tmp_path / how}", "size=cpu", "rounds=2", f"shares={how}"]))
+        for how in ("frames", "rounds")}
+    assert [x["train"].dataset_weights for x in plans["frames"]["rounds"]] == [None, None, None]
+    by_round = [x["train"] for x in plans["rounds"]["rounds"]]
+    assert [t.dataset_weights for t in by_round] == [None, [1.0, 1.0], [1.0, 1.0, 1.0]]
+    assert [len(t.datasets) for t in by_round] == [1, 2, 3]
+    # the weights reach the sampler: two datasets of 18 and 14 frames, equal shares of the batch
+    data = DeviceData([Dataset.open(p) for p in two], stack=2, device=CPU)
+    src = data.source[data.sample(20000, torch.Generator().manual_seed(0), by_round[1].dataset_weights)]
+    assert abs(src.float().mean().item() - 0.5) < 0.02
+    src = data.source[data.sample(20000, torch.Generator().manual_seed(0), None)]
+    assert abs(src.float().mean().item() - 14 / 32) < 0.02
