@@ -229,9 +229,12 @@ def test_a_scenarios_own_scoreboard_keys_reach_that_scenario_only(tmp_path, caps
     from driving.scoreboard import ScoreboardConfig, resolve_stages
 
     cfg = load_config(ScoreboardConfig, ROOT / "configs" / "scoreboard" / "dagger.yaml",
-                      [f"out={tmp_path / 'b'}", "scenario=highway,intersection", "size=cpu"])
+                      [f"out={tmp_path / 'b'}", "scenario=highway,intersection,racetrack", "size=cpu"])
     _, _, stages = resolve_stages(cfg)
     (hw, hw_runs), (ix, ix_runs) = stages["highway"], stages["intersection"]
+    # racetrack's recipe weighs disagreement frames up; no other scenario's does
+    assert stages["racetrack"][1][0][1].disagree_weight == 5.0 == stages["racetrack"][1][0][3].train["disagree_weight"]
+    assert hw_runs[0][1].disagree_weight == ix_runs[0][1].disagree_weight == 1.0
     assert hw.noise.steer_duty == 0.5 and ix.noise.steer_duty == 1.0
     assert hw_runs[1][1].net.plan_head and hw_runs[1][1].seed == 1 and not ix_runs[1][1].net.plan_head
     d = hw_runs[2][3]  # the dagger rounds of training seed 2 on highway
