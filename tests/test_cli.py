@@ -235,6 +235,13 @@ def test_a_scenarios_own_scoreboard_keys_reach_that_scenario_only(tmp_path, caps
     # racetrack's recipe weighs disagreement frames up; no other scenario's does
     assert stages["racetrack"][1][0][1].disagree_weight == 5.0 == stages["racetrack"][1][0][3].train["disagree_weight"]
     assert hw_runs[0][1].disagree_weight == ix_runs[0][1].disagree_weight == 1.0
+    # highway-dense: highway's recipe, with its own lane-change threshold on top
+    dense = resolve_stages(load_config(ScoreboardConfig, ROOT / "configs" / "scoreboard" / "dagger.yaml",
+                                       [f"out={tmp_path / 'd'}", "scenario=highway-dense", "size=cpu"]))[2]
+    dense_run = dense["highway-dense"][1][0]
+    assert dense_run[3].train["net"] == {"plan_head": True, "plan_threshold": 0.5} == \
+        {"plan_head": dense_run[1].net.plan_head, "plan_threshold": dense_run[1].net.plan_threshold}
+    assert dense_run[3].noise_rounds == "alone" and dense["highway-dense"][0].noise.steer_duty == 0.5
     assert hw.noise.steer_duty == 0.5 and ix.noise.steer_duty == 1.0
     assert hw_runs[1][1].net.plan_head and hw_runs[1][1].seed == 1 and not ix_runs[1][1].net.plan_head
     d = hw_runs[2][3]  # the dagger rounds of training seed 2 on highway
