@@ -90,8 +90,11 @@ class ScoreboardConfig:
                 raise ValueError(f"per_scenario.{name}.{bad[0]}: a scenario's own keys go under "
                                  + ", ".join(f"per_scenario.{name}.{k}" for k in (*STAGES, "recipe")))
             if (extra or {}).get("recipe") is not None:
+                from omegaconf import OmegaConf
+
                 own = {k: v for k, v in extra.items() if k != "recipe"}
-                self.per_scenario[name] = _merge(recipe_keys(f"per_scenario.{name}.recipe", extra["recipe"]), own)
+                recipe = recipe_keys(f"per_scenario.{name}.recipe", extra["recipe"])
+                self.per_scenario[name] = OmegaConf.to_container(OmegaConf.merge(recipe, own))  # own keys on top
         for where, keys in [("dagger", self.dagger), *((f"per_scenario.{n}.dagger", (e or {}).get("dagger") or {})
                                                        for n, e in self.per_scenario.items())]:
             clash = sorted(set(keys) & set(_OWNED))
@@ -122,14 +125,6 @@ def recipe_keys(where: str, path: str) -> dict:
     keys = {k: raw[k] for k in ("collect", "train") if raw.get(k)}
     dagger = {k: v for k, v in raw.items() if k not in (*_OWNED, *_SIZES)}
     return {**keys, **({"dagger": dagger} if dagger else {})}
-
-
-def _merge(base: dict, top: dict) -> dict:
-    """`top` over `base`, nested mappings merged key by key."""
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def hardware() -> dict:
