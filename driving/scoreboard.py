@@ -31,6 +31,7 @@ from driving.folder_lock import writing
 ALL = "highway,highway-dense,merge,roundabout,racetrack,intersection"
 SUMMARY = ("driving_score", "collision_rate", "success_rate", "lane_changes", "mean_abs_lat_accel", "min_ttc_s")
 STAGES = ("collect", "train", "eval", "dagger")  # what a scenario's own keys may add to
+SCENARIO_KEYS = (*STAGES, "recipe")  # what per_scenario.NAME may hold: the stages' keys, or a dagger config file
 # `driving dagger` keys the scoreboard sets for every run, and where a user sets them instead
 _OWNED = {"rounds": "the scoreboard's own key", "size": "the scoreboard's own key", "out": "out=",
           "scenario": "scenario=", "dataset": "collect.* (the scoreboard collects each scenario's dataset)",
@@ -85,10 +86,10 @@ class ScoreboardConfig:
         if self.rounds < 0:
             raise ValueError("rounds must be >= 0 (0: behaviour cloning alone)")
         for name, extra in self.per_scenario.items():
-            bad = sorted(set(extra or {}) - {*STAGES, "recipe"}) if isinstance(extra, dict) else ["(not a mapping)"]
+            bad = sorted(set(extra or {}) - set(SCENARIO_KEYS)) if isinstance(extra, dict) else ["(not a mapping)"]
             if bad:
                 raise ValueError(f"per_scenario.{name}.{bad[0]}: a scenario's own keys go under "
-                                 + ", ".join(f"per_scenario.{name}.{k}" for k in (*STAGES, "recipe")))
+                                 + ", ".join(f"per_scenario.{name}.{k}" for k in SCENARIO_KEYS))
             if (extra or {}).get("recipe") is not None:
                 from omegaconf import OmegaConf
 
