@@ -6,9 +6,12 @@ from pathlib import Path
 
 from driving import atomic
 from driving.rollout import worst as worst_rows
+from sim.metrics import COLLISION_KINDS
 
 ROWS = [("driving_score", "driving score", "{:.3f}"), ("success_rate", "success rate", "{:.0%}"),
-        ("collision_rate", "collision rate", "{:.0%}"), ("offroad_episode_rate", "episodes off road", "{:.0%}"),
+        ("collision_rate", "collision rate", "{:.0%}"),
+        *((f"collision_{kind}_rate", f"  into {what}", "{:.0%}") for kind, what in COLLISION_KINDS.items()),
+        ("offroad_episode_rate", "episodes off road", "{:.0%}"),
         ("route_completion", "route completion", "{:.3f}"), ("mean_speed", "mean speed m/s", "{:.1f}"),
         ("distance_m", "distance m", "{:.0f}"), ("offroad_fraction", "off-road fraction", "{:.3f}"),
         ("mean_abs_long_accel", "mean abs long. accel m/s²", "{:.2f}"),
@@ -64,7 +67,8 @@ def markdown(result: dict) -> str:
         worst = worst_rows(s["episodes"]["policy"], 5)
         lines += ["", "Worst episodes:", "", "| seed | score | crashed | off-road | distance m | speed m/s |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {r['seed']} | {r['driving_score']:.3f} | {r['crashed']} | {r['offroad_fraction']:.2f} | "
+        lines += [f"| {r['seed']} | {r['driving_score']:.3f} | {r.get('collision_with') or r['crashed']} | "
+                  f"{r['offroad_fraction']:.2f} | "
                   f"{r['distance_m']:.0f} | {r['mean_speed']:.1f} |" for r in worst]
         lines.append("")
     if result.get("videos"):

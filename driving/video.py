@@ -33,6 +33,7 @@ from driving.envpool import build_env
 from driving.errors import UserError
 from driving.rollout import ReplayActor, check_same_episode, play_episode
 from sim import CameraConfig, DrivingEnv
+from sim.metrics import COLLISION_KINDS
 
 # The scene camera for people: north-up (world +x up, so highways run vertically), RGB, 72 m x 48 m
 # of world, the ego a little below the centre: 43 m of road ahead, about what the policy sees.
@@ -107,6 +108,7 @@ def record_rollout(env: DrivingEnv, policy, seed: int, saliency_method: str | No
         "action": np.stack(steps["action"]).astype(np.float32),
         "expert_action": np.stack(steps["expert_action"]).astype(np.float32),
         **{k: np.asarray(v) for k, v in facts.items()},
+        "collision": next((str(c) for c in rec["steps"].get("collision", ()) if c), ""),
         "substeps": int(n),
         "fps": int(env.scenario.simulation_frequency),
         "seed": int(seed),
@@ -233,6 +235,12 @@ def compose_frame(rollout: dict, k: int, layout: _Layout | None = None, _tiles: 
         _banner(img, "OFF ROAD", lay.scene_x + ws // 2, by, OFFROAD_COLOUR)
     if crashed:
         _banner(img, "CRASH", lay.scene_x + ws // 2, by - (56 if offroad else 0), CRASH_COLOUR)
+        kind = rollout.get("collision", "")
+        if kind in COLLISION_KINDS:  # under the banner, what the ego hit
+            hit = f"into {COLLISION_KINDS[kind]}"
+            (w, _), _ = cv2.getTextSize(hit, FONT, 0.6, 1)
+            _text(img, hit, (lay.scene_x + ws // 2 - w // 2, by + 36 - (56 if offroad else 0)), 0.6, CRASH_COLOUR, 1,
+                  box=True)
 
     # panel: the policy's camera
     px, pad = lay.panel_x, lay.PAD

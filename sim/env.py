@@ -4,7 +4,8 @@ obs    = {"camera": (stack, H, W[, 3]) uint8, "speed": ego speed in m/s}
 action = [steer, accel] in [-1, 1]  (mapped to physical units by the scenario's ActionSpec)
 reward = metres of progress along the road during the step (a convenience; evaluation uses metrics)
 info   = the expert's action for the returned observation (the BC label) and the per-step facts the
-         metrics need: crashed, on_road, progress, lane_offset, speed, heading, x, y, time.
+         metrics need: crashed, on_road, progress, lane_offset, speed, heading, x, y, time, and on
+         the step the ego crashes `collision`: what it hit (sim.metrics.COLLISION_KINDS).
 An episode terminates on a crash or when the scenario itself ends (merge passed, intersection
 crossed) and is truncated at the scenario's max_steps. Leaving the road does not end it.
 """
@@ -21,6 +22,7 @@ from sim.expert import Expert, ExpertConfig
 from sim.scenarios import Scenario, get_scenario, make_core_env
 
 MAX_SPEED = 40.0  # highway-env's kinematic limit, m/s
+STOPPED_SPEED = 0.5  # m/s: a vehicle slower than this before the collision was standing
 
 
 class DrivingEnv(gymnasium.Env):
@@ -82,6 +84,7 @@ class DrivingEnv(gymnasium.Env):
         self.core.reset(seed=core_seed)
         self._step = 0
         self._progress = 0.0
+        self._collision = ""
         if self.expert is not None:
             self.expert.reset(self.core)
         self._frames = self.camera.reset(self.road, self.ego)
@@ -98,6 +101,9 @@ class DrivingEnv(gymnasium.Env):
             raise ValueError(f"action must be finite, got {action}")
         ego = self.ego
         before = ego.position.copy()
+        # the other road users' state before the step: what the ego hits, if it does, is judged by it
+        others = None if ego.crashed else [(v, bool(v.crashed), float(v.speed))
+                                           for v in self.road.vehicles if v is not ego]
         self._scene = []
         lane = self.road.network.get_lane(ego.lane_index) if ego.lane_index else None
         _, _, terminated, _, _ = self.core.step(self.scenario.action.to_highway(action))
@@ -112,7 +118,20 @@ class DrivingEnv(gymnasium.Env):
         self._step += 1
         truncated = self._step >= self.scenario.max_steps and not terminated
         self._frames = self.camera.step(self.road, ego)
+        self._collision = self._collision_kind(others) if others is not None and ego.crashed else ""
         return self._obs(), ds, bool(terminated), bool(truncated), self._info()
+
+    def _collision_kind(self, others: list) -> str:
+        """What the ego, crashed in this step, hit (sim.metrics.COLLISION_KINDS): the crashed vehicle that
+        overlaps it (else the nearest crashed one), judged by its state before the step; "object" where
+        no vehicle did."""
+        ego = self.ego
+        hit = [(not ego._is_colliding(v, 0.0)[0], float(np.linalg.norm(v.position - ego.position)), was, speed)
+               for v, was, speed in others if v.crashed]
+        if not hit:
+            return "object"
+        _, _, was_crashed, speed = min(hit, key=lambda h: h[:2])
+        return "wreck" if was_crashed else "stopped" if abs(speed) < STOPPED_SPEED else "moving"
 
     def _obs(self) -> dict:
         return {"camera": self._frames,
@@ -136,6 +155,7 @@ class DrivingEnv(gymnasium.Env):
             "y": float(ego.position[1]),
             "lane": "/".join(str(x) for x in ego.lane_index) if ego.lane_index else "",
             **self._leader(),
+            "collision": self._collision,
         }
         if self.scene_camera is not None:
             info["scene_frames"] = np.stack(self._scene)

@@ -11,6 +11,9 @@ Driving score (per episode), in [0, 1]:
 
 success = no collision, never off-road, and the episode ran to its time limit or to the scenario's
 own end (merge passed, intersection crossed).
+
+collision_with: what the ego hit (COLLISION_KINDS: a moving vehicle, a stopped one, a wreck
+of an earlier collision, an object), "" without a collision; its rates split the collision rate.
 """
 from __future__ import annotations
 
@@ -48,7 +51,9 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
     completion = 1.0 if ref <= 1e-6 else float(np.clip(distance / ref, 0.0, 1.0))
     score = completion * (CRASH_PENALTY if crashed else 1.0) * (1.0 - offroad_fraction)
     ended_properly = truncated or (terminated and not crashed)
+    kinds = [str(c) for c in steps.get("collision", ()) if c]
     return {
+        **({"collision_with": kinds[0] if kinds else ""} if "collision" in steps else {}),
         **decision_metrics(steps, switches),
         "steps": int(n_actions),
         "duration_s": float(duration),
@@ -237,12 +242,21 @@ MEAN_KEYS = ("driving_score", "route_completion", "mean_speed", "distance_m", "o
              "offroad_time_s", "mean_abs_long_accel", "mean_abs_lat_accel", "lane_keeping_lat_accel", "rms_jerk",
              "max_abs_jerk", "lane_changes", "min_ttc_s", "min_headway_s")
 UNIT_KEYS = ("driving_score", "route_completion", "offroad_fraction")
+# What the ego hit (sim/env.py tells, from the other's state before the step): a vehicle under way,
+# one standing (yielding, queueing), a wreck (crashed earlier, e.g. two other cars into each other),
+# or a road object. Their rates split the collision rate, so a policy that drives into the debris of
+# other cars' collisions is told apart from one that cuts across traffic.
+COLLISION_KINDS = {"moving": "a moving vehicle", "stopped": "a stopped vehicle", "wreck": "a wreck",
+                   "object": "an object"}
 
 
 def aggregate(rows: list[dict]) -> dict:
     """Aggregates over episodes, each {"mean", "ci_low", "ci_high", "n"} (95%)."""
     out = {k: rate_ci([r[src] for r in rows]) for k, src in RATE_KEYS.items()}
     out["offroad_episode_rate"] = rate_ci([r["offroad_fraction"] > 0 for r in rows])
+    if rows and all("collision_with" in r for r in rows):  # absent from older records
+        for kind in COLLISION_KINDS:
+            out[f"collision_{kind}_rate"] = rate_ci([r["collision_with"] == kind for r in rows])
     for k in MEAN_KEYS:
         if rows and all(k in r for r in rows):  # decision metrics: absent from older records
             hi = 1.0 if k in UNIT_KEYS else math.inf

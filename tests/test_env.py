@@ -12,7 +12,7 @@ import sim
 from sim import DrivingEnv, get_scenario
 
 INFO_KEYS = {"step", "time", "crashed", "on_road", "progress", "lane_offset", "speed", "heading",
-             "x", "y", "lane"}
+             "x", "y", "lane", "collision"}
 
 
 def test_check_env_passes():
@@ -245,3 +245,60 @@ def test_scene_camera_does_not_change_the_simulation(make_env):
         b = filmed.step([0.1, 0.3])[0]
         np.testing.assert_array_equal(a["camera"], b["camera"])
     np.testing.assert_array_equal(plain.ego.position, filmed.ego.position)
+
+
+def _drive_into(env, placed, steps=8):
+    """Only `placed` (builders of road users, given the road and the ego's lane position) beside the
+    ego, full throttle straight on: the info of the last step."""
+    env.reset(seed=0)
+    ego = env.ego
+    lane = env.road.network.get_lane(ego.lane_index)
+    s, _ = lane.local_coordinates(ego.position)
+    env.road.vehicles[:] = [ego] + [make(env.road, lane, s) for make in placed]
+    info = {}
+    for _ in range(steps):
+        _, _, terminated, _, info = env.step(np.array([0.0, 1.0]))
+        if terminated:
+            break
+    return info
+
+
+@pytest.mark.parametrize("kind", ["moving", "stopped", "wreck", "object"])
+def test_a_collision_says_what_the_ego_hit(make_env, kind):
+    """A car 15 m ahead in the ego's lane under way at 5 m/s, standing, two cars crashed into each
+    other there before the ego arrives, or an obstacle: each collision is told apart."""
+    from highway_env.vehicle.kinematics import Vehicle
+    from highway_env.vehicle.objects import Obstacle
+
+    def car(speed, ahead=15.0, crashed=False):
+        def make(road, lane, s):
+            v = Vehicle(road, lane.position(s + ahead, 0.0), lane.heading_at(s + ahead), speed)
+            v.crashed = crashed
+            return v
+        return make
+
+    env = make_env("highway")
+    if kind == "object":
+        env.reset(seed=0)
+        ego = env.ego
+        lane = env.road.network.get_lane(ego.lane_index)
+        s, _ = lane.local_coordinates(ego.position)
+        env.road.vehicles[:] = [ego]
+        env.road.objects.append(Obstacle(env.road, lane.position(s + 15.0, 0.0), lane.heading_at(s + 15.0)))
+        for _ in range(8):
+            _, _, terminated, _, info = env.step(np.array([0.0, 1.0]))
+            if terminated:
+                break
+    else:
+        placed = {"moving": [car(5.0)], "stopped": [car(0.0)],
+                  "wreck": [car(0.0, crashed=True), car(0.0, ahead=17.0, crashed=True)]}[kind]
+        info = _drive_into(env, placed)
+    assert info["crashed"] and info["collision"] == kind
+
+
+def test_no_collision_no_kind_and_the_steps_before_a_crash_have_none(make_env):
+    env = make_env("highway")
+    _, info = env.reset(seed=0)
+    assert info["collision"] == ""
+    _, _, _, _, info = env.step(np.array([0.0, 0.0]))
+    assert not info["crashed"] and info["collision"] == ""

@@ -54,7 +54,9 @@ def test_expert_evaluation_writes_eval_json_with_contract_keys(tmp_path):
     rows = data["scenarios"]["highway"]["episodes"]["expert"]
     assert [row["seed"] for row in rows] == data["seeds"]["highway"]
     assert all(row["steps"] == 8 for row in rows)
-    assert (tmp_path / "e" / "report.md").read_text().count("| driving score |") == 1
+    assert all(row["collision_with"] == "" for row in rows)
+    report = (tmp_path / "e" / "report.md").read_text()
+    assert report.count("| driving score |") == report.count("|   into a wreck |") == 1
     assert "<table>" in (tmp_path / "e" / "report.html").read_text()
     assert r["result"]["aggregate"]["expert"]["collision_rate"]["mean"] == 0.0
 

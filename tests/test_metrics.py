@@ -142,3 +142,21 @@ def test_paired_differences_pair_by_scenario_and_seed():
     assert d["driving_score"]["n"] == 3 and d["crashed"]["mean"] == pytest.approx(1 / 3)
     half = 4.30265272975 * np.std([-0.1, -0.5, -0.3], ddof=1) / np.sqrt(3)
     assert d["driving_score"]["ci_high"] - d["driving_score"]["mean"] == pytest.approx(half)
+
+
+def test_the_collision_rate_splits_by_what_the_ego_hit():
+    def ep(kind):
+        crashed = [False] * 10 + [bool(kind)]
+        steps = {**traj([10.0] * 11, crashed=crashed), "collision": [""] * 10 + [kind]}
+        return episode_metrics(steps, 0.2, False, bool(kind))
+
+    rows = [ep("wreck"), ep("wreck"), ep("moving"), ep(""), ep("")]
+    assert [r["collision_with"] for r in rows] == ["wreck", "wreck", "moving", "", ""]
+    agg = aggregate(rows)
+    assert agg["collision_rate"]["mean"] == pytest.approx(0.6)
+    assert agg["collision_wreck_rate"]["mean"] == pytest.approx(0.4)
+    assert agg["collision_moving_rate"]["mean"] == pytest.approx(0.2)
+    assert agg["collision_stopped_rate"]["mean"] == agg["collision_object_rate"]["mean"] == 0.0
+    # records from before the kinds were kept: no split, no error
+    old = aggregate([episode_metrics(traj([10.0] * 11), 0.2, True, False)])
+    assert "collision_rate" in old and "collision_wreck_rate" not in old

@@ -104,6 +104,9 @@ def test_a_crash_is_marked_and_held(env_factory):
     assert first > 0
     for k, f in enumerate(frames):
         assert _close(_border(f), video.CRASH_COLOUR) == (k >= first), k
+    assert r["collision"] == "object"  # under the banner, what the ego hit
+    unsaid = video.compose_frame({**r, "collision": ""}, len(frames) - 1)
+    assert not np.array_equal(unsaid, frames[-1]) and np.array_equal(video.compose_frame(r, len(frames) - 1), frames[-1])
 
 
 def test_off_road_is_marked(env_factory):
