@@ -31,7 +31,8 @@ from driving.folder_lock import writing
 ALL = "highway,highway-dense,merge,roundabout,racetrack,intersection"
 SUMMARY = ("driving_score", "collision_rate", "success_rate", "lane_changes", "mean_abs_lat_accel", "min_ttc_s")
 STAGES = ("collect", "train", "eval", "dagger")  # what a scenario's own keys may add to
-SCENARIO_KEYS = (*STAGES, "recipe")  # what per_scenario.NAME may hold: the stages' keys, or a dagger config file
+# what per_scenario.NAME may hold: the stages' keys, a dagger config file, its own number of DAgger rounds
+SCENARIO_KEYS = (*STAGES, "recipe", "rounds")
 # `driving dagger` keys the scoreboard sets for every run, and where a user sets them instead
 _OWNED = {"rounds": "the scoreboard's own key", "size": "the scoreboard's own key", "out": "out=",
           "scenario": "scenario=", "dataset": "collect.* (the scoreboard collects each scenario's dataset)",
@@ -73,7 +74,7 @@ class ScoreboardConfig:
     # keys for one scenario only, on top of the common ones: {scenario: {collect|train|eval|dagger: {...}}}
     # (a recipe measured on one scenario without imposing it on the rest). `recipe: PATH` takes them from a
     # `driving dagger` config (e.g. configs/dagger/highway.yaml), so a measured recipe lives in one file;
-    # the scenario's other keys go on top of it
+    # the scenario's other keys go on top of it; `rounds: R` gives it R DAgger rounds instead of `rounds`
     per_scenario: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -90,6 +91,13 @@ class ScoreboardConfig:
             if bad:
                 raise ValueError(f"per_scenario.{name}.{bad[0]}: a scenario's own keys go under "
                                  + ", ".join(f"per_scenario.{name}.{k}" for k in SCENARIO_KEYS))
+            if (extra or {}).get("rounds") is not None:
+                r = extra["rounds"]
+                if not self.rounds:
+                    raise ValueError(f"per_scenario.{name}.rounds gives a scenario its own number of DAgger rounds "
+                                     "in a DAgger scoreboard: set rounds (e.g. rounds=2) too, or drop it")
+                if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+                    raise ValueError(f"per_scenario.{name}.rounds must be a whole number >= 1, got {r!r}")
             if (extra or {}).get("recipe") is not None:
                 from omegaconf import OmegaConf
 
@@ -174,7 +182,8 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
             d = None
             if cfg.rounds:  # the same BC run as round 0, then the rounds, all under run/
                 d = load_config(DaggerConfig, None, [
-                    f"scenario={name}", f"dataset={data}", f"out={run}", f"rounds={cfg.rounds}", f"size={cfg.size}",
+                    f"scenario={name}", f"dataset={data}", f"out={run}", f"rounds={own.get('rounds') or cfg.rounds}",
+                    f"size={cfg.size}",
                     f"train.seed={seed}", *(f"train.{k}" for k in keys["train"]),
                     *(f"eval.{k}" for k in [*keys["eval"], *shared]), *keys["dagger"]])
             runs.append((seed, t, e, d))
@@ -268,8 +277,8 @@ def run_scenario(name: str, c, runs: list, progress: bool) -> dict:
 
 
 def summarise(cfg: ScoreboardConfig, stages: dict, found: str, command: str | None, wall_s: float) -> dict:
-    """Per scenario: the policy (the last DAgger round where there are rounds) as the mean over training
-    seeds, the expert on the same seeds, the targets met; with rounds, BC beside it and the gain."""
+    """Per scenario: the policy (the scenario's last DAgger round where there are rounds) as the mean over
+    training seeds, the expert on the same seeds, the targets met; with rounds, BC beside it and the gain."""
     from driving.jsonfile import read_json
     from sim.metrics import mean_ci
 
@@ -297,7 +306,7 @@ def summarise(cfg: ScoreboardConfig, stages: dict, found: str, command: str | No
                             name)
             gains = [b["rounds"][-1]["gain_over_bc"] for b in boards]
             rows[name].update({
-                "rounds": cfg.rounds, "bc": bc, "bc_targets": meets_targets(bc, expert),
+                "rounds": runs[0][3].rounds, "bc": bc, "bc_targets": meets_targets(bc, expert),
                 # one training seed: the paired interval over evaluation seeds; several: over training seeds
                 "gain_over_bc": {k: gains[0][k] if len(gains) == 1 else mean_ci([g[k]["mean"] for g in gains])
                                  for k in GAINS if all(k in g for g in gains)},
@@ -338,10 +347,13 @@ def markdown(board: dict) -> str:
     for name, r in board["scenarios"].items():
         if rounds:
             lines.append(row(name, "BC", r["bc"], r["expert"], r["bc_targets"]))
-        lines.append(row(name, f"DAgger round {rounds}" if rounds else "BC", r["policy"], r["expert"], r["targets"]))
+        lines.append(row(name, f"DAgger round {r['rounds']}" if rounds else "BC", r["policy"], r["expert"],
+                         r["targets"]))
     first = next(iter(board["scenarios"].values()))
     if rounds:
-        lines += ["", f"Gain of DAgger round {rounds} over BC (paired by evaluation seed; mean [95% interval over "
+        last = {r["rounds"] for r in board["scenarios"].values()}
+        which = f"DAgger round {rounds}" if len(last) == 1 else "each scenario's last DAgger round"
+        lines += ["", f"Gain of {which} over BC (paired by evaluation seed; mean [95% interval over "
                       f"{first['gain_interval_over']}]):", "",
                   "| scenario | driving score | collisions | lane changes/ep | mean abs lat. accel m/s² |",
                   "|---|---|---|---|---|"]

@@ -229,12 +229,15 @@ def test_a_scenarios_own_scoreboard_keys_reach_that_scenario_only(tmp_path, caps
     from driving.scoreboard import ScoreboardConfig, resolve_stages
 
     cfg = load_config(ScoreboardConfig, ROOT / "configs" / "scoreboard" / "dagger.yaml",
-                      [f"out={tmp_path / 'b'}", "scenario=highway,intersection,racetrack", "size=cpu"])
+                      [f"out={tmp_path / 'b'}", "scenario=highway,intersection,racetrack,roundabout", "size=cpu"])
     _, _, stages = resolve_stages(cfg)
     (hw, hw_runs), (ix, ix_runs) = stages["highway"], stages["intersection"]
-    # racetrack's recipe weighs disagreement frames up; no other scenario's does
-    assert stages["racetrack"][1][0][1].disagree_weight == 5.0 == stages["racetrack"][1][0][3].train["disagree_weight"]
+    # racetrack's and roundabout's recipes weigh disagreement frames up; no other scenario's does
+    for name in ("racetrack", "roundabout"):
+        assert stages[name][1][0][1].disagree_weight == 5.0 == stages[name][1][0][3].train["disagree_weight"]
     assert hw_runs[0][1].disagree_weight == ix_runs[0][1].disagree_weight == 1.0
+    # roundabout runs six rounds, the others two
+    assert stages["roundabout"][1][0][3].rounds == 6 and hw_runs[0][3].rounds == stages["racetrack"][1][0][3].rounds == 2
     # highway-dense: highway's recipe, with its own lane-change threshold on top
     dense = resolve_stages(load_config(ScoreboardConfig, ROOT / "configs" / "scoreboard" / "dagger.yaml",
                                        [f"out={tmp_path / 'd'}", "scenario=highway-dense", "size=cpu"]))[2]
@@ -292,6 +295,30 @@ def test_a_recipe_file_gives_a_scenario_its_keys_under_the_scenarios_own(tmp_pat
         assert main(["scoreboard", f"out={tmp_path / 'x'}", f"per_scenario.highway.recipe={value}"]) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and "\n" not in err
+
+
+def test_a_scenario_may_have_its_own_number_of_dagger_rounds(tmp_path, capsys):
+    from driving.scoreboard import ScoreboardConfig, markdown, resolve_stages
+
+    cfg = load_config(ScoreboardConfig, None, [f"out={tmp_path / 'b'}", "scenario=highway,roundabout", "size=cpu",
+                                               "rounds=2", "per_scenario.roundabout.rounds=4"])
+    stages = resolve_stages(cfg)[2]
+    assert stages["highway"][1][0][3].rounds == 2 and stages["roundabout"][1][0][3].rounds == 4
+    # the table names each scenario's own last round
+    m = {k: {"mean": 0.5, "ci_low": 0.5, "ci_high": 0.5, "n": 1}
+         for k in ("driving_score", "collision_rate", "lane_changes", "mean_abs_lat_accel")}
+    row = {"policy": m, "expert": m, "bc": m, "targets": {}, "bc_targets": {}, "gain_over_bc": m,
+           "gain_interval_over": "evaluation seeds", "training_seeds": [0], "eval_episodes": 2}
+    board = {"scenarios": {"highway": {**row, "rounds": 2}, "roundabout": {**row, "rounds": 4}}, "sizes": "cpu",
+             "hardware": {"cpu_cores": 2, "gpu": None, "torch": "x"}, "wall_s": 60.0, "command": "c"}
+    table = markdown(board)
+    assert "| highway | DAgger round 2 |" in table and "| roundabout | DAgger round 4 |" in table
+    assert "Gain of each scenario's last DAgger round over BC" in table
+    for extra, needle in ((["rounds=0", "per_scenario.roundabout.rounds=4"], "set rounds (e.g. rounds=2) too"),
+                          (["rounds=2", "per_scenario.roundabout.rounds=0"], "must be a whole number >= 1, got 0")):
+        assert main(["scoreboard", f"out={tmp_path / 'x'}", "size=cpu", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "per_scenario.roundabout.rounds" in err and needle in err and "\n" not in err
 
 
 def test_targets_against_the_expert_are_met_on_the_right_side_of_each_bound():
