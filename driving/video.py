@@ -33,7 +33,7 @@ from driving.envpool import build_env
 from driving.errors import UserError
 from driving.rollout import ReplayActor, check_same_episode, play_episode
 from sim import CameraConfig, DrivingEnv
-from sim.metrics import COLLISION_KINDS
+from sim.metrics import COLLISION_KINDS, collision_with
 
 # The scene camera for people: north-up (world +x up, so highways run vertically), RGB, 72 m x 48 m
 # of world, the ego a little below the centre: 43 m of road ahead, about what the policy sees.
@@ -108,7 +108,7 @@ def record_rollout(env: DrivingEnv, policy, seed: int, saliency_method: str | No
         "action": np.stack(steps["action"]).astype(np.float32),
         "expert_action": np.stack(steps["expert_action"]).astype(np.float32),
         **{k: np.asarray(v) for k, v in facts.items()},
-        "collision": next((str(c) for c in rec["steps"].get("collision", ()) if c), ""),
+        "collision": collision_with(rec["steps"]),
         "substeps": int(n),
         "fps": int(env.scenario.simulation_frequency),
         "seed": int(seed),

@@ -51,9 +51,8 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
     completion = 1.0 if ref <= 1e-6 else float(np.clip(distance / ref, 0.0, 1.0))
     score = completion * (CRASH_PENALTY if crashed else 1.0) * (1.0 - offroad_fraction)
     ended_properly = truncated or (terminated and not crashed)
-    kinds = [str(c) for c in steps.get("collision", ()) if c]
     return {
-        **({"collision_with": kinds[0] if kinds else ""} if "collision" in steps else {}),
+        **({"collision_with": collision_with(steps)} if "collision" in steps else {}),
         **decision_metrics(steps, switches),
         "steps": int(n_actions),
         "duration_s": float(duration),
@@ -73,6 +72,11 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
         "success": bool(not crashed and offroad_fraction == 0.0 and ended_properly),
         "driving_score": float(score),
     }
+
+
+def collision_with(steps: dict) -> str:
+    """What the ego hit in an episode (a COLLISION_KINDS key), "" without a collision."""
+    return next((str(c) for c in steps.get("collision", ()) if c), "")
 
 
 TTC_CAP_S = 10.0  # time-to-collision and headway above this count as this (nothing close ahead)
