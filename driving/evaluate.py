@@ -25,7 +25,7 @@ from driving.executors import check_executor
 from driving.folder_lock import writing
 from driving.errors import UserError
 from driving.jsonfile import read_json
-from driving.rollout import FIXED_BATCH, EpisodeRecorder, as_actor, batch_of, finished, worst
+from driving.rollout import FIXED_BATCH, EpisodeRecorder, as_actor, batch_of, closed_loop, finished, worst
 from driving.shards import episodes_of, parse_shard
 from sim import UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
@@ -129,37 +129,39 @@ def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers:
 
     for i in range(n):
         start(i)
-    # Every env steps on its own: the policy acts on whichever envs have answered (one batch), while
-    # the others simulate. No env waits for a slower one, for a reset, or for the policy on others.
-    while sent:
-        ready = []
-        for i, result in pool.recv_ready(list(sent)).items():
-            what = sent.pop(i)
-            if what[0] == "reset":
-                obs, _, _, info = result
-                active[i] = (what[1], EpisodeRecorder(what[2], obs, info, keep_frames), actor.start(what[2]))
-                ready.append(i)
-                continue
-            steps += 1
-            k, rec, state = active[i]
-            if not rec.add(what[1], *result):
-                ready.append(i)
-                continue
-            records[k] = finished(actor, rec.record(), state)
-            if on_record is not None:
-                records[k] = on_record(records[k])
-            del active[i]
-            bar.update(1)
-            bar.set_postfix_str(f"{steps / (time.perf_counter() - t0):.0f} steps/s", refresh=False)
-            if queue:
-                start(i)
-        if ready:
-            recs = [active[i][1] for i in ready]
-            batch = batch_of([r.obs for r in recs], [r.info for r in recs])
-            batch[FIXED_BATCH] = n  # a row's action never depends on which envs answered with it
-            actions = actor.act(batch, [active[i][2] for i in ready])
-            pool.send_steps(dict(zip(ready, actions)))
-            sent.update({i: ("step", a) for i, a in zip(ready, actions)})
+    # The policy's closed-loop set-up (one intra-op thread on a CPU: driving.policy) for the whole run.
+    with closed_loop(actor):
+        # Every env steps on its own: the policy acts on whichever envs have answered (one batch), while
+        # the others simulate. No env waits for a slower one, for a reset, or for the policy on others.
+        while sent:
+            ready = []
+            for i, result in pool.recv_ready(list(sent)).items():
+                what = sent.pop(i)
+                if what[0] == "reset":
+                    obs, _, _, info = result
+                    active[i] = (what[1], EpisodeRecorder(what[2], obs, info, keep_frames), actor.start(what[2]))
+                    ready.append(i)
+                    continue
+                steps += 1
+                k, rec, state = active[i]
+                if not rec.add(what[1], *result):
+                    ready.append(i)
+                    continue
+                records[k] = finished(actor, rec.record(), state)
+                if on_record is not None:
+                    records[k] = on_record(records[k])
+                del active[i]
+                bar.update(1)
+                bar.set_postfix_str(f"{steps / (time.perf_counter() - t0):.0f} steps/s", refresh=False)
+                if queue:
+                    start(i)
+            if ready:
+                recs = [active[i][1] for i in ready]
+                batch = batch_of([r.obs for r in recs], [r.info for r in recs])
+                batch[FIXED_BATCH] = n  # a row's action never depends on which envs answered with it
+                actions = actor.act(batch, [active[i][2] for i in ready])
+                pool.send_steps(dict(zip(ready, actions)))
+                sent.update({i: ("step", a) for i, a in zip(ready, actions)})
     bar.close()
     return records
 

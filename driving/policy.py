@@ -1,6 +1,7 @@
 """`load_policy(path)`: a checkpoint back as an object with `act(obs) -> [steer, accel]`."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,24 @@ class LoadedPolicy:
 
     __call__ = act
 
+    @contextmanager
+    def closed_loop(self):
+        """While the policy drives many envs: on a CPU, one intra-op thread. It computes one row at a
+        time there (a batch of 1), which a second thread speeds up by ~13% on an idle machine, while
+        with the cores busy (the env workers, another job) torch's thread pool waits on threads that
+        are not scheduled: 47-125 ms a forward pass instead of 1.6 (PilotNet, 2 cores, one other job;
+        scripts/bench_eval.py --threads). The caller's setting comes back afterwards (training goes on
+        in the same process)."""
+        if self.device.type != "cpu" or torch.get_num_threads() == 1:
+            yield
+            return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
     def for_scenario(self, scenario) -> "LoadedPolicy | ScaledPolicy":
         """This policy driving `scenario` (a sim Scenario): itself where the action ranges are the
         ones it was trained with, else rescaled (action_scale)."""
@@ -161,6 +180,9 @@ class ScaledPolicy:
     @property
     def camera(self) -> dict:
         return self.inner.camera
+
+    def closed_loop(self):
+        return self.inner.closed_loop()
 
     def act(self, obs: dict) -> np.ndarray:
         return np.clip(self.inner.act(obs), -1.0, 1.0) * self.scale

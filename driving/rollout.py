@@ -20,6 +20,7 @@ Nothing here imports torch: collection workers stay light.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,6 +205,13 @@ def finished(actor, record: dict, state) -> dict:
     if hasattr(actor, "finish"):
         record.update(actor.finish(state))
     return record
+
+
+def closed_loop(actor):
+    """The actor's policy's set-up for driving many envs (`closed_loop()`, e.g. LoadedPolicy's one
+    CPU thread), or nothing."""
+    scope = getattr(getattr(actor, "policy", None), "closed_loop", None)
+    return scope() if scope is not None else nullcontext()
 
 
 def as_actor(policy_or_actor):

@@ -15,10 +15,17 @@ of the run with a command in flight (its step, plus the pipe both ways) against 
 parent's next action; for the parent, waiting for answers, the policy's forward, sending, and the rest
 (recording, batching). Envs that wait while the parent is busy: the parent is the limit; a parent that
 waits while per-step round trips grow with the envs: the envs are.
+
+--torch-threads also drives the learned policy without its closed-loop set-up ("NAME-Nthr": torch's
+default N intra-op threads in the parent, as `driving eval` did before; the product drives a CPU policy
+with one), and --busy K keeps K other processes spinning meanwhile (another job on the machine), where
+torch's thread pool waits on threads that are not scheduled.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import os
 import statistics
 import sys
@@ -60,6 +67,22 @@ def steady_steps_per_second(policy, pool, scenario: str, seeds: list[int], camer
     return sum(len(r["actions"]) for r in records) / (time.perf_counter() - t)
 
 
+class _TorchDefaultThreads:
+    """The policy without its closed-loop set-up (driving.policy.LoadedPolicy.closed_loop): its forward
+    passes run with whatever intra-op threads torch has, here its default."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def act(self, batch):
+        return self.policy.act(batch)
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
 class _TimedPolicy:
     """The policy, with the time spent in its forward passes (the batches the engine asks for)."""
 
@@ -74,6 +97,10 @@ class _TimedPolicy:
         self.calls += 1
         self.rows += len(out)
         return out
+
+    def closed_loop(self):  # the wrapped policy's own set-up, which the engine applies
+        scope = getattr(self.policy, "closed_loop", None)
+        return scope() if scope is not None else contextlib.nullcontext()
 
 
 class _TimedPool:
@@ -135,11 +162,11 @@ def engine_breakdown(policy, pool, scenario: str, seeds: list[int], camera: dict
 
 def print_breakdown(rows: dict) -> None:
     print("\nwhere the time goes (one instrumented run per policy and env count; shares of the wall time):")
-    print(f"{'policy':<10} {'envs':>4} {'steps/s':>8} | {'env: in flight':>14} {'waits':>6} | {'parent: waits':>13} "
+    print(f"{'policy':<14} {'envs':>4} {'steps/s':>8} | {'env: in flight':>14} {'waits':>6} | {'parent: waits':>13} "
           f"{'forward':>8} {'sends':>6} {'rest':>6} | {'forward ms':>10} {'rows':>5} {'round trip ms':>13}")
     for (name, n), r in rows.items():
         rest = 1 - r["parent_waiting"] - r["parent_forward"] - r["parent_sending"]
-        print(f"{name:<10} {n:>4} {r['steps_per_s']:>8.1f} | {r['env_in_flight']:>14.1%} {1 - r['env_in_flight']:>6.1%} | "
+        print(f"{name:<14} {n:>4} {r['steps_per_s']:>8.1f} | {r['env_in_flight']:>14.1%} {1 - r['env_in_flight']:>6.1%} | "
               f"{r['parent_waiting']:>13.1%} {r['parent_forward']:>8.1%} {r['parent_sending']:>6.1%} {rest:>6.1%} | "
               f"{r['forward_ms']:>10.2f} {r['rows_per_forward']:>5.1f} {r['round_trip_ms']:>13.2f}")
     print("in flight: a command sent and not yet answered (the step, its reset, the pipe both ways); with 1 env "
@@ -156,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--breakdown", action="store_true", help="also one instrumented run per policy and env count")
+    p.add_argument("--torch-threads", action="store_true",
+                   help="also the learned policy (on a CPU) with torch's default intra-op threads in the parent")
+    p.add_argument("--busy", type=int, default=0, help="other processes spinning during the runs (another job)")
     return p
 
 
@@ -167,14 +197,20 @@ def main(argv: list[str] | None = None) -> None:
     from driving.evaluate import open_pool
 
     policies, camera = make_policies(a.checkpoint, a.device)
+    learned = next(iter(policies))
+    default_threads = torch.get_num_threads()
+    if a.torch_threads and policies[learned].device.type == "cpu" and default_threads > 1:
+        # inserted second: the table lists the product's way first, then this one
+        policies = {learned: policies[learned], f"{learned}-{default_threads}thr": _TorchDefaultThreads(policies[learned]),
+                    **{k: v for k, v in policies.items() if k != learned}}
     counts = worker_counts(a.workers)
     seeds = [3_000_000 + i for i in range(a.episodes)]
-    # The parent's forward pass shares the cores with the workers: one intra-op thread per
-    # process once there are workers (torch's spinning threads would steal their cores).
-    torch.set_num_threads(1)
     rates: dict[tuple[str, int], list[float]] = {}
     startup: dict[int, float] = {}
     pools = {}
+    spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(a.busy)]
+    for p in spinners:
+        p.start()
     try:
         for n in counts:
             t = time.perf_counter()
@@ -190,22 +226,29 @@ def main(argv: list[str] | None = None) -> None:
         breakdown = {(name, n): engine_breakdown(policy, pools[n], a.scenario, seeds, camera, a.max_steps)
                      for name, policy in policies.items() for n in counts} if a.breakdown else {}
     finally:
+        for p in spinners:
+            p.terminate()
         for pool in pools.values():
             pool.close()
     print(f"scenario {a.scenario}, {a.episodes} episodes x <= {a.max_steps} steps, {os.cpu_count()} cores, "
-          f"policy device {getattr(policies.get('pilotnet') or policies.get('checkpoint'), 'device', '?')}, "
-          f"median of {a.repeats}")
+          f"policy device {getattr(policies[learned], 'device', '?')}, median of {a.repeats}"
+          + (f", {a.busy} other process(es) spinning" if a.busy else ""))
     print("worker start-up (one-off): " + ", ".join(f"{n} env(s) {startup[n]:.2f} s" for n in counts))
     lines = []
     for name in policies:
         one = statistics.median(rates[name, 1])
         for n in counts:
             sps = statistics.median(rates[name, n])
-            print(f"{name:<10} {n:2d} env(s): {sps:7.1f} steps/s   efficiency {sps / n / one:.2f}")
+            print(f"{name:<14} {n:2d} env(s): {sps:7.1f} steps/s   efficiency {sps / n / one:.2f}")
         lines.append(f"{name}: " + ", ".join(f"{n} envs {statistics.median(rates[name, n]) / n / one:.2f}"
                                              for n in counts if n > 1))
     if breakdown:
         print_breakdown(breakdown)
+    many = f"{learned}-{default_threads}thr"
+    if many in policies:
+        print(f"one torch thread in the parent (the product's) against torch's default {default_threads}: "
+              + ", ".join(f"{n} env(s) {statistics.median(rates[learned, n]) / statistics.median(rates[many, n]):.2f}x"
+                          for n in counts) + " the steps/s")
     print("scaling efficiency (steps/s per env / 1 env): " + "; ".join(lines))
 
 

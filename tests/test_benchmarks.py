@@ -106,6 +106,18 @@ def test_bench_eval():
         assert rows["pilotnet", n][7] > 0.1 and rows["expert", n][7] < rows["pilotnet", n][7] / 10
 
 
+def test_bench_eval_compares_the_parents_torch_threads():
+    """--torch-threads drives the same network once more with torch's default threads in the parent;
+    --busy keeps another process spinning meanwhile."""
+    out = run_script("bench_eval.py", "--episodes", "2", "--max-steps", "5", "--workers", "1,2", "--repeats", "1",
+                     "--torch-threads", "--busy", "1")
+    assert "1 other process(es) spinning" in out
+    m = re.search(r"pilotnet-([0-9]+)thr +2 env\(s\): +([0-9.]+) steps/s", out)
+    if (os.cpu_count() or 1) > 1 and "OMP_NUM_THREADS" not in os.environ:  # else torch has one thread anyway
+        assert m and int(m.group(1)) > 1 and float(m.group(2)) > 0, out
+        assert figure(out, rf"against torch's default {m.group(1)}: 1 env\(s\)") > 0
+
+
 def test_bench_engine():
     out = run_script("bench_engine.py", "--workers", "2", "--episodes-per-env", "1", "--max-steps", "5",
                      "--startup-workers", "2")
