@@ -229,7 +229,8 @@ def test_a_scenarios_own_scoreboard_keys_reach_that_scenario_only(tmp_path, caps
     from driving.scoreboard import ScoreboardConfig, resolve_stages
 
     cfg = load_config(ScoreboardConfig, ROOT / "configs" / "scoreboard" / "dagger.yaml",
-                      [f"out={tmp_path / 'b'}", "scenario=highway,intersection,racetrack,roundabout", "size=cpu"])
+                      [f"out={tmp_path / 'b'}", "scenario=highway,intersection,racetrack,roundabout,merge",
+                       "size=cpu"])
     _, _, stages = resolve_stages(cfg)
     (hw, hw_runs), (ix, ix_runs) = stages["highway"], stages["intersection"]
     # racetrack's and roundabout's recipes weigh disagreement frames up; no other scenario's does
@@ -251,6 +252,10 @@ def test_a_scenarios_own_scoreboard_keys_reach_that_scenario_only(tmp_path, caps
     assert d.train["net"] == {"plan_head": True, "plan_threshold": 0.7} and d.train["seed"] == 2
     assert d.eval["episodes"] == 50 and d.beta == [0.5, 0.0] and d.dataset == str(tmp_path / "b" / "highway" / "data")
     assert "net" not in ix_runs[0][3].train
+    # merge takes highway's recipe unchanged: the plan head at 0.7, half-time steering noise
+    merge, merge_runs = stages["merge"]
+    assert merge.noise.steer_duty == 0.5 and merge_runs[0][3].noise_rounds == "alone"
+    assert merge_runs[0][3].train["net"] == {"plan_head": True, "plan_threshold": 0.7} and merge_runs[0][1].net.plan_head
     # highway's keys are configs/dagger/highway.yaml's recipe (the measured one), intersection's not
     from driving.dagger import DaggerConfig
 
