@@ -130,12 +130,12 @@ class LoadedPolicy:
         time there (a batch of 1), which a second thread speeds up by ~13% on an idle machine, while
         with the cores busy (the env workers, another job) torch's thread pool waits on threads that
         are not scheduled: 47-125 ms a forward pass instead of 1.6 (PilotNet, 2 cores, one other job;
-        scripts/bench_eval.py --threads). The caller's setting comes back afterwards (training goes on
-        in the same process)."""
-        if self.device.type != "cpu" or torch.get_num_threads() == 1:
+        scripts/bench_eval.py --torch-threads). The caller's setting comes back afterwards (training
+        goes on in the same process)."""
+        threads = torch.get_num_threads()
+        if self.device.type != "cpu" or threads == 1:
             yield
             return
-        threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             yield
