@@ -239,6 +239,12 @@ def test_a_scenarios_own_scoreboard_keys_reach_that_scenario_only(tmp_path, caps
     assert hw_runs[0][1].disagree_weight == ix_runs[0][1].disagree_weight == 1.0
     # roundabout runs six rounds, the others two
     assert stages["roundabout"][1][0][3].rounds == 6 and hw_runs[0][3].rounds == stages["racetrack"][1][0][3].rounds == 2
+    # and 100 student episodes per round, as its recipe (the measured one) says; the others the default
+    from driving.dagger import DaggerConfig
+
+    ra_recipe = load_config(DaggerConfig, ROOT / "configs" / "dagger" / "roundabout.yaml", ["out=x"])
+    assert stages["roundabout"][1][0][3].episodes == ra_recipe.episodes == 100
+    assert hw_runs[0][3].episodes == stages["racetrack"][1][0][3].episodes == 0
     # highway-dense: highway's recipe, with its own lane-change threshold on top
     dense = resolve_stages(load_config(ScoreboardConfig, ROOT / "configs" / "scoreboard" / "dagger.yaml",
                                        [f"out={tmp_path / 'd'}", "scenario=highway-dense", "size=cpu"]))[2]
@@ -257,8 +263,6 @@ def test_a_scenarios_own_scoreboard_keys_reach_that_scenario_only(tmp_path, caps
     assert merge.noise.steer_duty == 0.5 and merge_runs[0][3].noise_rounds == "alone"
     assert merge_runs[0][3].train["net"] == {"plan_head": True, "plan_threshold": 0.7} and merge_runs[0][1].net.plan_head
     # highway's keys are configs/dagger/highway.yaml's recipe (the measured one), intersection's not
-    from driving.dagger import DaggerConfig
-
     shipped = load_config(DaggerConfig, ROOT / "configs" / "dagger" / "highway.yaml", ["out=x"])
     assert (d.noise, d.noise_rounds, d.train["net"]) == (shipped.noise, shipped.noise_rounds, shipped.train["net"])
     assert hw.noise.steer_duty == shipped.collect["noise"]["steer_duty"]
