@@ -8,6 +8,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -38,10 +39,19 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
             path = Path(path)
             if not path.is_file():
                 raise UserError(f"config file {path} not found: pass an existing YAML file or none")
-            layers.append(OmegaConf.load(path))
+            try:
+                layers.append(OmegaConf.load(path))
+            except yaml.YAMLError as e:
+                raise UserError(f"config file {path} is not valid YAML ({_yaml_problem(e)}): fix the file") from None
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise UserError(f"override {bad[0]!r} is not key=value (e.g. episodes=20)")
+        for o in overrides:  # one at a time, so a value that is not YAML is named
+            try:
+                OmegaConf.from_dotlist([o])
+            except yaml.YAMLError as e:
+                raise UserError(f"override {o!r}: its value is not valid YAML ({_yaml_problem(e, mark=False)}); "
+                                "quote it, or close its brackets, e.g. seeds=[0,1]") from None
         layers.append(OmegaConf.from_dotlist(list(overrides)))
         cfg = OmegaConf.merge(base, *layers)
         scenario_defaults = getattr(schema, "scenario_defaults", None)
@@ -59,6 +69,12 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     except (TypeError, ValueError) as e:  # raised by a dataclass's own validation
         raise UserError(f"bad config: {e}") from None
     return obj
+
+
+def _yaml_problem(e: yaml.YAMLError, mark: bool = True) -> str:
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = getattr(e, "problem_mark", None)
+    return f"{problem} at line {where.line + 1}, column {where.column + 1}" if mark and where is not None else problem
 
 
 def to_yaml(obj) -> str:

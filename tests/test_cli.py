@@ -78,11 +78,22 @@ def test_data_show_writes_a_contact_sheet_of_real_frames(cli_dataset, tmp_path, 
     (["eval", "expert", "max_steps=0", "out=/tmp/never"], "max_steps must be >= 1"),
     (["eval", "expert", "workers=-1", "out=/tmp/never"], "workers and videos must be >= 0"),
     (["eval", "expert", "videos=-1", "out=/tmp/never"], "workers and videos must be >= 0"),
+    # a value YAML cannot parse is named, whichever command it was given to
+    (["dagger", "beta=[0.5,", "out=/tmp/never"], "override 'beta=[0.5,': its value is not valid YAML"),
+    (["scoreboard", "scenario=,", "out=/tmp/never"], "override 'scenario=,': its value is not valid YAML"),
 ])
 def test_user_errors_are_one_line(args, needle, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_a_config_file_that_is_not_yaml_is_one_line_naming_it_and_where(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("episodes: [1,\nscenario: highway\n")
+    assert main(["collect", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"config file {bad} is not valid YAML" in err and "line 3" in err and "\n" not in err
 
 
 def test_demo_out_key_names_the_demo_folder_and_the_rest_are_dagger_keys():
