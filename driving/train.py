@@ -498,7 +498,9 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
                             pointers=pointers)
 
     closed_loop = ClosedLoopMonitor(cfg, ds, run_dir, device, policy_meta) if cfg.eval.every and rank == 0 else None
-    best = (ckpt_meta or {}).get("best_score", -1.0)
+    best = resumed_best(ckpt_root, ckpt_meta) if resume else -1.0
+    if best > -1.0:  # every checkpoint saved from here carries it, so a second resume finds it too
+        policy_meta["best_score"] = best
 
     # -- loop --------------------------------------------------------------------------------
     per_rank = cfg.batch_size // world
@@ -569,6 +571,18 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         dist.barrier()
     log.close()
     return {"run_dir": run_dir, "step": step, "param_digest": digest, "ranks_agree": agree, **last}
+
+
+def resumed_best(ckpt_root: Path, last_meta: dict) -> float:
+    """The best closed-loop score so far: the last checkpoint's record, else the `best` checkpoint's own
+    (runs saved before checkpoints carried it after a resume), else -1 (none yet)."""
+    if last_meta.get("best_score") is not None:
+        return float(last_meta["best_score"])
+    if (ckpt_root / "best").exists():
+        score = checkpoint.load_meta(checkpoint.resolve(ckpt_root / "best")).get("best_score")
+        if score is not None:
+            return float(score)
+    return -1.0
 
 
 def warm_start_meta(cfg: TrainConfig, camera: dict) -> tuple[Path, dict]:

@@ -173,6 +173,25 @@ def test_closed_loop_evaluation_during_training_keeps_best(tmp_path):
                                                         .read_text())["camera"].items()}).height == 32
 
 
+def test_best_survives_resuming_twice(tmp_path, monkeypatch):
+    """`best` stays the best closed-loop checkpoint when a run is interrupted more than once (each
+    checkpoint carries the best score so far, so a second resume does not take the next one as best)."""
+    import driving.train as T
+
+    scores = {2: 0.9, 4: 0.5, 6: 0.4, 8: 0.3}
+    monkeypatch.setattr(T.ClosedLoopMonitor, "run",
+                        lambda self, model, step: ({"step": step, "eval_driving_score": scores[step]}, None))
+    monkeypatch.setattr(T.ClosedLoopMonitor, "__init__", lambda self, *a, **k: None)
+    monkeypatch.setattr(T.ClosedLoopMonitor, "close", lambda self: None)
+    ds = synthetic_dataset(tmp_path / "ds", height=32, width=16)
+    keys = ("steps=8", "eval.every=2", "checkpoint_every=2", "eval.video=false")
+    for out, stops in ((tmp_path / "whole", [None]), (tmp_path / "split", [4, 6, None])):
+        for stop in stops:
+            train(cfg_for(ds, out, *keys), progress=False, stop_at=stop)
+        assert os.readlink(out / "checkpoints" / "best") == "00000002"
+        assert json.loads((out / "checkpoints" / "00000008" / "policy.json").read_text())["best_score"] == 0.9
+
+
 def test_training_time_evaluation_starts_its_workers_once_and_films_the_scored_episode(tmp_path, monkeypatch):
     """The evaluation during training runs on `driving eval`'s engine with one pool for every call;
     its video is the worst scored episode, re-simulated with the actions it executed."""
