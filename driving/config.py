@@ -99,6 +99,14 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> str:
     return "; ".join(out)
 
 
+def refuse_owned(where: str, keys: dict | None, owned: dict[str, str], who: str) -> None:
+    """One ValueError for the first key of `keys` (a stage's extra keys) that the command `who` sets
+    itself; `owned` maps each such key to where the user sets it instead."""
+    clash = sorted(set(keys or {}) & set(owned))
+    if clash:
+        raise ValueError(f"{where}.{clash[0]} is set by {who} itself: {owned[clash[0]]}")
+
+
 def as_overrides(d: dict, prefix: str = "") -> list[str]:
     """A nested dict (a stage's extra keys in a YAML file) as `key.sub=value` overrides."""
     import json

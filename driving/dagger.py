@@ -29,13 +29,18 @@ from typing import Any, Optional
 import numpy as np
 
 from driving import atomic
-from driving.config import as_overrides, load_config, to_dict
+from driving.config import as_overrides, load_config, refuse_owned, to_dict
 from driving.data.collect import NoiseConfig
 from driving.errors import UserError
 from driving.folder_lock import writing
 
 ROUND_SEED = 100_000  # the student's episodes of round r use seeds r * ROUND_SEED + i: apart from collection
 # (0..), training-time (2e6..) and final evaluation (1e6..) seeds
+# stage keys the command sets for every round, and where a user sets them instead
+OWNED = {"collect": {"scenario": "use scenario=", "out": "use out= (round 0 collects into OUT/round0/data)"},
+         "train": {"dataset": "use dataset= (round 0's data; every round adds its own)",
+                   "out": "use out= (round R trains in OUT/roundR/run)"},
+         "eval": {"out": "use out= (round R is scored in OUT/roundR/eval)"}}
 TABLE = ("driving_score", "collision_rate", "lane_changes", "mean_abs_lat_accel", "min_ttc_s")
 
 
@@ -85,6 +90,8 @@ class DaggerConfig:
         if self.noise_rounds not in ("all", "alone"):
             raise ValueError(f"noise_rounds must be all or alone (only the rounds where beta is 0), "
                              f"got {self.noise_rounds!r}")
+        for section, owned in OWNED.items():
+            refuse_owned(section, getattr(self, section), owned, "driving dagger")
 
     def beta_of(self, r: int) -> float:
         return self.beta[min(r, len(self.beta)) - 1]
@@ -188,10 +195,15 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
     from driving.evaluate import EvalConfig, check_scenarios
     from driving.train import TrainConfig
 
+    from driving.policy import pick_device
+
     found, sizes = sizes_for(cfg.size)
+    pick_device(cfg.device)  # a bad device is refused now, not at round 0's evaluation
     out = Path(cfg.out)
     collect_cfg = None
     if cfg.dataset is not None:
+        # round 0 does not collect: its keys are still checked (a recipe file's noise keys are welcome)
+        load_config(CollectConfig, None, ["out=unused", *as_overrides(cfg.collect)])
         base = Dataset.open(cfg.dataset)
         if len(base) == 0:
             raise UserError(f"dataset {cfg.dataset} has no episodes: collect some with `driving collect`")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from driving import atomic
-from driving.config import as_overrides, load_config, to_dict
+from driving.config import as_overrides, load_config, refuse_owned, to_dict
 from driving.errors import UserError
 from driving.folder_lock import writing
 
@@ -39,6 +39,13 @@ _OWNED = {"rounds": "the scoreboard's own key", "size": "the scoreboard's own ke
           "collect": "collect.*", "train": "train.*", "eval": "eval.*"}
 # `driving dagger` keys a recipe file does not carry into the scoreboard: sizes and the machine's
 _SIZES = ("episodes", "round_steps", "workers", "device")
+# stage keys the scoreboard sets for every run, and where a user sets them instead
+_STAGE_OWNED = {
+    "collect": {"scenario": "use scenario= (a comma list)", "out": "use out= (every run goes under OUT/SCENARIO/)"},
+    "train": {"dataset": "it trains on the dataset it collects (set collect.* keys)",
+              "out": "use out= (every run goes under OUT/SCENARIO/)", "seed": "use seeds=[...]"},
+    "eval": {"scenario": "use scenario= (a comma list)", "out": "use out= (every run goes under OUT/SCENARIO/)",
+             "expert_from": "every training seed is scored beside the first seed's expert"}}
 GAINS = ("driving_score", "collision_rate", "lane_changes", "mean_abs_lat_accel")
 # Within reach of the expert (issue 11), on the mean over training seeds, against the expert on the
 # same evaluation seeds: metric -> (how it compares, factor or margin)
@@ -84,6 +91,8 @@ class ScoreboardConfig:
             raise ValueError("parallel must be >= 0 (0 = auto)")
         if not self.seeds:
             raise ValueError("seeds must list at least one training seed, e.g. seeds=[0,1,2]")
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must be different training seeds >= 0, e.g. seeds=[0,1,2]; got {list(self.seeds)}")
         if self.rounds < 0:
             raise ValueError("rounds must be >= 0 (0: behaviour cloning alone)")
         for name, extra in self.per_scenario.items():
@@ -109,6 +118,13 @@ class ScoreboardConfig:
             clash = sorted(set(keys) & set(_OWNED))
             if clash:
                 raise ValueError(f"{where}.{clash[0]} is set by the scoreboard itself: use {_OWNED[clash[0]]} instead")
+            if keys and not self.rounds:
+                raise ValueError(f"{where} keys are for DAgger rounds, and this scoreboard has none: "
+                                 "set rounds (e.g. rounds=2), or drop them")
+        for stage, owned in _STAGE_OWNED.items():
+            refuse_owned(stage, getattr(self, stage), owned, "the scoreboard")
+            for n, e in self.per_scenario.items():
+                refuse_owned(f"per_scenario.{n}.{stage}", (e or {}).get(stage), owned, "the scoreboard")
 
     @property
     def scenarios(self) -> list[str]:
@@ -155,6 +171,7 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
     from driving.data.collect import CollectConfig
     from driving.demo import sizes_for
     from driving.evaluate import EvalConfig, check_scenarios
+    from driving.policy import pick_device
     from driving.train import TrainConfig
 
     check_scenarios(cfg.scenarios)
@@ -179,6 +196,7 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
                                                 "wandb.mode=offline", *sizes["train"], *keys["train"]])
             e = load_config(EvalConfig, None, [f"scenario={name}", f"out={run / 'eval'}", *sizes["eval"],
                                                *keys["eval"], *shared])
+            pick_device(t.device), pick_device(e.device)  # refused now, not after the collection
             d = None
             if cfg.rounds:  # the same BC run as round 0, then the rounds, all under run/
                 d = load_config(DaggerConfig, None, [

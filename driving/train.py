@@ -127,6 +127,8 @@ class TrainConfig:
                                                  or min(self.dataset_weights) < 0 or sum(self.dataset_weights) <= 0):
             raise ValueError(f"dataset_weights must give one share >= 0 per dataset ({len(paths)}), not all 0; "
                              f"got {self.dataset_weights}")
+        if not 0 <= self.seed < 2**31:
+            raise ValueError(f"seed must be in 0..{2**31 - 1}, got {self.seed}")
         if self.disagree_weight <= 0 or self.disagree_threshold < 0:
             raise ValueError("disagree_weight must be > 0 and disagree_threshold >= 0")
 

@@ -81,11 +81,36 @@ def test_data_show_writes_a_contact_sheet_of_real_frames(cli_dataset, tmp_path, 
     # a value YAML cannot parse is named, whichever command it was given to
     (["dagger", "beta=[0.5,", "out=/tmp/never"], "override 'beta=[0.5,': its value is not valid YAML"),
     (["scoreboard", "scenario=,", "out=/tmp/never"], "override 'scenario=,': its value is not valid YAML"),
+    # what the scoreboard and dagger set for every run is theirs: a stage key may not override it
+    (["scoreboard", "train.seed=5", "out=/tmp/never"], "train.seed is set by the scoreboard itself: use seeds="),
+    (["scoreboard", "collect.scenario=merge", "out=/tmp/never"], "collect.scenario is set by the scoreboard"),
+    (["scoreboard", "per_scenario.merge.eval.out=/tmp/z", "out=/tmp/never"],
+     "per_scenario.merge.eval.out is set by the scoreboard itself: use out="),
+    (["scoreboard", "seeds=[0,0]", "out=/tmp/never"], "seeds must be different training seeds >= 0"),
+    (["scoreboard", "seeds=[-1]", "out=/tmp/never"], "seeds must be different training seeds >= 0"),
+    (["scoreboard", "dagger.beta=[0.2]", "out=/tmp/never"], "dagger keys are for DAgger rounds"),
+    (["scoreboard", "train.device=bogus", "out=/tmp/never"], "unknown device 'bogus'"),
+    (["dagger", "train.out=/tmp/x", "out=/tmp/never"], "train.out is set by driving dagger itself: use out="),
+    (["dagger", "train.dataset=/tmp/y", "out=/tmp/never"], "train.dataset is set by driving dagger itself"),
+    (["dagger", "collect.scenario=merge", "out=/tmp/never"], "collect.scenario is set by driving dagger itself"),
+    (["dagger", "device=bogus", "out=/tmp/never"], "unknown device 'bogus'"),
+    (["train", "dataset=/tmp/never", "seed=-1"], "seed must be in 0.."),
 ])
 def test_user_errors_are_one_line(args, needle, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_bad_keys_are_refused_before_any_work(cli_dataset, tmp_path, capsys):
+    """Nothing is collected or trained before every key is checked: the folder is not even made, and
+    round 0's collect keys are checked where dataset= stands in for the collection."""
+    out = tmp_path / "never"
+    for args in (["scoreboard", "train.device=bogus"], ["dagger", "device=bogus"]):
+        assert main([*args, f"out={out}"]) == 2
+    assert main(["dagger", f"dataset={cli_dataset}", "collect.bogus=1", f"out={out}"]) == 2
+    assert "unknown config key 'bogus'" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_a_config_file_that_is_not_yaml_is_one_line_naming_it_and_where(tmp_path, capsys):
