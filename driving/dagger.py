@@ -368,7 +368,8 @@ def markdown(board: dict) -> str:
     hw = board["hardware"]
     lines += ["", f"{board['scenario']}: every round evaluated on the same {board['eval_episodes']} held-out seeds "
                   f"beside the expert (95% intervals). Sizes: {board['sizes']}. Hardware: {hw['cpu_cores']} CPU "
-                  f"cores, GPU {hw['gpu'] or 'none'}. Wall {board['wall_s'] / 60:.1f} min.", "",
+                  f"cores, GPU {hw['gpu'] or 'none'}. Wall {board['wall_s'] / 60:.1f} min (this invocation: "
+                  "a resumed run counts only its own time).", "",
               f"`{board['command']}`"]
     return "\n".join(lines) + "\n"
 

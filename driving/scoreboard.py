@@ -386,7 +386,7 @@ def markdown(board: dict) -> str:
                   "Targets, on the mean: driving score >= 0.97 x the expert's, collisions <= the expert's + 2 "
                   "points, lane changes >= 0.7 x, mean abs lateral acceleration <= 1.5 x. "
                   f"Sizes: {board['sizes']}. Hardware: {hw['cpu_cores']} CPU cores, GPU {hw['gpu'] or 'none'}, "
-                  f"torch {hw['torch']}. Wall {board['wall_s'] / 60:.1f} min"
+                  f"torch {hw['torch']}. Wall {board['wall_s'] / 60:.1f} min (this invocation)"
                   + (f" with {board['parallel']} scenarios at once" if board.get("parallel", 1) > 1 else "")
                   + (" (summed over scenarios: " + ", ".join(f"{k} {v:.0f} s" for k, v in board["stage_s"].items())
                      + ")" if board.get("stage_s") else "") + ".", "",
