@@ -348,12 +348,15 @@ def write_result(result: dict, out: Path, actions: dict, checkpoint: str, policy
     from driving.report import write_reports
 
     # The metrics are on disk before any video is rendered: a failure while filming loses nothing.
+    filming = bool(cfg.videos and not cfg.shard)
     result["videos"] = []
+    result["videos_done"] = not filming  # how many it films depends on the scenarios and on video support
     atomic.save_npz(out / ACTIONS_FILE, actions)
     atomic.write_json(out / "eval.json", result)
     write_reports(result, out)
-    if cfg.videos and not cfg.shard:
+    if filming:
         result["videos"] = render_videos(checkpoint, policy, camera, cfg, result, out, actions)
+        result["videos_done"] = True
         atomic.write_json(out / "eval.json", result)
         write_reports(result, out)
 
@@ -371,8 +374,10 @@ def finished_evaluation(checkpoint: str | Path, cfg: EvalConfig) -> dict | None:
     except UserError:  # a damaged result is evaluated again
         return None
     same = old.get("checkpoint") == str(resolve(checkpoint)) and old.get("config") == to_dict(cfg)
-    videos = 0 if cfg.shard else min(cfg.videos, cfg.episodes)  # a shard films nothing (the merge does)
-    return old if same and len(old.get("videos") or []) == videos else None
+    done = old.get("videos_done")
+    if done is None:  # written before the flag: then a finished run had filmed min(videos, episodes)
+        done = len(old.get("videos") or []) == (0 if cfg.shard else min(cfg.videos, cfg.episodes))
+    return old if same and done else None
 
 
 ACTIONS_FILE = "actions.npz"  # per scored episode: the actions it executed, keyed by actions_key

@@ -72,6 +72,23 @@ def test_the_expert_is_evaluated_and_filmed_with_each_scenarios_own_camera(tmp_p
     assert sorted(v["scenario"] for v in r["videos"]) == ["highway", "intersection"]
 
 
+def test_a_finished_evaluation_is_found_whatever_number_of_videos_it_could_film(tmp_path, monkeypatch):
+    """dagger and the scoreboard skip an evaluation that finished: with videos=2 over two scenarios of one
+    episode each it films 2 (not min(videos, episodes) = 1), and without video support none."""
+    import driving.evaluate as ev
+
+    ckpt = str(tiny_run(tmp_path) / "checkpoints" / "last")
+    c = cfg(tmp_path / "two", "scenario=highway,merge", "episodes=1", "videos=2")
+    r = evaluate(ckpt, c, progress=False)["result"]
+    assert len(r["videos"]) == 2
+    assert ev.finished_evaluation(ckpt, c) is not None
+    assert ev.finished_evaluation(ckpt, cfg(tmp_path / "two", "scenario=highway,merge", "episodes=1")) is None
+    monkeypatch.setattr(ev, "render_videos", lambda *a, **k: [])  # video support not installed
+    c = cfg(tmp_path / "none", "episodes=1", "videos=1")
+    evaluate(ckpt, c, progress=False)
+    assert ev.finished_evaluation(ckpt, c) is not None
+
+
 def test_same_seeds_same_results_whatever_the_number_of_workers(tmp_path):
     evaluate("expert", cfg(tmp_path / "a"), progress=False)
     evaluate("expert", cfg(tmp_path / "b"), progress=False)
