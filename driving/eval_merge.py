@@ -59,6 +59,8 @@ def merge_evaluations(out: str | Path, paths: list[str | Path], device: str = "a
 
     shards = load_shards(paths)
     out = Path(out)
+    if any(out.resolve() == Path(p).resolve() for p, _ in shards):
+        raise UserError(f"OUT {out} is one of the shards: give a new folder for the merged evaluation")
     first = shards[0][1]
     cfg_dict = {**first["config"], "shard": None, "out": str(out)}
     cfg = ev.EvalConfig(**cfg_dict)

@@ -232,12 +232,26 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         if not is_expert:
             policy.for_scenario(get_scenario(name))  # action ranges it cannot drive are refused
     reused = reused_expert(cfg, camera, seeds)
+    keep_other_shard(out, cfg)
     if cfg.executor == "ray":  # a missing Ray or a cluster that does not answer: refused before any output
         from driving.executors import connect
 
         connect(cfg.ray_address)
     with writing(out, "driving eval"):
         return _evaluate(checkpoint, cfg, progress, policy, camera, meta, out, seeds, is_expert, reused)
+
+
+def keep_other_shard(out: Path, cfg: EvalConfig) -> None:
+    """Refuses to write over a shard of an evaluation with anything but that shard again: its episodes
+    are one part of a merge, and another shard's would silently take their place."""
+    try:
+        old = read_json(out / "eval.json", dict).get("shard")
+    except UserError:  # none, or damaged: nothing to keep
+        return
+    new = parse_shard(cfg.shard).as_dict() if cfg.shard else None
+    if old and old != new:
+        raise UserError(f"{out} holds shard {old['index']}/{old['count']} of an evaluation: give this run "
+                        "another out= (each shard its own folder, then `driving eval merge`)")
 
 
 def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dict | None:

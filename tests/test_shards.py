@@ -155,3 +155,21 @@ def test_bad_evaluation_merges_are_one_line(tmp_path, capsys):
         assert not (tmp_path / "m").exists()
     assert main(["eval", "merge", str(tmp_path / "m")]) == 2
     assert "usage: driving eval merge OUT SHARD_FOLDER" in capsys.readouterr().err
+    # OUT may not be one of the shards: the merge would write over that shard's episodes
+    shard0 = (tmp_path / "e00" / "eval.json").read_bytes()
+    assert main(["eval", "merge", str(tmp_path / "e00"), str(tmp_path / "e00"), str(tmp_path / "e10")]) == 2
+    assert "is one of the shards" in capsys.readouterr().err
+    assert (tmp_path / "e00" / "eval.json").read_bytes() == shard0
+
+
+def test_a_shards_folder_is_not_written_over_by_another_shard(tmp_path, capsys):
+    args = ["eval", "expert", f"out={tmp_path / 'e'}", "episodes=2", "max_steps=5", "videos=0", "workers=1"]
+    assert main([*args, "shard=0/2"]) == 0
+    kept = (tmp_path / "e" / "eval.json").read_bytes()
+    capsys.readouterr()
+    for other in (["shard=1/2"], []):
+        assert main([*args, *other]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "holds shard 0/2 of an evaluation" in err, err
+    assert (tmp_path / "e" / "eval.json").read_bytes() == kept
+    assert main([*args, "shard=0/2"]) == 0  # the same shard again is its own to redo
