@@ -393,6 +393,9 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         if len(d) == 0:
             raise UserError(f"dataset {path} has no episodes: collect some with `driving collect`")
     check_compatible(datasets)
+    for d in datasets:
+        if d.unfinished and rank == 0:
+            print(f"warning: {d.unfinished}", file=sys.stderr)
     ds = datasets[0]  # all agree on scenario, camera, action spec and expert
     # episodes split per dataset, by episode (the first with the run's seed: one dataset splits as before)
     splits = [split_episodes(len(d), cfg.val_fraction, cfg.seed + k) for k, d in enumerate(datasets)]

@@ -124,7 +124,7 @@ def test_resume_after_losing_episodes_recollects_only_those(dataset, tmp_path):
     assert [r["seed"] for r in Dataset.open(root).index] == [7, 8, 9, 10]
 
 
-def test_killed_collection_resumes_to_the_same_dataset(dataset, tmp_path):
+def test_killed_collection_resumes_to_the_same_dataset(dataset, tmp_path, capsys):
     """A real kill (SIGKILL mid-run), then the same command: equal to an uninterrupted run."""
     import signal
     import subprocess
@@ -142,7 +142,15 @@ def test_killed_collection_resumes_to_the_same_dataset(dataset, tmp_path):
     proc.wait()
     leftovers = [p.name for p in (root / "episodes").iterdir() if p.suffix != ".npz"]
     assert all(name.startswith(".") for name in leftovers)  # at most a temp file in flight
+    # what the kill left says it is not finished, to `data info` and to training
+    partial = Dataset.open(root)
+    assert len(partial) < 3 and f"({len(partial)} episodes on disk, 3 asked for)" in partial.unfinished
+    from driving.cli import main
+
+    assert main(["data", "info", str(root)]) == 0
+    assert "NOT FINISHED: the collection was interrupted" in capsys.readouterr().out
     collect(small_cfg(root), progress=False)
+    assert Dataset.open(root).unfinished is None
     a, b = Dataset.open(dataset), Dataset.open(root)
     for i in range(3):
         for k in ("frames", "action", "expert_action"):
@@ -160,6 +168,11 @@ def test_stock_road_collects_the_same_dataset_and_may_extend_it(dataset, tmp_pat
             np.testing.assert_array_equal(a.episode(i)[k], b.episode(i)[k], err_msg=k)
     collect(small_cfg(root, "episodes=4"), progress=False)
     assert len(Dataset.open(root)) == 4
+
+
+def test_collect_needs_at_least_one_episode(tmp_path):
+    with pytest.raises(UserError, match="episodes must be >= 1"):
+        small_cfg(tmp_path / "x", "episodes=0")
 
 
 def test_output_folder_with_another_config_is_refused(dataset):

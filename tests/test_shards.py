@@ -78,6 +78,11 @@ def test_a_shard_folder_refuses_another_shard_and_resumes_its_own(collected, tmp
     assert main(["collect", f"out={collected / 's0'}", "episodes=5", "max_steps=6", "workers=1", *CAM,
                  "shard=1/2", "-q"]) == 2
     assert "holds shard 0/2" in capsys.readouterr().err
+    # the same shard of a collection of another size: not the same shard, and the message says which size
+    assert main(["collect", f"out={collected / 's0'}", "episodes=7", "max_steps=6", "workers=1", *CAM,
+                 "shard=0/2", "-q"]) == 2
+    assert "holds shard 0/2 of a collection of 5 episodes, this run asks for 7: use episodes=5" \
+        in capsys.readouterr().err
     before = (collected / "s0" / "index.json").read_text()
     collect(collect_cfg(collected / "s0", "shard=0/2"), progress=False)  # finished: nothing to redo
     assert (collected / "s0" / "index.json").read_text() == before

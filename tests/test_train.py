@@ -173,6 +173,15 @@ def test_closed_loop_evaluation_during_training_keeps_best(tmp_path):
                                                         .read_text())["camera"].items()}).height == 32
 
 
+def test_training_on_an_interrupted_collection_says_so(tmp_path, capsys):
+    ds = synthetic_dataset(tmp_path / "ds")
+    meta = json.loads((ds / "meta.json").read_text())
+    (ds / "meta.json").write_text(json.dumps({**meta, "collection": {"requested": 9, "finished": False}}))
+    train(cfg_for(ds, tmp_path / "run", "steps=1"), progress=False)
+    err = capsys.readouterr().err
+    assert f"warning: dataset {ds} is an interrupted collection (4 episodes on disk, 9 asked for)" in err
+
+
 def test_best_survives_resuming_twice(tmp_path, monkeypatch):
     """`best` stays the best closed-loop checkpoint when a run is interrupted more than once (each
     checkpoint carries the best score so far, so a second resume does not take the next one as best)."""

@@ -94,8 +94,8 @@ class CollectConfig:
     def __post_init__(self):
         parse_shard(self.shard)
         check_executor(self.executor)
-        if self.episodes < 0:
-            raise ValueError("episodes must be >= 0")
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1 (how many episodes to collect), got {self.episodes}")
         if self.workers < 0:
             raise ValueError("workers must be >= 0 (0 = one per core)")
         if self.max_steps is not None and self.max_steps < 1:
@@ -232,6 +232,12 @@ def open_dataset(root: Path, meta: dict, how: str = "use the same config to resu
             diff = config_diff(old.get("config", {}), meta["config"])
             raise UserError(f"{root} already holds a dataset collected with a different config "
                             f"({diff}): {how}, or another out= folder")
+        was, now = old.get("shard"), meta.get("shard")
+        if was and now and (was["index"], was["count"]) == (now["index"], now["count"]) \
+                and was.get("episodes") != now.get("episodes"):
+            raise UserError(f"{root} holds shard {was['index']}/{was['count']} of a collection of {was.get('episodes')} "
+                            f"episodes, this run asks for {now.get('episodes')}: use episodes={was.get('episodes')} "
+                            "to resume it, or give every shard of the larger collection a new out= folder")
         if old.get("shard") != meta.get("shard"):
             def name(m):
                 return f"shard {m['shard']['index']}/{m['shard']['count']}" if m.get("shard") else "no shard"
@@ -316,6 +322,9 @@ def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
             rows.setdefault(row["episode"], row)
     todo = [(i, s) for i, s in jobs if i not in rows]
     workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(todo)))
+    # until every episode asked for is on disk, the dataset says so (an interrupted collection must not
+    # read as a finished one); this run's request replaces an earlier one's
+    meta["collection"] = {"requested": len(jobs), "finished": not todo}
     write_index(root, rows, meta)
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="ep", disable=not progress,
                desc=f"collect {cfg.scenario}" + (f" shard {cfg.shard}" if cfg.shard else ""), dynamic_ncols=True)
@@ -345,6 +354,9 @@ def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
     finally:
         bar.close()
         _WORKER.clear()
+    if todo:
+        meta["collection"]["finished"] = True
+        write_index(root, rows, meta)
     return root
 
 

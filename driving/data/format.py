@@ -83,8 +83,10 @@ def encode_episode(episode: int, steps: dict, summary: dict, meta: dict | None =
     if bad:
         raise ValueError(f"episode {episode}: arrays {bad} do not have {n} steps")
     arrays["summary"] = np.array(json.dumps(summary))
-    if meta is not None:  # what every file of the dataset shares: not the counts, not which shard wrote it
-        arrays["dataset_meta"] = np.array(json.dumps({k: v for k, v in meta.items() if k not in ("counts", "shard")}))
+    if meta is not None:  # what every file of the dataset shares: not the counts, not which shard wrote it,
+        # not how far its collection has got
+        arrays["dataset_meta"] = np.array(json.dumps({k: v for k, v in meta.items()
+                                                      if k not in ("counts", "shard", "collection")}))
     data = npz_bytes(arrays)
     return {"episode": episode, "file": episode_filename(episode), **summary, "sha256": sha256_of(data)}, data
 
@@ -192,6 +194,16 @@ class Dataset:
     @property
     def frames(self) -> int:
         return int(sum(r["length"] for r in self.index))
+
+    @property
+    def unfinished(self) -> str | None:
+        """Why the dataset holds fewer episodes than its collection asked for, or None (finished, or a
+        dataset written otherwise: merged shards, DAgger rounds)."""
+        c = self.meta.get("collection")
+        if not c or c.get("finished", True):
+            return None
+        return (f"dataset {self.root} is an interrupted collection ({len(self)} episodes on disk, "
+                f"{c.get('requested')} asked for): re-run its `driving collect` command to finish it")
 
     def episode(self, i: int, keys=None) -> dict:
         """Arrays of the i-th episode in the index (all keys, or only `keys`)."""

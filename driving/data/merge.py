@@ -22,7 +22,7 @@ _FIX = "merge the N shard folders of one `driving collect ... shard=K/N` collect
 
 def _shared_meta(meta: dict) -> dict:
     """What every shard of one collection has in common (and what the unsharded dataset has)."""
-    return {k: v for k, v in meta.items() if k not in ("counts", "shard")}
+    return {k: v for k, v in meta.items() if k not in ("counts", "shard", "collection")}
 
 
 def check_shards(paths: list[str | Path]) -> tuple[list[Dataset], dict]:
@@ -68,6 +68,7 @@ def merge_datasets(out: str | Path, paths: list[str | Path]) -> Path:
     episodes = sets[0].meta["shard"]["episodes"]
     with writing(out, "driving data merge"):
         meta = open_dataset(out, meta, how="merge into another OUT folder")
+        meta["collection"] = {"requested": episodes, "finished": False}  # as a collection of them all would
         present = {r["episode"]: r.get("sha256") for r in load_index(out)}
         rows = {}
         for ds in sets:
@@ -85,5 +86,6 @@ def merge_datasets(out: str | Path, paths: list[str | Path]) -> Path:
                                        "command (it collects the episode again), then merge")
                 atomic.write_bytes(dst, data)
             write_index(out, rows, meta)
+        meta["collection"]["finished"] = True
         write_index(out, rows, meta)
     return out

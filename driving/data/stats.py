@@ -27,6 +27,8 @@ def dataset_stats(ds: Dataset) -> dict:
         "path": str(ds.root),
         "scenario": ds.meta["scenario"]["name"],
         "episodes": len(ds),
+        "finished": ds.unfinished is None,
+        "requested": (ds.meta.get("collection") or {}).get("requested"),
         "frames": ds.frames,
         "frame_shape": ds.meta.get("frame_shape"),
         "policy_frequency": ds.meta.get("policy_frequency"),
@@ -75,4 +77,8 @@ def format_stats(s: dict) -> str:
             lines.append(row(f"{'label' if src == 'expert_action' else 'executed'} {dim}", s[src][dim]))
     lines.append(row("speed m/s", s["speed"]))
     lines.append(row("episode length", s["episode_length"]))
+    if not s.get("finished", True):
+        c = s.get("requested")
+        lines.insert(1, f"NOT FINISHED: the collection was interrupted ({s['episodes']} episodes on disk, {c} asked "
+                        "for): re-run its `driving collect` command to finish it")
     return "\n".join(lines)
