@@ -20,6 +20,14 @@ class VideoConfig:
     who: str = "policy"  # evaluation: policy | expert
     out: Optional[str] = None  # default: SOURCE/videos
 
+    def __post_init__(self):
+        if self.saliency not in ("vbp", "gradcam", "none"):
+            raise ValueError(f"saliency must be vbp, gradcam or none, got {self.saliency!r}")
+        if self.who not in ("policy", "expert"):
+            raise ValueError(f"who must be policy or expert, got {self.who!r}")
+        if self.count < 1:
+            raise ValueError(f"count must be >= 1 (how many of the worst episodes to film), got {self.count}")
+
 
 def video_command(source: str, overrides: list[str]) -> list[Path]:
     cfg = load_config(VideoConfig, None, overrides)
@@ -50,8 +58,9 @@ def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
     from driving.rollout import EpisodeMismatch
 
     result = read_json(src / "eval.json", dict, "re-run the evaluation (`driving eval`)")
-    if cfg.who not in ("policy", "expert"):
-        raise UserError("who must be policy or expert")
+    if cfg.scenario is not None and cfg.scenario not in result["scenarios"]:
+        raise UserError(f"scenario {cfg.scenario!r} is not in {src}/eval.json; its scenarios: "
+                        f"{', '.join(result['scenarios'])}")
     rows = [r for name, s in result["scenarios"].items() if cfg.scenario in (None, name)
             for r in s["episodes"][cfg.who]]
     if cfg.seeds:

@@ -107,6 +107,11 @@ def test_eval_keeps_the_executed_actions_and_films_exactly_the_scored_episode(tm
         assert z["highway__1000000__policy"].shape == (6, 2)
     made = video_command(str(out), ["count=1", "saliency=none"])  # uses the evaluation's env overrides
     assert len(made) == 1 and made[0].stat().st_size > 0
+    # bad keys are one line each, before anything is filmed
+    for bad, words in ((["saliency=bogus"], "saliency must be vbp, gradcam or none"), (["count=-1"], "count must be >= 1"),
+                       (["scenario=nope"], "scenario 'nope' is not in"), (["who=driver"], "who must be policy or expert")):
+        with pytest.raises(UserError, match=words):
+            video_command(str(out), bad)
     # a scored row that the re-simulation does not reproduce is an error, not a wrong video
     data = json.loads((out / "eval.json").read_text())
     for row in data["scenarios"]["highway"]["episodes"]["policy"]:
