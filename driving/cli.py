@@ -379,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {unwritable(Path(e.filename or '?'), e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        # an evaluation (and a video) writes its results at the end: run again, it starts over
+        again = ns.func in (cmd_eval, cmd_video)
+        print("interrupted: " + ("it keeps no partial results; re-run the same command to start it again" if again
+                                 else "re-run the same command to resume"), file=sys.stderr)
         return 130
 
 

@@ -113,6 +113,22 @@ def test_bad_keys_are_refused_before_any_work(cli_dataset, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_an_interrupt_says_whether_a_rerun_resumes_or_starts_again(monkeypatch, capsys):
+    import driving.data.collect as collect_mod
+    import driving.evaluate as evaluate_mod
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_mod, "evaluate", stop)
+    monkeypatch.setattr(collect_mod, "collect", stop)
+    assert main(["eval", "expert", "out=/tmp/never"]) == 130
+    assert "interrupted: it keeps no partial results; re-run the same command to start it again" \
+        in capsys.readouterr().err
+    assert main(["collect", "out=/tmp/never"]) == 130
+    assert "interrupted: re-run the same command to resume" in capsys.readouterr().err
+
+
 def test_a_config_file_that_is_not_yaml_is_one_line_naming_it_and_where(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("episodes: [1,\nscenario: highway\n")
