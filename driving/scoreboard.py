@@ -180,7 +180,9 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
     found, sizes = sizes_for(cfg.size)
     out = Path(cfg.out)
     stages = {}
-    for name in cfg.scenarios:
+    # a scenario's own keys are checked where it is not run too (a config file for all six, run on some)
+    unused = [n for n in cfg.per_scenario if n not in cfg.scenarios]
+    for name in [*cfg.scenarios, *unused]:
         own = cfg.per_scenario.get(name) or {}
         keys = {k: [*as_overrides(getattr(cfg, k)), *as_overrides(own.get(k) or {})] for k in STAGES}
         data = out / name / "data"
@@ -205,7 +207,8 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
                     f"train.seed={seed}", *(f"train.{k}" for k in keys["train"]),
                     *(f"eval.{k}" for k in [*keys["eval"], *shared]), *keys["dagger"]])
             runs.append((seed, t, e, d))
-        stages[name] = (c, runs)
+        if name in cfg.scenarios:
+            stages[name] = (c, runs)
     return found, sizes, stages
 
 

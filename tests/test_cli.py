@@ -90,6 +90,8 @@ def test_data_show_writes_a_contact_sheet_of_real_frames(cli_dataset, tmp_path, 
     (["scoreboard", "seeds=[-1]", "out=/tmp/never"], "seeds must be different training seeds >= 0"),
     (["scoreboard", "dagger.beta=[0.2]", "out=/tmp/never"], "dagger keys are for DAgger rounds"),
     (["scoreboard", "train.device=bogus", "out=/tmp/never"], "unknown device 'bogus'"),
+    (["scoreboard", "scenario=highway", "per_scenario.merge.train.bogus=1", "out=/tmp/never"],
+     "unknown config key 'bogus'"),  # checked though merge does not run
     (["dagger", "train.out=/tmp/x", "out=/tmp/never"], "train.out is set by driving dagger itself: use out="),
     (["dagger", "train.dataset=/tmp/y", "out=/tmp/never"], "train.dataset is set by driving dagger itself"),
     (["dagger", "collect.scenario=merge", "out=/tmp/never"], "collect.scenario is set by driving dagger itself"),
