@@ -52,7 +52,9 @@ def save(ckpt_root: Path, step: int, policy_meta: dict, weights: dict, train_sta
     if final.exists():  # re-saving the same step (e.g. a resumed run ending where it started)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for name in pointers:
+    # `last` moves last: it carries the best score so far, so a kill between the two moves must not
+    # leave it ahead of a `best` that then never moves again
+    for name in sorted(pointers, key=lambda n: n == "last"):
         point(ckpt_root, name, final.name)
     return final
 

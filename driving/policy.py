@@ -84,6 +84,11 @@ class LoadedPolicy:
                             f"{self.stack}: set camera.stack >= {self.stack}")
         frames = np.ascontiguousarray(frames[:, -self.stack:])
         speed = np.asarray(obs.get("speed", 0.0), dtype=np.float32).reshape(-1)
+        if len(speed) == 1 and len(frames) > 1:  # one speed (or none: 0) for every row
+            speed = np.repeat(speed, len(frames))
+        if len(speed) != len(frames):
+            raise UserError(f"observation has {len(frames)} frame stacks and {len(speed)} speeds: give one "
+                            "speed per stack (or one for all)")
         fixed = obs.get(FIXED_BATCH)
         if fixed is None:
             out = self._forward(frames, speed)
@@ -210,7 +215,8 @@ def load_policy(path: str | Path, device: str = "auto", plan_threshold: float | 
         net["plan_threshold"] = plan_threshold
         meta = {**meta, "net": net}
     try:
-        cfg = ModelConfig(**net)
+        # weights.pt holds every weight: the backbone file it was initialised from is not needed
+        cfg = ModelConfig(**{**net, "weights": None})
     except ValueError as e:
         raise UserError(str(e).replace("net.plan_threshold", "plan_threshold")) from None
     model = build_model(meta["model"], cfg, InputSpec(**meta["input"]))

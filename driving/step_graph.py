@@ -32,9 +32,10 @@ def lr_as_tensor(opt: torch.optim.Optimizer, device: torch.device) -> None:
 def load_optimiser_state(opt: torch.optim.Optimizer, state: dict, device: torch.device) -> None:
     """A checkpoint's optimiser state, on this device: CUDA's capturable flags and tensor learning
     rates, or the CPU's plain ones, whichever device wrote it."""
-    opt.load_state_dict(state)
-    for g in opt.param_groups:
-        g["capturable"] = device.type == "cuda"
+    # the flag goes in before loading: torch places each saved `step` by it (on the parameters' device
+    # where capturable, as a CUDA graph's AdamW needs; a CPU-saved run resumed on CUDA failed otherwise)
+    capturable = device.type == "cuda"
+    opt.load_state_dict({**state, "param_groups": [{**g, "capturable": capturable} for g in state["param_groups"]]})
     if device.type == "cuda":
         lr_as_tensor(opt, device)
 

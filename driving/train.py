@@ -14,7 +14,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -123,6 +123,11 @@ class TrainConfig:
         if not paths or not all(isinstance(d, str) and d for d in paths):
             raise ValueError(f"dataset must be a folder or a list of folders, e.g. dataset=[data/a,data/b]; "
                              f"got {self.dataset!r}")
+        real = [os.path.realpath(d) for d in paths]
+        if len(set(real)) != len(real):
+            twice = next(d for d, r in zip(paths, real) if real.count(r) > 1)
+            raise ValueError(f"dataset lists {twice} twice (each copy would hold out other validation episodes, "
+                             "which the other trains on): list each dataset once, and weigh it with dataset_weights")
         if self.dataset_weights is not None and (len(self.dataset_weights) != len(paths)
                                                  or min(self.dataset_weights) < 0 or sum(self.dataset_weights) <= 0):
             raise ValueError(f"dataset_weights must give one share >= 0 per dataset ({len(paths)}), not all 0; "
@@ -156,6 +161,8 @@ def _comparable(identity: dict) -> dict:
     d = dict(identity)
     d.pop("out", None)
     ds = d.get("dataset")
+    if isinstance(ds, list) and len(ds) == 1:  # `dataset=[a]` and `dataset=a` are one run
+        ds = ds[0]
     d["dataset"] = [os.path.realpath(x) for x in ds] if isinstance(ds, list) else os.path.realpath(ds)
     if d.get("init_from"):
         d["init_from"] = os.path.realpath(d["init_from"])
@@ -456,7 +463,10 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model(cfg.model, cfg.net, spec).to(device)
+    # a backbone file (net.weights) initialises a fresh run only: a resumed or warm-started one loads
+    # every weight from its checkpoint, which is all it needs
+    net_cfg = replace(cfg.net, weights=None) if resume or init_meta is not None else cfg.net
+    model = build_model(cfg.model, net_cfg, spec).to(device)
     if precision.uses_channels_last(device, cfg.channels_last, cfg.amp):
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimiser(model, cfg, device)

@@ -86,3 +86,13 @@ def test_graphed_run_resumes_equal_and_moves_between_devices(ds, tmp_path):
     train(cfg, progress=False, stop_at=5)
     run(ds, tmp_path / "moved", "device=cpu", "steps=10")
     assert weights(tmp_path / "moved")
+
+
+@cuda
+def test_a_run_saved_on_the_cpu_resumes_graphed_on_the_gpu(ds, tmp_path):
+    """The optimiser's saved steps go onto the GPU with the capturable flag (AdamW in a graph needs both)."""
+    cfg = load_config(TrainConfig, None, [f"dataset={ds}", f"out={tmp_path / 'moved'}", *BASE, "device=cpu"])
+    train(cfg, progress=False, stop_at=5)
+    run(ds, tmp_path / "moved", "device=cuda")
+    assert modes(tmp_path / "moved")[-1] == "cuda graph"
+    assert all(torch.isfinite(v.float()).all() for v in weights(tmp_path / "moved").values())

@@ -173,6 +173,75 @@ def test_closed_loop_evaluation_during_training_keeps_best(tmp_path):
                                                         .read_text())["camera"].items()}).height == 32
 
 
+def test_a_kill_between_the_pointer_moves_keeps_best_the_best(tmp_path, monkeypatch):
+    """`best` moves before `last`: killed between the two, the resumed run still finds its best."""
+    import driving.checkpoint as checkpoint
+    import driving.train as T
+
+    scores = {2: 0.5, 4: 0.9, 6: 0.6, 8: 0.3}
+    monkeypatch.setattr(T.ClosedLoopMonitor, "run",
+                        lambda self, model, step: ({"step": step, "eval_driving_score": scores[step]}, None))
+    monkeypatch.setattr(T.ClosedLoopMonitor, "__init__", lambda self, *a, **k: None)
+    monkeypatch.setattr(T.ClosedLoopMonitor, "close", lambda self: None)
+    ds = synthetic_dataset(tmp_path / "ds", height=32, width=16)
+    keys = ("steps=8", "eval.every=2", "checkpoint_every=2", "eval.video=false")
+    real_point = checkpoint.point
+    moved = []
+
+    def killed_between(root, name, target):
+        if target == "00000004":
+            moved.append(name)
+            if len(moved) == 2:  # the second of step 4's two pointer moves never happens
+                raise KeyboardInterrupt
+        real_point(root, name, target)
+
+    monkeypatch.setattr(checkpoint, "point", killed_between)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(ds, tmp_path / "run", *keys), progress=False)
+    monkeypatch.setattr(checkpoint, "point", real_point)
+    train(cfg_for(ds, tmp_path / "run", *keys), progress=False)
+    assert os.readlink(tmp_path / "run" / "checkpoints" / "best") == "00000004"
+
+
+def test_a_checkpoint_needs_no_backbone_file_to_load_or_resume(ds, tmp_path):
+    """net.weights initialises a fresh run; the checkpoint then holds every weight, so moving the
+    backbone file breaks neither loading the policy nor resuming the run."""
+    import torchvision
+
+    backbone = tmp_path / "r18.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), backbone)
+    keys = ("model=resnet18", f"net.weights={backbone}", "batch_size=4")
+    train(cfg_for(ds, tmp_path / "run", *keys, "steps=2"), progress=False)
+    backbone.unlink()
+    policy = load_policy(tmp_path / "run" / "checkpoints" / "last")
+    assert policy.act({"camera": np.zeros((2, 32, 16), np.uint8), "speed": 10.0}).shape == (2,)
+    assert train(cfg_for(ds, tmp_path / "run", *keys, "steps=3"), progress=False)["step"] == 3
+
+
+def test_a_batch_takes_one_speed_per_stack_or_one_for_all(ds, tmp_path):
+    train(cfg_for(ds, tmp_path / "run", "steps=1"), progress=False)
+    policy = load_policy(tmp_path / "run" / "checkpoints" / "last")
+    frames = np.zeros((3, 2, 32, 16), np.uint8)
+    each = policy.act({"camera": frames, "speed": np.array([5.0, 5.0, 5.0])})
+    np.testing.assert_array_equal(policy.act({"camera": frames, "speed": 5.0}), each)
+    assert policy.act({"camera": frames}).shape == (3, 2)
+    with pytest.raises(UserError, match="3 frame stacks and 2 speeds"):
+        policy.act({"camera": frames, "speed": np.array([5.0, 5.0])})
+
+
+def test_a_dataset_listed_twice_is_refused(ds, tmp_path):
+    with pytest.raises(UserError, match="lists .* twice"):
+        cfg_for([ds, ds], tmp_path / "run")
+
+
+def test_a_run_started_on_a_one_item_list_resumes_on_the_plain_path(ds, tmp_path):
+    from driving.train import TrainConfig
+
+    train(load_config(TrainConfig, None, [f"dataset=[{ds}]", f"out={tmp_path / 'run'}", *BASE, "steps=2"]),
+          progress=False)
+    assert train(cfg_for(ds, tmp_path / "run", "steps=4"), progress=False)["step"] == 4
+
+
 def test_training_on_an_interrupted_collection_says_so(tmp_path, capsys):
     ds = synthetic_dataset(tmp_path / "ds")
     meta = json.loads((ds / "meta.json").read_text())
