@@ -43,18 +43,26 @@ def build_env(scenario: str, camera, max_steps: int | None = None, scene_camera=
 
 def probe_env(scenario: str, camera, max_steps: int | None = None, env: dict | None = None,
               expert: dict | None = None) -> None:
-    """Build and reset the env once in this process, so that a bad `env.*`, `expert.*` or `camera.*`
-    value is one UserError here rather than a traceback inside a worker."""
+    """Build, reset and step the env once in this process, so that a bad `env.*`, `expert.*` or
+    `camera.*` value is one UserError here rather than a traceback inside a worker. Any error counts:
+    a value of the wrong type, a vehicle class that does not import, an action space that does not
+    take two numbers."""
+    import numpy as np
+
     from driving.errors import UserError
 
     try:
         probe = build_env(scenario, camera, max_steps, env=env, expert=expert)
         try:
             probe.reset(seed=0)
+            probe.step(np.zeros(2, dtype=np.float32))
         finally:
             probe.close()
-    except (ValueError, TypeError) as e:
+    except ValueError as e:  # our own checks: their message says it all
         raise UserError(f"bad config for scenario {scenario}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - highway-env's, on a value it cannot use
+        raise UserError(f"bad config for scenario {scenario}: {type(e).__name__}: {e} (check the env.*, "
+                        "expert.* and camera.* values)") from None
 
 
 def worker_setup() -> None:
@@ -66,6 +74,12 @@ def worker_setup() -> None:
 
     die_with_parent(expected_parent(SERVER_ENV))  # None where no fork server started this one
     cv2.setNumThreads(1)
+    # Ctrl-C reaches every process of the terminal's group: the command stops its workers itself (and
+    # they die with it), so a worker ignores it rather than print a traceback of its own
+    import threading
+
+    if threading.current_thread() is threading.main_thread():  # (a Ray task may run elsewhere)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _slim(info: dict) -> dict:
@@ -110,10 +124,28 @@ def _worker(conn, env_kwargs: dict) -> None:
                 inline.send((cmd, arg))
                 conn.send(("ok", inline.recv()))
             except Exception as e:  # report, don't hang the parent
-                conn.send(("error", f"{type(e).__name__}: {e}"))
+                conn.send(("error", f"{type(e).__name__}: {e}{_where(e.__traceback__)}"))
     finally:
         inline.close()
         conn.close()
+
+
+def _where(tb) -> str:
+    """' (at FILE:LINE)' of the innermost frame of a traceback: enough to find a bug, one line long."""
+    if tb is None:
+        return ""
+    import traceback
+
+    last = traceback.extract_tb(tb)[-1]
+    return f" (at {os.path.basename(last.filename)}:{last.lineno})"
+
+
+def worker_failed(what: str, error: str) -> UserError:
+    """The one-line error for an exception inside a worker process (the parent's traceback would say
+    nothing about it). Bad config values are caught before any worker starts (probe_env), so what
+    arrives here is a value that fails only later in an episode, or a bug."""
+    return UserError(f"a {what} step failed: {error}: check the env.*, expert.* and camera.* values; "
+                     "if they are right, this is a bug: report it with this line")
 
 
 def worker_died(what: str, exitcode: int | None = None) -> UserError:
@@ -127,8 +159,9 @@ def worker_died(what: str, exitcode: int | None = None) -> UserError:
             how = f"it was killed by signal {-exitcode}"
     elif exitcode:
         how = f"it exited with code {exitcode}"
-    return UserError(f"a {what} worker process died ({how}; out of memory?): finished work is kept, "
-                     "re-run the same command to go on (fewer workers= if memory is short)")
+    return UserError(f"a {what} worker process died ({how}; out of memory?): re-run the same command, it "
+                     "goes on from what was written (finished episodes of a collection or a DAgger round; an "
+                     "evaluation starts again); fewer workers= if memory is short")
 
 
 class _Remote:
@@ -154,7 +187,7 @@ class _Remote:
         except (EOFError, ConnectionError):
             raise self._died() from None
         if status == "error":
-            raise RuntimeError(f"environment worker failed: {payload}")
+            raise worker_failed("simulation", payload)
         return payload
 
     def close(self):
@@ -222,8 +255,22 @@ def run_in_workers(func, jobs: list, workers: int, what: str, initializer=None, 
             yield future.result()
     except BrokenProcessPool:
         raise worker_died(what) from None
+    except (UserError, OSError):  # the CLI names a disk's errors itself, from any process
+        raise
+    except Exception as e:  # noqa: BLE001 - a worker's own exception, pickled back: one line
+        raise worker_failed(what, f"{type(e).__name__}: {e}{_remote_where(e)}") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _remote_where(e: BaseException) -> str:
+    """Where in the worker an exception from a ProcessPoolExecutor was raised (its text carries the
+    worker's traceback in __cause__)."""
+    import re
+
+    text = str(e.__cause__ or "")
+    found = re.findall(r'File "([^"]+)", line (\d+)', text)
+    return f" (at {os.path.basename(found[-1][0])}:{found[-1][1]})" if found else ""
 
 
 class EnvPool:
@@ -252,12 +299,23 @@ class EnvPool:
         return self.envs[i].recv()
 
     def send_reset(self, i: int, seed: int) -> None:
-        self.envs[i].send(("reset", int(seed)))
+        self._send(i, ("reset", int(seed)))
 
     def send_steps(self, actions: dict[int, np.ndarray]) -> None:
         """Start stepping env i with actions[i] for every i."""
         for i, a in actions.items():
-            self.envs[i].send(("step", np.asarray(a, dtype=np.float64)))
+            self._send(i, ("step", np.asarray(a, dtype=np.float64)))
+
+    def _send(self, i: int, msg) -> None:
+        env = self.envs[i]
+        if not isinstance(env, _Inline):
+            return env.send(msg)  # a worker's exception comes back from recv, as one UserError
+        try:
+            env.send(msg)
+        except Exception as e:  # noqa: BLE001 - the same one line as from a worker
+            if isinstance(e, (UserError, OSError)):
+                raise
+            raise worker_failed("simulation", f"{type(e).__name__}: {e}{_where(e.__traceback__)}") from None
 
     def recv_ready(self, ids: list[int]) -> dict[int, tuple]:
         """The answers of the envs among `ids` (each with a command in flight) that have answered,

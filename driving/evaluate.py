@@ -160,10 +160,23 @@ def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers:
                 batch = batch_of([r.obs for r in recs], [r.info for r in recs])
                 batch[FIXED_BATCH] = n  # a row's action never depends on which envs answered with it
                 actions = actor.act(batch, [active[i][2] for i in ready])
+                check_finite(actions, scenario, [active[i][1] for i in ready])
                 pool.send_steps(dict(zip(ready, actions)))
                 sent.update({i: ("step", a) for i, a in zip(ready, actions)})
     bar.close()
     return records
+
+
+def check_finite(actions, scenario: str, recorders: list) -> None:
+    """One line where the policy's action is NaN or infinite (a diverged checkpoint), before the
+    simulator takes it."""
+    bad = ~np.isfinite(np.asarray(actions, dtype=np.float64)).all(axis=1)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        rec = recorders[k]
+        raise UserError(f"the policy gave a non-finite action {np.asarray(actions[k]).tolist()} on {scenario}, "
+                        f"seed {rec.seed}, step {len(rec.actions)}: its weights (or its inputs) hold NaN or inf; "
+                        "use another checkpoint (a training that diverged: lower optim.lr)")
 
 
 def score_records(records: list[dict], scenario: str, dt: float, reference: dict | None,

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 from tqdm import tqdm
 
-from driving.envpool import build_env, run_in_workers, worker_setup
+from driving.envpool import build_env, probe_env, run_in_workers, worker_setup
 from driving.errors import UserError
 from driving.evaluate import EVAL_SEED
 from driving.rollout import ExpertActor, play_episode
@@ -126,9 +126,10 @@ def validate(cfg: GapConfig) -> None:
         try:
             ExpertConfig.from_dict({**sc.expert, **cfg.expert})
             sc.highway_config(cfg.env)
-            cfg.camera_for(name)
+            camera = cfg.camera_for(name)
         except ValueError as e:
             raise UserError(str(e)) from None
+        probe_env(name, camera, cfg.max_steps, cfg.env, cfg.expert)  # values a worker would choke on
 
 
 def measure_gap(cfg: GapConfig, progress: bool = True) -> dict:

@@ -58,6 +58,8 @@ class Scenario:
             offroad_terminal=False,
         )
         for key, value in (overrides or {}).items():
+            if key in _FIXED:
+                raise ValueError(f"env.{key} is fixed by scenario {self.name!r}: {_FIXED[key]}")
             if key not in cfg and key not in _stock_config_keys(self.env_id):
                 raise ValueError(
                     f"unknown highway-env config key {key!r} for scenario {self.name!r} "
@@ -198,6 +200,20 @@ def _stock_class(env_id: str):
     import highway_env  # noqa: F401  (registers the ids)
 
     return gymnasium.envs.registration.load_env_creator(gymnasium.spec(env_id).entry_point)
+
+
+# highway-env keys the scenario sets and the rest of the stack relies on (the metrics' time step, the
+# expert's and the policy's action ranges, episode ends): an env.* override would change the world
+# under them without their knowing.
+_FIXED = {
+    "simulation_frequency": "the metrics, the expert and recorded datasets assume its timing; a new timing "
+                            "is a new scenario (sim/scenarios.py)",
+    "policy_frequency": "the metrics, the expert and recorded datasets assume its timing; a new timing is a "
+                        "new scenario (sim/scenarios.py)",
+    "duration": "use max_steps= for the episode length",
+    "action": "the action space is steering and acceleration in the scenario's ranges (its ActionSpec)",
+    "offroad_terminal": "off-road never ends an episode; the metrics count off-road time",
+}
 
 
 @lru_cache(maxsize=None)

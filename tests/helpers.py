@@ -77,3 +77,27 @@ class SlowSeedEnv:
 
     def close(self):
         pass
+
+
+class FailingEnv:
+    """driving.envpool.SleepingEnv whose step `fail_at` raises, as a simulator bug or a value that fails
+    only mid-episode would (built in worker processes: importable, picklable)."""
+
+    def __init__(self, obs_shape, fail_at: int, length: int):
+        from driving.envpool import SleepingEnv
+
+        self.inner = SleepingEnv(obs_shape, [0.0], [0.0], length)
+        self.fail_at, self.steps = fail_at, 0
+
+    def reset(self, seed: int):
+        self.steps = 0
+        return self.inner.reset(seed)
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == self.fail_at:
+            raise ZeroDivisionError("float division by zero")
+        return self.inner.step(action)
+
+    def close(self):
+        pass

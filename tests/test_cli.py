@@ -97,6 +97,14 @@ def test_data_show_writes_a_contact_sheet_of_real_frames(cli_dataset, tmp_path, 
     (["dagger", "collect.scenario=merge", "out=/tmp/never"], "collect.scenario is set by driving dagger itself"),
     (["dagger", "device=bogus", "out=/tmp/never"], "unknown device 'bogus'"),
     (["train", "dataset=/tmp/never", "seed=-1"], "seed must be in 0.."),
+    # env.* keys the scenario fixes (timing, actions, episode ends) are refused; values highway-env
+    # cannot use are one line before any worker starts, in every command that builds envs
+    (["eval", "expert", "env.policy_frequency=10", "out=/tmp/never"], "env.policy_frequency is fixed by scenario"),
+    (["collect", "env.duration=5", "out=/tmp/never"], "env.duration is fixed by scenario 'highway': use max_steps="),
+    (["collect", "env.vehicles_count=abc", "workers=2", "out=/tmp/never"], "bad config for scenario highway: TypeError"),
+    (["eval", "expert", "env.other_vehicles_type=foo.Bar", "workers=2", "out=/tmp/never"],
+     "ModuleNotFoundError: No module named 'foo'"),
+    (["gap", "env.lanes_count=abc", "episodes=1", "workers=2"], "bad config for scenario highway: TypeError"),
 ])
 def test_user_errors_are_one_line(args, needle, capsys):
     assert main(args) == 2

@@ -119,6 +119,33 @@ def test_envs_step_at_their_own_pace():
     assert sum(rec.batches) == sum(len(r["actions"]) for r in records) == 36
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_exception_while_stepping_is_one_user_error_naming_it(workers):
+    """In a worker process or in this one: one UserError with the error and where it was raised."""
+    from driving.envpool import EnvPool
+    from tests.helpers import FailingEnv
+
+    kwargs = {"factory": FailingEnv, "obs_shape": (2, 32, 16), "fail_at": 3, "length": 6}
+    with EnvPool(workers, kwargs) as pool:
+        with pytest.raises(UserError, match=r"a simulation step failed: ZeroDivisionError: float division by zero "
+                                            r"\(at helpers\.py:\d+\)"):
+            run_episodes(ConstantPolicy(0.0, 0.0), "highway", [0, 1], None, workers, progress=False, pool=pool)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_policy_that_gives_nan_is_one_user_error_naming_seed_and_step(workers):
+    class NanAfter:
+        name = "nan"
+        calls = 0
+
+        def act(self, batch):
+            self.calls += 1  # a diverging policy: NaN from its fifth call on
+            return np.full((len(batch["speed"]), 2), np.nan if self.calls >= 5 else 0.0, np.float32)
+
+    with pytest.raises(UserError, match=r"non-finite action \[nan, nan\] on highway, seed 1000000, step 4:"):
+        run_episodes(NanAfter(), "highway", [1_000_000], None, workers, max_steps=30, progress=False)
+
+
 def test_a_dead_environment_worker_is_one_user_error():
     """A worker killed mid-evaluation (out of memory, say): one UserError naming it, not EOFError."""
     from driving.envpool import EnvPool, SleepingEnv

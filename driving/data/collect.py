@@ -26,7 +26,7 @@ from driving.data.format import (
     read_episode_file,
     write_episode,
 )
-from driving.envpool import build_env, run_in_workers, worker_setup
+from driving.envpool import build_env, probe_env, run_in_workers, worker_failed, worker_setup
 from driving.errors import UserError
 from driving.executors import check_executor
 from driving.folder_lock import LOCK, writing
@@ -305,11 +305,9 @@ def plan_collection(cfg: CollectConfig) -> tuple[Path, dict, list]:
     except UnknownScenarioError as e:
         raise UserError(str(e)) from None
     root = Path(cfg.out)
-    try:
-        probe = make_env(cfg)
-        probe.reset(seed=cfg.seed)
-    except ValueError as e:
-        raise UserError(f"bad config: {e}") from None
+    probe_env(cfg.scenario, cfg.camera, cfg.max_steps, cfg.env, cfg.expert)
+    probe = make_env(cfg)
+    probe.reset(seed=cfg.seed)
     return root, _prepare(cfg, root, probe), episode_jobs(cfg)
 
 
@@ -346,7 +344,13 @@ def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
         elif workers <= 1:
             _worker_init(cfg, str(root), meta)
             for job in todo:
-                done(_worker_run(job))
+                try:
+                    row = _worker_run(job)
+                except Exception as e:  # noqa: BLE001 - one line, as from a worker process
+                    if isinstance(e, (UserError, OSError)):  # the CLI names a disk's errors itself
+                        raise
+                    raise worker_failed("collection", f"{type(e).__name__}: {e}") from None
+                done(row)
         elif todo:
             for row in run_in_workers(_worker_run, todo, workers, "collection", _worker_init,
                                       (cfg, str(root), meta, True)):
