@@ -72,10 +72,19 @@ def _old_flags(parser) -> None:
         parser.add_argument(flag, nargs="?", const="", dest="old_" + flag[2:], help=argparse.SUPPRESS)
 
 
+def _print_config(schema, overrides) -> int:
+    from driving.config import load_config, to_yaml
+
+    print(to_yaml(load_config(schema, None, overrides)), end="")
+    return 0
+
+
 def cmd_data_info(ns) -> int:
     from driving.data.format import Dataset
     from driving.data.stats import dataset_stats, format_stats
 
+    if ns.print_config:
+        return _print_config(DataInfoConfig, ns.overrides)
     cfg = _data_config(DataInfoConfig, ns)
     ds = Dataset.open(ns.dataset)
     if cfg.validate:
@@ -89,6 +98,8 @@ def cmd_data_show(ns) -> int:
     from driving.data.contact_sheet import write_contact_sheet
     from driving.data.format import Dataset
 
+    if ns.print_config:
+        return _print_config(DataShowConfig, ns.overrides)
     cfg = _data_config(DataShowConfig, ns)
     ds = Dataset.open(ns.dataset)
     out = Path(cfg.out) if cfg.out else Path(ns.dataset) / "contact_sheet.png"
@@ -207,16 +218,22 @@ def cmd_dagger(ns) -> int:
 
 
 def cmd_video(ns) -> int:
-    from driving.video_cli import video_command
+    from driving.video_cli import VideoConfig, video_command
 
+    if ns.print_config:
+        return _print_config(VideoConfig, ns.overrides)
     for path in video_command(ns.source, ns.overrides):
         print(path)
     return 0
 
 
 def cmd_demo(ns) -> int:
-    from driving.demo import run_demo
+    from driving.config import to_yaml
+    from driving.demo import demo_config, run_demo
 
+    if ns.print_config:  # the `driving dagger` config the demo runs
+        print(to_yaml(demo_config(ns.out, ns.overrides)), end="")
+        return 0
     run_demo(ns.out, ns.overrides, progress=not ns.quiet)
     return 0
 
@@ -261,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="closed loop -> metrics, report, videos",
                        description="driving eval CHECKPOINT|expert [CONFIG.yaml] [key=value ...]  (keys: "
                                    "scenario, episodes, workers, seed, out, max_steps, videos, saliency, device, "
-                                   "expert_perception, shard (K/N), executor (process|ray), ray_address, env.*; "
+                                   "expert_perception, plan_threshold, expert_from, shard (K/N), executor (process|ray), ray_address, env.*; "
                                    "configs/eval/ has examples). driving eval merge OUT SHARD_FOLDER...: the "
                                    "shards of one evaluation as one.")
     e.add_argument("checkpoint", help="runs/NAME/checkpoints/last, a step folder, a run folder, or 'expert'")
@@ -276,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "at once; 0 = auto), collect.*, "
                     "train.*, eval.* (extra keys of each stage), rounds (DAgger rounds after BC per scenario "
                     "and seed; 0 = BC alone), dagger.* (extra `driving dagger` keys: beta, episodes, ...), "
-                    "per_scenario.NAME.{collect,train,eval,dagger}.* (one scenario's own keys); "
+                    "per_scenario.NAME.{collect,train,eval,dagger}.* (one scenario's own keys), per_scenario.NAME.recipe "
+                    "(a `driving dagger` config as its keys), per_scenario.NAME.rounds; "
                     "configs/scoreboard/ has an example). "
                     "Resumes after a kill; writes scoreboard.json and scoreboard.md (BC beside the last round, "
                     "the gain, and which of the targets against the expert are met).")
@@ -284,15 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
     _config_command(sub, "dagger", cmd_dagger, "DAgger rounds: the student drives, the expert labels its states",
                     "driving dagger [CONFIG.yaml] [key=value ...]  (keys: scenario, out, dataset (round 0's; "
                     "default: collected), rounds, beta (expert share per round, e.g. [0.5,0.0]), takeover, "
-                    "noise.*, episodes (per round), round_steps, workers, device, size (auto|cpu|cuda), "
+                    "noise.*, noise_rounds (all|alone), episodes (per round), round_steps, shares (frames|rounds), workers, "
+                    "device, size (auto|cpu|cuda), "
                     "collect.*, train.*, eval.*; configs/dagger/ has examples). Every round is evaluated on the "
                     "same seeds; writes rounds.json and rounds.md; resumes after a kill.")
 
     v = sub.add_parser("video", help="render rollouts of an evaluation, or dataset episodes, to mp4",
-                       description="driving video EVAL_DIR|DATASET [key=value ...]  (keys: episodes, "
-                                   "seeds, scenario, saliency, out)")
+                       description="driving video EVAL_DIR|DATASET [key=value ...]  (keys: an evaluation's "
+                                   "seeds, count (the worst N), scenario, saliency (vbp|gradcam|none), who "
+                                   "(policy|expert); a dataset's episodes; out)")
     v.add_argument("source")
     v.add_argument("overrides", nargs="*", metavar="key=value")
+    v.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     v.set_defaults(func=cmd_video)
 
     d = sub.add_parser("data", help="inspect or repair a dataset").add_subparsers(dest="data_command", required=True)
@@ -300,12 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
                      description="driving data info DATASET [json=true] [validate=true]")
     i.add_argument("dataset")
     i.add_argument("overrides", nargs="*", metavar="key=value")
+    i.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     _old_flags(i)
     i.set_defaults(func=cmd_data_info)
     s = d.add_parser("show", help="PNG contact sheet of sampled frames with their actions",
                      description="driving data show DATASET [out=PNG] [frames=24] [columns=8] [seed=0]")
     s.add_argument("dataset")
     s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     _old_flags(s)
     s.set_defaults(func=cmd_data_show)
 
@@ -337,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="`driving dagger` keys on the demo's recipe: collect.episodes=8 train.steps=500 "
                          "eval.episodes=4 rounds=0 (behaviour cloning alone) out=DIR")
     dm.add_argument("--out", default="runs/demo")
+    dm.add_argument("--print-config", action="store_true", help="print the `driving dagger` config it runs, and exit")
     dm.add_argument("-q", "--quiet", action="store_true")
     dm.set_defaults(func=cmd_demo)
 

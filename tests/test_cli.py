@@ -438,6 +438,16 @@ def test_options_may_come_anywhere_on_the_line(capsys):
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
 
 
+def test_every_command_with_keys_prints_its_config(capsys):
+    """--print-config resolves the keys without running anything (no source folder needed)."""
+    for args, line in ((["video", "/nonexistent", "count=3", "--print-config"], "count: 3"),
+                       (["demo", "--print-config", "rounds=1"], "rounds: 1"),
+                       (["data", "info", "/nonexistent", "--print-config", "json=true"], "json: true"),
+                       (["data", "show", "/nonexistent", "frames=4", "--print-config"], "frames: 4")):
+        assert main(args) == 0
+        assert line in capsys.readouterr().out.splitlines()
+
+
 def test_workers_die_with_a_killed_collection(tmp_path):
     """kill -9 of `driving collect` leaves no worker simulating on (and writing episodes), nor the
     fork server they come from."""

@@ -68,4 +68,8 @@ def _meta(root: Path, metas: dict, n: int) -> tuple[dict, str]:
         if m != first:
             raise DatasetError(f"episode files {first_ep} and {ep} in {root} carry different dataset metas "
                                "(two collections mixed in one folder): move one collection's files elsewhere")
-    return {**first, "counts": {}}, f"rebuilt from {len(metas)} episode files"
+    # how far the collection had got is not in the episodes: the meta says nothing of it (read as
+    # finished), and the note says so
+    return {**first, "counts": {}}, (f"rebuilt from {len(metas)} episode files (whether its collection had "
+                                     "finished is not recorded there: re-run its `driving collect` command "
+                                     "to be sure, it collects only what is missing)")
