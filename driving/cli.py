@@ -51,6 +51,10 @@ class DataShowConfig:
     columns: int = 8
     seed: int = 0
 
+    def __post_init__(self):
+        if self.frames < 1 or self.columns < 1:
+            raise ValueError(f"frames and columns must be >= 1, got frames={self.frames} columns={self.columns}")
+
 
 # The flags `data info/show` took before they took key=value like every other command.
 _OLD_FLAGS = {"--json": "json=true", "--validate": "validate=true", "--out": "out=PATH", "--frames": "frames=N",

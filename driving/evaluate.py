@@ -230,6 +230,9 @@ def check_scenarios(names: list[str]) -> None:
             raise UserError(str(e)) from None
     if not names:
         raise UserError("no scenario given: e.g. scenario=highway or scenario=highway,racetrack")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"scenario {twice[0]} is listed twice: list each scenario once")
 
 
 def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:

@@ -113,6 +113,9 @@ def validate(cfg: GapConfig) -> None:
     """Every user error in the parent, before any worker starts: one line each."""
     if not cfg.scenarios:
         raise UserError("no scenario given: e.g. scenario=highway or scenario=highway,merge")
+    twice = sorted({n for n in cfg.scenarios if cfg.scenarios.count(n) > 1})
+    if twice:
+        raise UserError(f"scenario {twice[0]} is listed twice: list each scenario once")
     for name in cfg.scenarios:
         try:
             sc = get_scenario(name)

@@ -35,6 +35,7 @@ with it, as a human co-driver's would.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -87,6 +88,19 @@ class ExpertConfig:
     min_visible: float = 0.5  # camera: share of a road user's footprint in the frame for it to count
 
     def __post_init__(self):
+        for f in fields(self):  # the types YAML and key=value give are not checked by a dataclass
+            v = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(v, bool):
+                raise ValueError(f"expert.{f.name} must be true or false, got {v!r}")
+            if f.type == "float" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise ValueError(f"expert.{f.name} must be a number, got {v!r}")
+            if f.type == "str | None" and v is not None and not isinstance(v, str):
+                raise ValueError(f"expert.{f.name} must be a name or null, got {v!r}")
+        low = [k for k in _POSITIVE if getattr(self, k) <= 0] + [k for k in _NON_NEGATIVE if getattr(self, k) < 0]
+        if low:
+            k = low[0]
+            raise ValueError(f"expert.{k} must be {'> 0' if k in _POSITIVE else '>= 0'} (a speed, time, distance "
+                             f"or acceleration), got {getattr(self, k)}")
         if self.perception not in PERCEPTIONS:
             raise ValueError(f"unknown expert.perception {self.perception!r}: use one of {', '.join(PERCEPTIONS)}")
         if not 0.0 < self.min_visible <= 1.0:
@@ -103,6 +117,14 @@ class ExpertConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# ExpertConfig fields that must be > 0 (they divide, or a zero stops the expert for good), and >= 0
+_POSITIVE = ("target_speed", "comfort_accel", "comfort_decel", "delta", "lane_change_speed", "max_lateral_accel",
+             "curve_decel", "tau_heading", "tau_lateral", "conflict_horizon", "conflict_radius", "conflict_window",
+             "conflict_distance", "stop_decel", "hurry_factor")
+_NON_NEGATIVE = ("time_headway", "min_gap", "politeness", "lane_change_min_gain", "lane_change_max_braking",
+                 "lane_change_delay", "cut_in_horizon", "merge_min_speed", "min_control_speed")
 
 
 def _lane_samples(lane, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -341,6 +363,10 @@ class Expert:
     def _plan_route(self, net, lane_index) -> None:
         self.route = None
         dest = self.config.destination
+        if dest and dest not in net.graph and not any(dest in ends for ends in net.graph.values()):
+            nodes = sorted(set(net.graph) | {n for ends in net.graph.values() for n in ends})
+            raise ValueError(f"expert.destination {dest!r} is not a node of this road network; its nodes: "
+                             f"{', '.join(nodes)}")
         if dest and lane_index:
             nodes = net.shortest_path(lane_index[1], dest)
             if nodes:

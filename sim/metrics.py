@@ -263,7 +263,7 @@ def aggregate(rows: list[dict]) -> dict:
             out[f"collision_{kind}_rate"] = rate_ci([r["collision_with"] == kind for r in rows])
     for k in MEAN_KEYS:
         if rows and all(k in r for r in rows):  # decision metrics: absent from older records
-            hi = 1.0 if k in UNIT_KEYS else math.inf
+            hi = 1.0 if k in UNIT_KEYS else TTC_CAP_S if k in ("min_ttc_s", "min_headway_s") else math.inf
             out[k] = mean_ci([r[k] for r in rows], lo=0.0, hi=hi)  # every listed metric is >= 0
     return out
 

@@ -105,6 +105,10 @@ def test_data_show_writes_a_contact_sheet_of_real_frames(cli_dataset, tmp_path, 
     (["eval", "expert", "env.other_vehicles_type=foo.Bar", "workers=2", "out=/tmp/never"],
      "ModuleNotFoundError: No module named 'foo'"),
     (["gap", "env.lanes_count=abc", "episodes=1", "workers=2"], "bad config for scenario highway: TypeError"),
+    (["eval", "expert", "scenario=highway,highway", "out=/tmp/never"], "scenario highway is listed twice"),
+    (["gap", "scenario=merge,merge"], "scenario merge is listed twice"),
+    (["data", "show", "/nonexistent", "frames=0"], "frames and columns must be >= 1"),
+    (["collect", "expert.conflict_radius=0", "out=/tmp/never"], "expert.conflict_radius must be > 0"),
 ])
 def test_user_errors_are_one_line(args, needle, capsys):
     assert main(args) == 2

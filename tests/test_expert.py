@@ -100,6 +100,25 @@ def test_config_rejects_unknown_keys_and_round_trips():
     assert ExpertConfig.from_dict(None) == ExpertConfig()
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("target_speed", -5.0, "expert.target_speed must be > 0"),
+    ("conflict_radius", 0.0, "expert.conflict_radius must be > 0"),  # 0: it would never yield
+    ("min_gap", -3.0, "expert.min_gap must be >= 0"),
+    ("lane_changes", "maybe", "expert.lane_changes must be true or false"),
+    ("target_speed", "abc", "expert.target_speed must be a number"),
+    ("politeness", True, "expert.politeness must be a number"),
+    ("destination", 3, "expert.destination must be a name or null"),
+])
+def test_config_rejects_values_that_would_break_the_expert_silently(key, value, words):
+    with pytest.raises(ValueError, match=words):
+        ExpertConfig.from_dict({key: value})
+
+
+def test_an_unknown_destination_is_named_with_the_networks_nodes(make_env):
+    with pytest.raises(ValueError, match="expert.destination 'zz' is not a node .*o1"):
+        make_env("intersection", expert={"destination": "zz"}).reset(seed=0)
+
+
 def _teleport(env, y: float | None = None, heading: float | None = None) -> None:
     ego = env.ego
     if y is not None:

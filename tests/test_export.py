@@ -217,6 +217,16 @@ def test_export_again_replaces_the_earlier_export(tmp_path):
         ["README.md", "data", "meta", "videos"]
 
 
+def test_a_dataset_whose_collection_went_on_is_exported_again_in_place(tmp_path):
+    """The export's source is the dataset, not how far its collection had got."""
+    ds = synthetic_dataset(tmp_path / "ds", lengths=(3, 4))
+    meta = json.loads((ds / "meta.json").read_text())
+    (ds / "meta.json").write_text(json.dumps({**meta, "collection": {"requested": 3, "finished": False}}))
+    export_dataset(ds, "lerobot", tmp_path / "out")
+    (ds / "meta.json").write_text(json.dumps({**meta, "collection": {"requested": 3, "finished": True}}))
+    assert export_dataset(ds, "lerobot", tmp_path / "out")["replaced"]
+
+
 # -- bad input: one UserError, nothing written --------------------------------------------------------
 def _listing(path: Path) -> list:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []

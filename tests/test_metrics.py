@@ -160,3 +160,14 @@ def test_the_collision_rate_splits_by_what_the_ego_hit():
     # records from before the kinds were kept: no split, no error
     old = aggregate([episode_metrics(traj([10.0] * 11), 0.2, True, False)])
     assert "collision_rate" in old and "collision_wreck_rate" not in old
+
+
+def test_capped_metrics_have_intervals_within_their_cap():
+    """Time-to-collision and headway are capped at TTC_CAP_S per episode: so is their interval."""
+    from sim.metrics import TTC_CAP_S
+
+    rows = [dict(r, min_ttc_s=v, min_headway_s=v) for r, v in
+            zip([episode_metrics(traj([10.0] * 11), 0.2, True, False)] * 4, (0.6, TTC_CAP_S, TTC_CAP_S, TTC_CAP_S))]
+    agg = aggregate(rows)
+    for k in ("min_ttc_s", "min_headway_s"):
+        assert agg[k]["ci_high"] == TTC_CAP_S and agg[k]["ci_low"] < agg[k]["mean"] < TTC_CAP_S

@@ -104,6 +104,10 @@ def export_lerobot(dataset_root: str | Path, out: str | Path, task: str | None =
     ds = Dataset.open(dataset_root)
     if len(ds) == 0:
         raise DatasetError(f"dataset {ds.root} has no finished episode: nothing to export")
+    if ds.unfinished:
+        import sys
+
+        print(f"warning: {ds.unfinished}", file=sys.stderr)
     fps = _fps(ds)
     out = Path(out)
     source = _source(ds)
@@ -148,9 +152,9 @@ def _task(ds: Dataset) -> str:
 
 
 def _source(ds: Dataset) -> dict:
-    """What identifies the dataset an export came from: its meta without the counts (a dataset that
-    grew since is the same dataset)."""
-    meta = {k: v for k, v in ds.meta.items() if k != "counts"}
+    """What identifies the dataset an export came from: its meta without the counts and the state of
+    its collection (a dataset that grew since, or finished, is the same dataset)."""
+    meta = {k: v for k, v in ds.meta.items() if k not in ("counts", "collection")}
     digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
     return {"format": "lerobot", "written_by": "driving data export", "dataset": str(ds.root.resolve()),
             "dataset_meta_sha256": digest}
