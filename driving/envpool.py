@@ -61,8 +61,10 @@ def probe_env(scenario: str, camera, max_steps: int | None = None, env: dict | N
     except ValueError as e:  # our own checks: their message says it all
         raise UserError(f"bad config for scenario {scenario}: {e}") from None
     except Exception as e:  # noqa: BLE001 - highway-env's, on a value it cannot use
-        raise UserError(f"bad config for scenario {scenario}: {type(e).__name__}: {e} (check the env.*, "
-                        "expert.* and camera.* values)") from None
+        if not (env or expert):  # nothing of the user's to blame: a bug, with its traceback
+            raise
+        raise UserError(f"bad config for scenario {scenario}: {type(e).__name__}: {e}{where_raised(e.__traceback__)} "
+                        "(check the env.* and expert.* values)") from None
 
 
 def worker_setup() -> None:
@@ -124,13 +126,13 @@ def _worker(conn, env_kwargs: dict) -> None:
                 inline.send((cmd, arg))
                 conn.send(("ok", inline.recv()))
             except Exception as e:  # report, don't hang the parent
-                conn.send(("error", f"{type(e).__name__}: {e}{_where(e.__traceback__)}"))
+                conn.send(("error", f"{type(e).__name__}: {e}{where_raised(e.__traceback__)}"))
     finally:
         inline.close()
         conn.close()
 
 
-def _where(tb) -> str:
+def where_raised(tb) -> str:
     """' (at FILE:LINE)' of the innermost frame of a traceback: enough to find a bug, one line long."""
     if tb is None:
         return ""
@@ -250,6 +252,7 @@ def run_in_workers(func, jobs: list, workers: int, what: str, initializer=None, 
         pool = ProcessPoolExecutor(workers, mp_context=worker_context(), initializer=initializer,
                                    initargs=initargs)
         futures = [pool.submit(func, job) for job in jobs]
+    interrupted = False
     try:
         for future in futures if ordered else as_completed(futures):
             yield future.result()
@@ -257,10 +260,17 @@ def run_in_workers(func, jobs: list, workers: int, what: str, initializer=None, 
         raise worker_died(what) from None
     except (UserError, OSError):  # the CLI names a disk's errors itself, from any process
         raise
+    except KeyboardInterrupt:
+        # the workers ignore Ctrl-C (worker_setup): stop them here rather than wait for their jobs
+        # (finished ones are written; the job in flight is redone by the next run)
+        interrupted = True
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.kill()
+        raise
     except Exception as e:  # noqa: BLE001 - a worker's own exception, pickled back: one line
         raise worker_failed(what, f"{type(e).__name__}: {e}{_remote_where(e)}") from None
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 
 def _remote_where(e: BaseException) -> str:
@@ -315,7 +325,7 @@ class EnvPool:
         except Exception as e:  # noqa: BLE001 - the same one line as from a worker
             if isinstance(e, (UserError, OSError)):
                 raise
-            raise worker_failed("simulation", f"{type(e).__name__}: {e}{_where(e.__traceback__)}") from None
+            raise worker_failed("simulation", f"{type(e).__name__}: {e}{where_raised(e.__traceback__)}") from None
 
     def recv_ready(self, ids: list[int]) -> dict[int, tuple]:
         """The answers of the envs among `ids` (each with a command in flight) that have answered,

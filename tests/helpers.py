@@ -101,3 +101,11 @@ class FailingEnv:
 
     def close(self):
         pass
+
+
+def sleep_job(seconds: float) -> float:
+    """A job for driving.envpool.run_in_workers that takes `seconds` (importable, picklable)."""
+    import time
+
+    time.sleep(seconds)
+    return seconds

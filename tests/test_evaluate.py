@@ -146,6 +146,45 @@ def test_a_policy_that_gives_nan_is_one_user_error_naming_seed_and_step(workers)
         run_episodes(NanAfter(), "highway", [1_000_000], None, workers, max_steps=30, progress=False)
 
 
+def test_ctrl_c_stops_pool_workers_at_once_though_they_ignore_it():
+    """Workers ignore SIGINT (no tracebacks of their own): the command stops them instead of waiting
+    for the jobs they are running."""
+    import signal
+    import time
+
+    from driving.envpool import run_in_workers, worker_setup
+    from tests.helpers import sleep_job
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    t = time.monotonic()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 3.0)
+        with pytest.raises(KeyboardInterrupt):
+            list(run_in_workers(sleep_job, [60.0, 60.0], 2, "test", worker_setup))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert time.monotonic() - t < 20  # not the 60 s the jobs would take
+
+
+def test_the_probe_blames_only_values_the_user_gave(monkeypatch):
+    """A failure building the env with the user's env.*/expert.* values is one line naming where; with
+    none given it is a bug, and keeps its traceback."""
+    import driving.envpool as envpool
+
+    def broken(*a, **k):
+        raise KeyError("missing")
+
+    monkeypatch.setattr(envpool, "build_env", broken)
+    with pytest.raises(KeyError):
+        envpool.probe_env("highway", None)
+    with pytest.raises(UserError, match=r"bad config for scenario highway: KeyError: 'missing' \(at test_evaluate"):
+        envpool.probe_env("highway", None, env={"lanes_count": 3})
+
+
 def test_a_dead_environment_worker_is_one_user_error():
     """A worker killed mid-evaluation (out of memory, say): one UserError naming it, not EOFError."""
     from driving.envpool import EnvPool, SleepingEnv

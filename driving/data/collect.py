@@ -26,7 +26,7 @@ from driving.data.format import (
     read_episode_file,
     write_episode,
 )
-from driving.envpool import build_env, probe_env, run_in_workers, worker_failed, worker_setup
+from driving.envpool import build_env, probe_env, run_in_workers, where_raised, worker_failed, worker_setup
 from driving.errors import UserError
 from driving.executors import check_executor
 from driving.folder_lock import LOCK, writing
@@ -349,7 +349,7 @@ def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
                 except Exception as e:  # noqa: BLE001 - one line, as from a worker process
                     if isinstance(e, (UserError, OSError)):  # the CLI names a disk's errors itself
                         raise
-                    raise worker_failed("collection", f"{type(e).__name__}: {e}") from None
+                    raise worker_failed("collection", f"{type(e).__name__}: {e}{where_raised(e.__traceback__)}") from None
                 done(row)
         elif todo:
             for row in run_in_workers(_worker_run, todo, workers, "collection", _worker_init,
