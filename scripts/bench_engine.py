@@ -77,7 +77,7 @@ def startup_seconds(scenario: str, n: int, how: str) -> float:
         envpool.worker_context = real
 
 
-def run(policy, n: int, env_kwargs: dict, seeds: list[int]) -> float:
+def run(policy, n: int, env_kwargs: dict, seeds: list[int], scenario: str = "highway") -> float:
     from driving.envpool import EnvPool
     from driving.evaluate import run_episodes
 
@@ -85,7 +85,7 @@ def run(policy, n: int, env_kwargs: dict, seeds: list[int]) -> float:
         for i in range(len(pool)):  # workers started and warm before the clock
             pool.reset(i, 0)
         t = time.perf_counter()
-        records = run_episodes(policy, "highway", seeds, None, n, progress=False, pool=pool)
+        records = run_episodes(policy, scenario, seeds, None, n, progress=False, pool=pool)
         wall = time.perf_counter() - t
     return sum(len(r["actions"]) for r in records) / wall
 
@@ -120,7 +120,7 @@ def main() -> None:
     for name, policy in policies.items():
         for n in counts:
             seeds = list(range(10_000, 10_000 + n * a.episodes_per_env))
-            sps = run(policy, n, kwargs, seeds)
+            sps = run(policy, n, kwargs, seeds, a.scenario)
             alone = 1.0 / (np.mean(step_s) + np.mean(reset_s) / a.max_steps)
             print(f"{name:<18} {n:3d} envs: {sps:8.0f} steps/s   efficiency {sps / n / alone:.2f} "
                   f"(ideal: {alone:.0f} steps/s per env)")

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
 
     from driving.config import load_config
     from driving.data.format import Dataset
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
         a.dataset = str(collect(load_config(CollectConfig, None, [f"out={tmp}/ds", "episodes=8"]),
                                 progress=False))
     ds = Dataset.open(a.dataset)
+    if ds.frames < a.batch_size:  # the DataLoader leg drops the last partial batch: it would have none
+        p.error(f"--dataset {a.dataset} has {ds.frames} frames, fewer than --batch-size {a.batch_size}: "
+                "collect more episodes or use a smaller batch")
     cfg = load_config(TrainConfig, None, [f"dataset={a.dataset}", f"model={a.model}",
                                           f"batch_size={a.batch_size}", "wandb.mode=disabled"])
     data = DeviceData(ds, cfg.net.stack, device)

@@ -51,21 +51,25 @@ def bench_steps(work: Path, workers: int) -> list[Step]:
     counts = f"1,{workers}"
     return [
         Step("collect", ["scripts/bench_collect.py", "--workers", counts, "--per-worker", str(per_worker),
-                         "--repeats", "1", "--no-baseline", "--breakdown"], 170),
-        Step("eval", ["scripts/bench_eval.py", "--workers", counts, "--episodes", str(3 * workers),
-                      "--max-steps", "100", "--repeats", "1", "--breakdown"], 150),
+                         "--repeats", "1", "--no-baseline", "--breakdown"], 150),
+        # three policies (PilotNet graphed and eager, the expert) x (1 env, all) x (timed, breakdown): at
+        # 2 x workers episodes of 50 steps about 75 s on 16 cores (3 x workers of 100 steps: ~190 s)
+        Step("eval", ["scripts/bench_eval.py", "--workers", counts, "--episodes", str(2 * workers),
+                      "--max-steps", "50", "--repeats", "1", "--breakdown"], 150),
         Step("train_data", ["-m", "driving.cli", "collect", "scenario=highway", "episodes=64",
                             f"workers={workers}", f"out={data}", "-q"], 40),
         Step("train_pilotnet_256", ["scripts/bench_train.py", "--dataset", data, "--batch-size", "256"], 60),
-        Step("train_pilotnet_4096", ["scripts/bench_train.py", "--dataset", data, "--batch-size", "4096"], 70),
+        Step("train_pilotnet_4096", ["scripts/bench_train.py", "--dataset", data, "--batch-size", "4096"], 90),
         Step("train_resnet18_256", ["scripts/bench_train.py", "--dataset", data, "--model", "resnet18",
                                     "--batch-size", "256"], 70),
     ]
 
 
-def scoreboard_steps(work: Path, seeds: list[int]) -> list[Step]:
+def scoreboard_steps(work: Path, seeds: list[int], scenarios: str | None = None) -> list[Step]:
+    only = [f"scenario={scenarios}"] if scenarios else []
     return [Step("scoreboard", ["-m", "driving.cli", "scoreboard", SCOREBOARD_CONFIG,
-                                f"seeds=[{','.join(map(str, seeds))}]", f"out={work / 'scoreboard'}", "-q"], 600)]
+                                f"seeds=[{','.join(map(str, seeds))}]", *only, f"out={work / 'scoreboard'}", "-q"],
+                 600)]
 
 
 def run_steps(steps: list[Step], out: Path, deadline_s: float) -> list[dict]:
@@ -86,7 +90,9 @@ def run_steps(steps: list[Step], out: Path, deadline_s: float) -> list[dict]:
             f.write(" ".join(cmd) + "\n")
             f.flush()
             # a new session: on timeout the whole group goes (collection and evaluation workers too)
-            p = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+            # unbuffered: a step killed at its timeout leaves what it had printed
+            p = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
             try:
                 rc = p.wait(timeout=min(step.timeout_s, left))
             except subprocess.TimeoutExpired:
@@ -123,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline-s", type=float, default=560, help="all steps together (a device command: 600)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="bench: the full worker count")
     p.add_argument("--seeds", default="0", help="scoreboard: training seeds, e.g. 0,1,2")
+    p.add_argument("--scenarios", default=None,
+                   help="scoreboard: a comma list of scenarios (default: all six; one seed of all six is "
+                        "estimated at 9-10 min on 16 cores, more than one device command)")
     p.add_argument("--work", default="/tmp/device_check",
                    help="datasets and checkpoints: kept out of OUT, which travels back")
     p.add_argument("--dry-run", action="store_true", help="print the steps only")
@@ -139,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.workers < 1:
         sys.exit(f"--workers: expected the full worker count (>= 1, e.g. 16), not {a.workers}")
     work = Path(a.work).resolve()
-    steps = bench_steps(work, a.workers) if a.part == "bench" else scoreboard_steps(work, seeds)
+    steps = bench_steps(work, a.workers) if a.part == "bench" else scoreboard_steps(work, seeds, a.scenarios)
     if a.dry_run:
         for s in steps:
             print(f"{s.name} ({s.timeout_s:.0f} s): python {' '.join(s.argv)}")

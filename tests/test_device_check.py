@@ -57,6 +57,10 @@ def test_the_scoreboard_step_resolves_the_dagger_scoreboard(tmp_path, capsys):
     assert main([*step.argv[2:], "--print-config"]) == 0
     out = capsys.readouterr().out
     assert "- 0\n" in out and "- 2\n" in out and str(tmp_path / "scoreboard") in out
+    # a subset of scenarios, for a device session that cannot run all six in one command
+    (step,) = dc.scoreboard_steps(tmp_path, [0], "intersection,roundabout")
+    assert main([*step.argv[2:], "--print-config"]) == 0
+    assert "scenario: intersection,roundabout" in capsys.readouterr().out.splitlines()
 
 
 def test_a_step_past_its_timeout_is_killed_and_the_next_still_runs(tmp_path):
@@ -83,7 +87,7 @@ def test_main_writes_the_summary_and_copies_only_the_tables(tmp_path, monkeypatc
     (work / "highway" / "seed0" / "round0" / "eval" / "eval.json").write_text("{}")
     (work / "scoreboard.md").write_text("| table |")
     (work / "highway" / "data.npz").write_bytes(b"0" * 100)
-    monkeypatch.setattr(dc, "scoreboard_steps", lambda w, seeds: [dc.Step("scoreboard", ["-c", "pass"], 30)])
+    monkeypatch.setattr(dc, "scoreboard_steps", lambda w, seeds, scenarios=None: [dc.Step("scoreboard", ["-c", "pass"], 30)])
     out = tmp_path / "out"
     assert dc.main(["scoreboard", "--out", str(out), "--work", str(work.parent)]) == 0
     summary = json.loads((out / "summary.json").read_text())
