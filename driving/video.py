@@ -135,6 +135,23 @@ def _text(img, s, org, scale=0.5, colour=TEXT, thickness=1, box=False):
     cv2.putText(img, s, org, FONT, scale, colour, thickness, cv2.LINE_AA)
 
 
+def _fit_lines(s: str, max_w: int, scale: float, thickness: int = 1) -> list[str]:
+    """`s` as lines no wider than max_w px (the scene's width): split at its double spaces, a part
+    still too wide keeps its end ("...checkpoints/00001000"), so a title never runs into the panel."""
+    def width(t):
+        return cv2.getTextSize(t, FONT, scale, thickness)[0][0]
+
+    lines: list[str] = []
+    for part in [p for p in s.split("  ") if p]:
+        if lines and width(lines[-1] + "  " + part) <= max_w:
+            lines[-1] += "  " + part
+            continue
+        while width(part) > max_w and len(part) > 4:
+            part = "..." + part[4:]
+        lines.append(part)
+    return lines or [""]
+
+
 def _darken(img, x0, y0, x1, y1, keep=0.35):
     sub = img[max(0, y0): max(0, y1), max(0, x0): max(0, x1)]
     sub[:] = (sub.astype(np.float32) * keep).astype(np.uint8)
@@ -226,8 +243,10 @@ def compose_frame(rollout: dict, k: int, layout: _Layout | None = None, _tiles: 
 
     # scene overlay: title, time, status
     fps = float(rollout["fps"])
-    _text(img, rollout.get("title", ""), (14, lay.scene_y + 24), 0.45, TEXT, 1, box=True)
-    _text(img, f"{k / fps:4.1f} s   step {d + 1}/{len(rollout['action'])}", (14, lay.scene_y + 46),
+    lines = _fit_lines(rollout.get("title", ""), ws - 28, 0.45)
+    for i, line in enumerate(lines):
+        _text(img, line, (14, lay.scene_y + 24 + 22 * i), 0.45, TEXT, 1, box=True)
+    _text(img, f"{k / fps:4.1f} s   step {d + 1}/{len(rollout['action'])}", (14, lay.scene_y + 24 + 22 * len(lines)),
           0.45, TEXT, 1, box=True)
     # banners go low in the scene: behind the ego, where they hide the least
     by = lay.scene_y + int(hs * 0.9)

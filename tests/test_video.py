@@ -220,3 +220,15 @@ def test_dataset_replay_errors(dataset, tmp_path):
     syn = synthetic_dataset(tmp_path / "syn")
     with pytest.raises(DatasetError, match="driving collect"):
         video.replay_episode(syn, 0, scene_camera=SCENE)
+
+
+def test_a_long_title_is_wrapped_within_the_scene_and_keeps_the_checkpoints_step():
+    import cv2
+
+    from driving.video import FONT, _fit_lines
+
+    title = "highway  seed 1000002  /a/very/long/path/to/runs/demo/round2/run/checkpoints/00001000"
+    lines = _fit_lines(title, 292, 0.45)
+    assert lines[0] == "highway  seed 1000002" and lines[-1].endswith("checkpoints/00001000")
+    assert all(cv2.getTextSize(line, FONT, 0.45, 1)[0][0] <= 292 for line in lines)
+    assert _fit_lines("highway  seed 1", 292, 0.45) == ["highway  seed 1"]  # a short one stays one line
