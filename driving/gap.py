@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from driving.envpool import build_env, probe_env, run_in_workers, worker_setup
 from driving.errors import UserError
-from driving.evaluate import EVAL_SEED
+from driving.evaluate import EVAL_SEED, check_scenarios
 from driving.rollout import ExpertActor, play_episode
-from sim import CameraConfig, DrivingEnv, Expert, ExpertConfig, UnknownScenarioError, get_scenario
+from sim import CameraConfig, DrivingEnv, Expert, ExpertConfig, get_scenario
 
 
 @dataclass
@@ -111,16 +111,9 @@ def summarise(cfg: GapConfig, episodes: list[dict]) -> dict:
 
 def validate(cfg: GapConfig) -> None:
     """Every user error in the parent, before any worker starts: one line each."""
-    if not cfg.scenarios:
-        raise UserError("no scenario given: e.g. scenario=highway or scenario=highway,merge")
-    twice = sorted({n for n in cfg.scenarios if cfg.scenarios.count(n) > 1})
-    if twice:
-        raise UserError(f"scenario {twice[0]} is listed twice: list each scenario once")
+    check_scenarios(cfg.scenarios)  # none, unknown, or one listed twice
     for name in cfg.scenarios:
-        try:
-            sc = get_scenario(name)
-        except UnknownScenarioError as e:
-            raise UserError(str(e)) from None
+        sc = get_scenario(name)
         known = [f.name for f in fields(CameraConfig)]
         unknown = sorted(set(cfg.camera) - set(known))
         if unknown:

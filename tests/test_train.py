@@ -173,18 +173,24 @@ def test_closed_loop_evaluation_during_training_keeps_best(tmp_path):
                                                         .read_text())["camera"].items()}).height == 32
 
 
-def test_a_kill_between_the_pointer_moves_keeps_best_the_best(tmp_path, monkeypatch):
-    """`best` moves before `last`: killed between the two, the resumed run still finds its best."""
-    import driving.checkpoint as checkpoint
+def scripted_closed_loop(monkeypatch, tmp_path, scores: dict) -> tuple:
+    """Training-time closed-loop scores scripted by step (the monitor drives nothing); returns a small
+    dataset and the keys of an 8-step run evaluated and saved every 2 steps."""
     import driving.train as T
 
-    scores = {2: 0.5, 4: 0.9, 6: 0.6, 8: 0.3}
     monkeypatch.setattr(T.ClosedLoopMonitor, "run",
                         lambda self, model, step: ({"step": step, "eval_driving_score": scores[step]}, None))
     monkeypatch.setattr(T.ClosedLoopMonitor, "__init__", lambda self, *a, **k: None)
     monkeypatch.setattr(T.ClosedLoopMonitor, "close", lambda self: None)
     ds = synthetic_dataset(tmp_path / "ds", height=32, width=16)
-    keys = ("steps=8", "eval.every=2", "checkpoint_every=2", "eval.video=false")
+    return ds, ("steps=8", "eval.every=2", "checkpoint_every=2", "eval.video=false")
+
+
+def test_a_kill_between_the_pointer_moves_keeps_best_the_best(tmp_path, monkeypatch):
+    """`best` moves before `last`: killed between the two, the resumed run still finds its best."""
+    import driving.checkpoint as checkpoint
+
+    ds, keys = scripted_closed_loop(monkeypatch, tmp_path, {2: 0.5, 4: 0.9, 6: 0.6, 8: 0.3})
     real_point = checkpoint.point
     moved = []
 
@@ -254,15 +260,7 @@ def test_training_on_an_interrupted_collection_says_so(tmp_path, capsys):
 def test_best_survives_resuming_twice(tmp_path, monkeypatch):
     """`best` stays the best closed-loop checkpoint when a run is interrupted more than once (each
     checkpoint carries the best score so far, so a second resume does not take the next one as best)."""
-    import driving.train as T
-
-    scores = {2: 0.9, 4: 0.5, 6: 0.4, 8: 0.3}
-    monkeypatch.setattr(T.ClosedLoopMonitor, "run",
-                        lambda self, model, step: ({"step": step, "eval_driving_score": scores[step]}, None))
-    monkeypatch.setattr(T.ClosedLoopMonitor, "__init__", lambda self, *a, **k: None)
-    monkeypatch.setattr(T.ClosedLoopMonitor, "close", lambda self: None)
-    ds = synthetic_dataset(tmp_path / "ds", height=32, width=16)
-    keys = ("steps=8", "eval.every=2", "checkpoint_every=2", "eval.video=false")
+    ds, keys = scripted_closed_loop(monkeypatch, tmp_path, {2: 0.9, 4: 0.5, 6: 0.4, 8: 0.3})
     for out, stops in ((tmp_path / "whole", [None]), (tmp_path / "split", [4, 6, None])):
         for stop in stops:
             train(cfg_for(ds, out, *keys), progress=False, stop_at=stop)
