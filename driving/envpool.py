@@ -152,7 +152,7 @@ def worker_failed(what: str, error: str) -> UserError:
 
 def worker_died(what: str, exitcode: int | None = None) -> UserError:
     """The one-line error for a simulation worker process that died under a command (killed from
-    outside: a worker's own exceptions come back as themselves)."""
+    outside: a worker's own exceptions come back through worker_failed)."""
     how = "it was killed from outside"
     if exitcode is not None and exitcode < 0:
         try:
