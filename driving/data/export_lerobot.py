@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from driving import atomic
-from driving.data.format import OPTIONAL_STEP_KEYS, STEP_KEYS, Dataset, DatasetError
+from driving.data.format import OPTIONAL_STEP_KEYS, STEP_KEYS, Dataset, DatasetError, dataset_identity
 from driving.errors import UserError
 from driving.folder_lock import LOCK, writing
 
@@ -154,7 +154,7 @@ def _task(ds: Dataset) -> str:
 def _source(ds: Dataset) -> dict:
     """What identifies the dataset an export came from: its meta without the counts and the state of
     its collection (a dataset that grew since, or finished, is the same dataset)."""
-    meta = {k: v for k, v in ds.meta.items() if k not in ("counts", "collection")}
+    meta = dataset_identity(ds.meta)
     digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
     return {"format": "lerobot", "written_by": "driving data export", "dataset": str(ds.root.resolve()),
             "dataset_meta_sha256": digest}

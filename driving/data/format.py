@@ -45,6 +45,14 @@ STEP_KEYS = {
 }
 OPTIONAL_STEP_KEYS = {"student_action": np.float32, "expert_plan": np.int8}
 META_KEYS = ("format_version", "scenario", "camera", "action", "expert", "noise", "config", "counts")
+# meta.json keys about how a copy of the dataset was written, not what it is: the counts, which shard
+# wrote it, how far its collection has got. Episode files, shard merges and exports leave them out.
+WRITE_STATE_KEYS = ("counts", "shard", "collection")
+
+
+def dataset_identity(meta: dict) -> dict:
+    """meta.json without WRITE_STATE_KEYS: what every file, shard and later state of one dataset shares."""
+    return {k: v for k, v in meta.items() if k not in WRITE_STATE_KEYS}
 OUTCOMES = ("crash", "offroad", "ok")
 # The camera settings that give a frame its meaning (the stack is built at load time, so it may differ).
 FRAME_KEYS = ("height", "width", "metres_per_pixel", "rgb", "heading_up", "ego_row")
@@ -83,10 +91,8 @@ def encode_episode(episode: int, steps: dict, summary: dict, meta: dict | None =
     if bad:
         raise ValueError(f"episode {episode}: arrays {bad} do not have {n} steps")
     arrays["summary"] = np.array(json.dumps(summary))
-    if meta is not None:  # what every file of the dataset shares: not the counts, not which shard wrote it,
-        # not how far its collection has got
-        arrays["dataset_meta"] = np.array(json.dumps({k: v for k, v in meta.items()
-                                                      if k not in ("counts", "shard", "collection")}))
+    if meta is not None:  # what every file of the dataset shares
+        arrays["dataset_meta"] = np.array(json.dumps(dataset_identity(meta)))
     data = npz_bytes(arrays)
     return {"episode": episode, "file": episode_filename(episode), **summary, "sha256": sha256_of(data)}, data
 

@@ -12,17 +12,12 @@ from pathlib import Path
 
 from driving import atomic
 from driving.config import config_diff
-from driving.data.format import Dataset, DatasetError, sha256_of
+from driving.data.format import Dataset, DatasetError, dataset_identity, sha256_of
 from driving.errors import UserError
 from driving.folder_lock import writing
 from driving.shards import check_complete, shard_of
 
 _FIX = "merge the N shard folders of one `driving collect ... shard=K/N` collection"
-
-
-def _shared_meta(meta: dict) -> dict:
-    """What every shard of one collection has in common (and what the unsharded dataset has)."""
-    return {k: v for k, v in meta.items() if k not in ("counts", "shard", "collection")}
 
 
 def check_shards(paths: list[str | Path]) -> tuple[list[Dataset], dict]:
@@ -35,7 +30,7 @@ def check_shards(paths: list[str | Path]) -> tuple[list[Dataset], dict]:
             raise UserError(f"{ds.root} is not a shard (it was collected without shard=K/N): {_FIX}")
     first = sets[0]
     for ds in sets[1:]:
-        if _shared_meta(ds.meta) != _shared_meta(first.meta) or \
+        if dataset_identity(ds.meta) != dataset_identity(first.meta) or \
                 ds.meta["shard"]["episodes"] != first.meta["shard"]["episodes"]:
             diff = config_diff(first.meta.get("config", {}), ds.meta.get("config", {})) or \
                 f"episodes: {first.meta['shard']['episodes']} there, {ds.meta['shard']['episodes']} here"
@@ -53,7 +48,7 @@ def check_shards(paths: list[str | Path]) -> tuple[list[Dataset], dict]:
         if not want <= have:
             raise UserError(f"shard {shard} in {ds.root} is unfinished ({len(want & have)} of {len(want)} "
                             f"episodes): re-run its `driving collect ... shard={shard}` command, then merge")
-    meta = _shared_meta(first.meta)
+    meta = dataset_identity(first.meta)
     meta["counts"] = {"episodes": 0, "frames": 0}
     return sets, meta
 
