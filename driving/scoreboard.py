@@ -115,9 +115,7 @@ class ScoreboardConfig:
                 self.per_scenario[name] = OmegaConf.to_container(OmegaConf.merge(recipe, own))  # own keys on top
         for where, keys in [("dagger", self.dagger), *((f"per_scenario.{n}.dagger", (e or {}).get("dagger") or {})
                                                        for n, e in self.per_scenario.items())]:
-            clash = sorted(set(keys) & set(_OWNED))
-            if clash:
-                raise ValueError(f"{where}.{clash[0]} is set by the scoreboard itself: use {_OWNED[clash[0]]} instead")
+            refuse_owned(where, keys, {k: f"use {v} instead" for k, v in _OWNED.items()}, "the scoreboard")
             if keys and not self.rounds:
                 raise ValueError(f"{where} keys are for DAgger rounds, and this scoreboard has none: "
                                  "set rounds (e.g. rounds=2), or drop them")
