@@ -181,6 +181,18 @@ def test_the_demo_drives_the_recipe_of_the_shipped_highway_dagger_config():
     assert demo == shipped
 
 
+@pytest.mark.parametrize("path", sorted(str(p) for p in (ROOT / "configs" / "collect").glob("*.yaml")))
+def test_a_scenarios_collect_config_is_the_recipe_the_scoreboard_collects_with(path):
+    """`driving collect configs/collect/S.yaml` gives the data the scoreboard's and dagger's rows were
+    measured on (they collect with `scenario=S` and the defaults): the same noise and camera."""
+    from driving.data.collect import CollectConfig
+
+    shipped = to_dict(load_config(CollectConfig, path, []))
+    default = to_dict(load_config(CollectConfig, None, [f"scenario={shipped['scenario']}"]))
+    for key in ("noise", "camera", "expert", "env", "max_steps"):
+        assert shipped[key] == default[key], f"{path}: {key}"
+
+
 def test_demo_runs_the_whole_pipeline_at_tiny_scale(tmp_path, capsys):
     """The README's main job: collect -> train -> a DAgger round -> eval every round -> video, wired end
     to end."""
