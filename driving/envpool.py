@@ -358,7 +358,7 @@ class SleepingEnv:
         self.frames = np.zeros(obs_shape, np.uint8)
         self.step_s, self.reset_s, self.length = np.asarray(step_s), np.asarray(reset_s), length
         self.info = {k: 0.0 for k in STATE_FACTS}
-        self.info.update(crashed=False, on_road=True, expert_saturated=False, expert_plan=0, lane="a/b/0", collision="")
+        self.info.update(crashed=False, on_road=True, on_route=True, expert_saturated=False, expert_plan=0, lane="a/b/0", collision="")
 
     def _out(self):
         info = dict(self.info, progress=float(self.t), expert_action=np.zeros(2, np.float32))

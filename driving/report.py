@@ -12,6 +12,7 @@ ROWS = [("driving_score", "driving score", "{:.3f}"), ("success_rate", "success 
         ("collision_rate", "collision rate", "{:.0%}"),
         *((f"collision_{kind}_rate", f"  into {what}", "{:.0%}") for kind, what in COLLISION_KINDS.items()),
         ("offroad_episode_rate", "episodes off road", "{:.0%}"),
+        ("off_route_rate", "episodes off the route", "{:.0%}"),
         ("route_completion", "route completion", "{:.3f}"), ("mean_speed", "mean speed m/s", "{:.1f}"),
         ("distance_m", "distance m", "{:.0f}"), ("offroad_fraction", "off-road fraction", "{:.3f}"),
         ("mean_abs_long_accel", "mean abs long. accel m/s²", "{:.2f}"),
@@ -25,18 +26,20 @@ PAIRED_KEY = {"success_rate": "success", "collision_rate": "crashed"}
 
 
 def _cell(agg: dict | None, fmt: str, sign: bool = False) -> str:
-    if agg is None:
+    if agg is None or not agg.get("n", 1):
         return "–"
     f = fmt.replace("{:", "{:+") if sign else fmt
+    if agg.get("n", 2) < 2:  # one value has no interval
+        return f.format(agg["mean"])
     return f"{f.format(agg['mean'])} [{f.format(agg['ci_low'])}, {f.format(agg['ci_high'])}]"
 
 
 def table_rows(agg_policy: dict, agg_expert: dict, paired: dict | None = None) -> list[tuple[str, ...]]:
     """(label, policy, expert, policy - expert on the same seeds) for every metric the results hold."""
     paired = paired or {}
-    return [(label, _cell(agg_policy[key], fmt), _cell(agg_expert[key], fmt),
+    return [(label, _cell(agg_policy.get(key), fmt), _cell(agg_expert.get(key), fmt),
              _cell(paired.get(PAIRED_KEY.get(key, key)), fmt, sign=True))
-            for key, label, fmt in ROWS if key in agg_policy and key in agg_expert]
+            for key, label, fmt in ROWS if key in agg_policy or key in agg_expert]
 
 
 def _rows(s: dict) -> list[tuple[str, ...]]:
@@ -58,17 +61,18 @@ def markdown(result: dict) -> str:
              f"checkpoint: `{result['checkpoint']}`  ", f"trained on: {result.get('trained_on')}  ",
              f"episodes per scenario: {result['config']['episodes']} (seeds from {result['config']['seed']})  ",
              "values: mean [95% CI]; rates use Wilson intervals; policy - expert: the mean difference on the "
-             "same seeds with a paired t interval. Driving score = route completion "
-             "(vs the expert on the same seed) x 0.6 if crashed x (1 - off-road fraction). Time-to-collision "
+             "same seeds with a paired t interval (rates: Newcombe's paired interval). Driving score = route "
+             "completion (vs the expert on the same seed; where the scenario names a route, up to where the ego "
+             "left it) x 0.6 if crashed x (1 - off-road fraction). Time-to-collision "
              "and headway: to the vehicle ahead in the ego's lane, capped at 10 s.", ""]
     for name, s in result["scenarios"].items():
         lines += [f"## {name}", "", "| metric | policy | expert | policy - expert |", "|---|---|---|---|"]
         lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(s)]
         worst = worst_rows(s["episodes"]["policy"], 5)
-        lines += ["", "Worst episodes:", "", "| seed | score | crashed | off-road | distance m | speed m/s |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Worst episodes:", "", "| seed | score | crashed | off-road | off the route | distance m | "
+                  "speed m/s |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['seed']} | {r['driving_score']:.3f} | {r.get('collision_with') or r['crashed']} | "
-                  f"{r['offroad_fraction']:.2f} | "
+                  f"{r['offroad_fraction']:.2f} | {'yes' if r.get('off_route') else 'no'} | "
                   f"{r['distance_m']:.0f} | {r['mean_speed']:.1f} |" for r in worst]
         lines.append("")
     if result.get("videos"):

@@ -27,7 +27,7 @@ import numpy as np
 
 # Facts of every state visited (T + 1 per episode, the initial state included): what metrics,
 # datasets and videos read. The env's info carries them (sim/env.py).
-STATE_FACTS = ("speed", "progress", "on_road", "crashed", "heading", "lane_offset", "x", "y", "time",
+STATE_FACTS = ("speed", "progress", "on_road", "on_route", "crashed", "heading", "lane_offset", "x", "y", "time",
                "expert_saturated", "expert_plan", "lane", "gap_ahead", "closing_speed", "collision")
 
 

@@ -299,13 +299,14 @@ def summarise(cfg: ScoreboardConfig, stages: dict, found: str, command: str | No
     """Per scenario: the policy (the scenario's last DAgger round where there are rounds) as the mean over
     training seeds, the expert on the same seeds, the targets met; with rounds, BC beside it and the gain."""
     from driving.jsonfile import read_json
-    from sim.metrics import mean_ci
+    from sim.metrics import mean_ci, metric_range
 
     again = "re-run the same command to evaluate again"
 
     def over_seeds(evals: list, name: str) -> dict:
         aggs = [ev["scenarios"][name]["aggregate"] for ev in evals]
-        return {k: mean_ci([a["policy"][k]["mean"] for a in aggs]) for k in SUMMARY if k in aggs[0]["policy"]}
+        return {k: mean_ci([a["policy"][k]["mean"] for a in aggs], **metric_range(k))
+                for k in SUMMARY if k in aggs[0]["policy"]}
 
     rows = {}
     for name, (_, runs) in stages.items():

@@ -64,7 +64,7 @@ def record_rollout(env: DrivingEnv, policy, seed: int, saliency_method: str | No
       action, expert_action (T, 2)    policy's and expert's [steer, accel] (expert NaN if none)
       saliency (T, H, W) float32      map for the newest frame (only when a method is set and the
                                       policy has a `.model`)
-      speed, crashed, on_road, time, progress (T+1,)  facts of the states 0..T
+      speed, crashed, on_road, on_route, time, progress (T+1,)  facts of the states 0..T
     and scalars: substeps, fps (= simulation frequency), seed, and what the frame's text says:
     title, camera_title, labels (of the two bar colours), saliency_method.
     `actions`: the episode's recorded actions, executed instead of asking the policy (so the video
@@ -96,7 +96,8 @@ def record_rollout(env: DrivingEnv, policy, seed: int, saliency_method: str | No
         check_same_episode(rec, expect, what)
     steps = {"camera": cameras[:-1], "action": rec["actions"], "expert_action": rec["expert_actions"],
              "saliency": maps[:-1]}
-    facts = {k: rec["steps"][k] for k in ("speed", "crashed", "on_road", "time", "progress")}
+    facts = {k: rec["steps"][k] for k in ("speed", "crashed", "on_road", "on_route", "time", "progress")
+             if k in rec["steps"]}
     n = len(scene[1]) if len(scene) > 1 else env.scenario.simulation_frequency // env.scenario.policy_frequency
     name = getattr(policy, "name", None)
     if not name and getattr(policy, "path", None) is not None:  # a checkpoint: RUN/checkpoints/STEP
@@ -231,6 +232,13 @@ def _status(rollout: dict, k: int) -> tuple[int, int, bool, bool]:
     return d, s, crashed, offroad
 
 
+def _left_route(rollout: dict, k: int) -> bool:
+    """Has the ego left the scenario's route (sim/route.py) by video frame k? It stays left."""
+    on_route = rollout.get("on_route")
+    s = min(k // int(rollout["substeps"]), len(rollout["speed"]) - 1)
+    return on_route is not None and not bool(np.all(on_route[: s + 1]))
+
+
 def compose_frame(rollout: dict, k: int, layout: _Layout | None = None, _tiles: dict | None = None) -> np.ndarray:
     """Video frame k (0 .. len(scene)-1) as (H, W, 3) uint8 RGB."""
     lay = layout or _Layout(rollout)
@@ -252,6 +260,8 @@ def compose_frame(rollout: dict, k: int, layout: _Layout | None = None, _tiles: 
     by = lay.scene_y + int(hs * 0.9)
     if offroad:
         _banner(img, "OFF ROAD", lay.scene_x + ws // 2, by, OFFROAD_COLOUR)
+    if _left_route(rollout, k):  # above the others: the task failed, maybe long before a crash
+        _banner(img, "WRONG TURN", lay.scene_x + ws // 2, by - 56 * (offroad + crashed), OFFROAD_COLOUR)
     if crashed:
         _banner(img, "CRASH", lay.scene_x + ws // 2, by - (56 if offroad else 0), CRASH_COLOUR)
         kind = rollout.get("collision", "")

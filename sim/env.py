@@ -4,8 +4,8 @@ obs    = {"camera": (stack, H, W[, 3]) uint8, "speed": ego speed in m/s}
 action = [steer, accel] in [-1, 1]  (mapped to physical units by the scenario's ActionSpec)
 reward = metres of progress along the road during the step (a convenience; evaluation uses metrics)
 info   = the expert's action for the returned observation (the BC label) and the per-step facts the
-         metrics need: crashed, on_road, progress, lane_offset, speed, heading, x, y, time, and on
-         the step the ego crashes `collision`: what it hit (sim.metrics.COLLISION_KINDS).
+         metrics need: crashed, on_road, on_route (sim/route.py; where a scenario has a route), progress, lane_offset, speed, heading,
+         x, y, time, and on the step the ego crashes `collision`: what it hit (sim.metrics.COLLISION_KINDS).
 An episode terminates on a crash or when the scenario itself ends (merge passed, intersection
 crossed) and is truncated at the scenario's max_steps. Leaving the road does not end it.
 """
@@ -19,6 +19,7 @@ from gymnasium import spaces
 
 from sim.camera import Camera, CameraConfig
 from sim.expert import Expert, ExpertConfig
+from sim.route import Route
 from sim.scenarios import Scenario, get_scenario, make_core_env
 
 MAX_SPEED = 40.0  # highway-env's kinematic limit, m/s
@@ -43,9 +44,11 @@ class DrivingEnv(gymnasium.Env):
         self.camera = Camera(cam_cfg)
         self.core = make_core_env(self.scenario, env_overrides, render_mode=render_mode)
         self.expert: Expert | None = None
+        task = {**self.scenario.expert, **(expert if isinstance(expert, dict) else {})}
         if expert is not False:
-            overrides = {**self.scenario.expert, **(expert if isinstance(expert, dict) else {})}
-            self.expert = Expert(ExpertConfig.from_dict(overrides), self.scenario.action, camera=cam_cfg)
+            self.expert = Expert(ExpertConfig.from_dict(task), self.scenario.action, camera=cam_cfg)
+        self.destination = task.get("destination")  # the route the scenario asks for (sim/route.py)
+        self._route: Route | None = None
         self.observation_space = spaces.Dict({
             "camera": spaces.Box(0, 255, shape=cam_cfg.obs_shape, dtype=np.uint8),
             "speed": spaces.Box(-MAX_SPEED, MAX_SPEED, shape=(), dtype=np.float32),
@@ -86,7 +89,8 @@ class DrivingEnv(gymnasium.Env):
         self._progress = 0.0
         self._collision = ""
         if self.expert is not None:
-            self.expert.reset(self.core)
+            self.expert.reset(self.core)  # first: it names an unknown destination in one line
+        self._route = Route(self.road.network, self.ego.lane_index, self.destination) if self.destination else None
         self._frames = self.camera.reset(self.road, self.ego)
         self._scene = []
         if self.scene_camera is not None:
@@ -157,6 +161,8 @@ class DrivingEnv(gymnasium.Env):
             **self._leader(),
             "collision": self._collision,
         }
+        if self._route is not None:  # only where the scenario names a destination
+            info["on_route"] = self._route.on(ego.position)
         if self.scene_camera is not None:
             info["scene_frames"] = np.stack(self._scene)
         if self.expert is not None:

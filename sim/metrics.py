@@ -2,15 +2,19 @@
 
 Driving score (per episode), in [0, 1]:
 
-    DS = RC x P_crash x P_offroad
+    DS = RC x P_crash x P_offroad x P_route
     RC        = min(1, distance / reference_distance)   route completion; the reference is the
-                expert's distance on the same seed (so timid driving scores below 1)
+                expert's distance on the same seed (so timid driving scores below 1); where the
+                scenario names a route (sim/route.py), only the distance before the ego left it
     P_crash   = 0.6 if the episode ended in a collision, else 1   (CARLA's vehicle-collision factor)
     P_offroad = 1 - offroad_fraction                              (share of steps with the ego's
                 centre outside every lane)
+    P_route   = 0.7 if the ego left the scenario's route, else 1  (CARLA's factor for an ignored
+                instruction, a red light: a wrong turn is a failed task, not a crash; the route
+                completion alone cannot tell, as the reference is where the expert got to in time)
 
-success = no collision, never off-road, and the episode ran to its time limit or to the scenario's
-own end (merge passed, intersection crossed).
+success = no collision, never off-road, never off the route, and the episode ran to its time limit
+or to the scenario's own end (merge passed, intersection crossed).
 
 collision_with: what the ego hit (COLLISION_KINDS: a moving vehicle, a stopped one, a wreck
 of an earlier collision, an object), "" without a collision; its rates split the collision rate.
@@ -22,6 +26,7 @@ import math
 import numpy as np
 
 CRASH_PENALTY = 0.6
+OFF_ROUTE_PENALTY = 0.7
 LANE_CHANGE_WINDOW_S = 2.0  # a lane change's manoeuvre: this long before and after the lane index switches
 
 
@@ -30,7 +35,8 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
     """Metrics of one episode.
 
     steps: per-step arrays over the states visited, the initial one included (length T + 1 for T
-    actions): "speed" (m/s), "progress" (m along the road), "on_road", "crashed", "heading" (rad).
+    actions): "speed" (m/s), "progress" (m along the road), "on_road", "crashed", "heading" (rad),
+    optionally "on_route" (where the scenario has a route; records without it count as on it).
     """
     speed = np.asarray(steps["speed"], dtype=np.float64)
     progress = np.asarray(steps["progress"], dtype=np.float64)
@@ -40,6 +46,11 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
     n_actions = len(speed) - 1
     duration = n_actions * dt
     distance = float(progress[-1] - progress[0]) if len(progress) else 0.0
+    on_route = np.asarray(steps.get("on_route", np.ones(len(progress), dtype=bool)), dtype=bool)
+    left = int(np.argmin(on_route)) if not on_route.all() else None  # the first state off the route
+    route = {"off_route": left is not None} if "on_route" in steps else {}  # a scenario without a route
+    # a wrong turn: the metres after it are not the route's
+    route_distance = distance if left is None else float(progress[left] - progress[0])
     offroad_fraction = float((~on_road[1:]).mean()) if n_actions > 0 else float(not on_road[0])
     a_long = np.diff(speed) / dt
     yaw_rate = np.diff(heading) / dt
@@ -48,8 +59,9 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
     keeping = _lane_keeping_steps(switches, n_actions, dt)
     jerk = np.diff(a_long) / dt
     ref = distance if reference_distance is None else reference_distance
-    completion = 1.0 if ref <= 1e-6 else float(np.clip(distance / ref, 0.0, 1.0))
-    score = completion * (CRASH_PENALTY if crashed else 1.0) * (1.0 - offroad_fraction)
+    completion = 1.0 if ref <= 1e-6 else float(np.clip(route_distance / ref, 0.0, 1.0))
+    score = (completion * (CRASH_PENALTY if crashed else 1.0) * (1.0 - offroad_fraction)
+             * (OFF_ROUTE_PENALTY if left is not None else 1.0))
     ended_properly = truncated or (terminated and not crashed)
     return {
         **({"collision_with": collision_with(steps)} if "collision" in steps else {}),
@@ -59,17 +71,20 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
         "crashed": crashed,
         "offroad_time_s": float(offroad_fraction * duration),
         "offroad_fraction": offroad_fraction,
+        **route,
         "distance_m": distance,
         "mean_speed": float(distance / duration) if duration > 0 else 0.0,
         "mean_abs_long_accel": _mean_abs(a_long),
         "max_abs_long_accel": _max_abs(a_long),
         "mean_abs_lat_accel": _mean_abs(a_lat),
-        **({"lane_keeping_lat_accel": _mean_abs(a_lat[keeping])} if keeping is not None else {}),
+        # None where nothing is left once lane changes are cut out (not 0: the best value there is)
+        **({"lane_keeping_lat_accel": _mean_abs(a_lat[keeping]) if keeping.any() else None}
+           if keeping is not None else {}),
         "max_abs_lat_accel": _max_abs(a_lat),
         "rms_jerk": float(np.sqrt(np.mean(jerk ** 2))) if len(jerk) else 0.0,
         "max_abs_jerk": _max_abs(jerk),
         "route_completion": completion,
-        "success": bool(not crashed and offroad_fraction == 0.0 and ended_properly),
+        "success": bool(not crashed and offroad_fraction == 0.0 and left is None and ended_properly),
         "driving_score": float(score),
     }
 
@@ -246,6 +261,7 @@ MEAN_KEYS = ("driving_score", "route_completion", "mean_speed", "distance_m", "o
              "offroad_time_s", "mean_abs_long_accel", "mean_abs_lat_accel", "lane_keeping_lat_accel", "rms_jerk",
              "max_abs_jerk", "lane_changes", "min_ttc_s", "min_headway_s")
 UNIT_KEYS = ("driving_score", "route_completion", "offroad_fraction")
+SIGNED_KEYS = ("mean_speed", "distance_m")  # a car that reverses drives a negative distance
 # What the ego hit (sim/env.py tells, from the other's state before the step): a vehicle under way,
 # one standing (yielding, queueing), a wreck (crashed earlier, e.g. two other cars into each other),
 # or a road object. Their rates split the collision rate, so a policy that drives into the debris of
@@ -254,28 +270,83 @@ COLLISION_KINDS = {"moving": "a moving vehicle", "stopped": "a stopped vehicle",
                    "object": "an object"}
 
 
+def metric_range(key: str) -> dict:
+    """The values a mean of this metric can take, as mean_ci's `lo` and `hi`: intervals are clipped to them."""
+    if key in UNIT_KEYS or key.endswith("_rate"):
+        return {"lo": 0.0, "hi": 1.0}
+    if key in ("min_ttc_s", "min_headway_s"):
+        return {"lo": 0.0, "hi": TTC_CAP_S}
+    return {"lo": -math.inf if key in SIGNED_KEYS else 0.0, "hi": math.inf}
+
+
+def episode_flags(row: dict) -> dict[str, bool]:
+    """The yes/no outcomes of an episode that its rates count, by the name of their rate (success and
+    crashed by their own). Facts absent from older records are left out."""
+    flags = {"success": bool(row["success"]), "crashed": bool(row["crashed"])}
+    if "offroad_fraction" in row:
+        flags["offroad_episode_rate"] = row["offroad_fraction"] > 0
+    if "off_route" in row:
+        flags["off_route_rate"] = bool(row["off_route"])
+    if "collision_with" in row:
+        flags.update({f"collision_{kind}_rate": row["collision_with"] == kind for kind in COLLISION_KINDS})
+    return flags
+
+
 def aggregate(rows: list[dict]) -> dict:
-    """Aggregates over episodes, each {"mean", "ci_low", "ci_high", "n"} (95%)."""
-    out = {k: rate_ci([r[src] for r in rows]) for k, src in RATE_KEYS.items()}
-    out["offroad_episode_rate"] = rate_ci([r["offroad_fraction"] > 0 for r in rows])
-    if rows and all("collision_with" in r for r in rows):  # absent from older records
-        for kind in COLLISION_KINDS:
-            out[f"collision_{kind}_rate"] = rate_ci([r["collision_with"] == kind for r in rows])
+    """Aggregates over episodes, each {"mean", "ci_low", "ci_high", "n"} (95%). A metric an episode has
+    no value of (None: no lane keeping left to measure) is the mean over the episodes that have one,
+    and absent where none has."""
+    flags = [episode_flags(r) for r in rows]
+    out = {}
+    for k in flags[0] if flags else (*RATE_KEYS.values(), "offroad_episode_rate"):
+        if all(k in f for f in flags):
+            out[{v: r for r, v in RATE_KEYS.items()}.get(k, k)] = rate_ci([f[k] for f in flags])
     for k in MEAN_KEYS:
-        if rows and all(k in r for r in rows):  # decision metrics: absent from older records
-            hi = 1.0 if k in UNIT_KEYS else TTC_CAP_S if k in ("min_ttc_s", "min_headway_s") else math.inf
-            out[k] = mean_ci([r[k] for r in rows], lo=0.0, hi=hi)  # every listed metric is >= 0
+        values = [r[k] for r in rows if r.get(k) is not None]
+        if values and all(k in r for r in rows):  # decision metrics: absent from older records
+            out[k] = mean_ci(values, **metric_range(k))
     return out
 
 
 def paired_differences(policy_rows: list[dict], expert_rows: list[dict]) -> dict:
-    """Policy minus expert on the same seeds, per metric: mean with a paired Student-t 95% interval
-    (the per-seed differences' own spread, so seed-to-seed variation in difficulty cancels)."""
+    """Policy minus expert on the same seeds, per metric: a mean with a paired Student-t 95% interval
+    (the per-seed differences' own spread, so seed-to-seed variation in difficulty cancels); a rate
+    (success, crashed, the *_rate outcomes) with Newcombe's interval for paired proportions, which
+    unlike t is not [0, 0] when no seed differs."""
     expert = {(r.get("scenario"), r["seed"]): r for r in expert_rows}
     pairs = [(p, expert[(p.get("scenario"), p["seed"])]) for p in policy_rows
              if (p.get("scenario"), p["seed"]) in expert]
     out = {}
-    for k in (*RATE_KEYS.values(), *MEAN_KEYS):
+    flags = [(episode_flags(p), episode_flags(e)) for p, e in pairs]
+    for k in flags[0][0] if flags else ():
+        if all(k in fp and k in fe for fp, fe in flags):
+            out[k] = paired_rate_ci([fp[k] for fp, _ in flags], [fe[k] for _, fe in flags])
+    for k in MEAN_KEYS:
         if pairs and all(k in p and k in e for p, e in pairs):
-            out[k] = mean_ci([float(p[k]) - float(e[k]) for p, e in pairs])
+            diffs = [float(p[k]) - float(e[k]) for p, e in pairs if p[k] is not None and e[k] is not None]
+            if diffs:
+                out[k] = mean_ci(diffs)
     return out
+
+
+def paired_rate_ci(a, b, level: float = 0.95) -> dict:
+    """Difference of two proportions measured on the same seeds (rate of `a` minus rate of `b`) with
+    Newcombe's (1998) square-and-add interval for paired data (his method 10): the Wilson intervals of
+    both rates, combined with the correlation of the pairs."""
+    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    n = len(x)
+    if n == 0:
+        return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+    both, only_a, only_b = int((x & y).sum()), int((x & ~y).sum()), int((~x & y).sum())
+    neither = n - both - only_a - only_b
+    p1, p2 = float(x.mean()), float(y.mean())
+    w1, w2 = rate_ci(x, level), rate_ci(y, level)
+    l1, u1, l2, u2 = w1["ci_low"], w1["ci_high"], w2["ci_low"], w2["ci_high"]
+    denom = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    cross = both * neither - only_a * only_b
+    # the pairs' correlation, with Newcombe's continuity correction of a positive one
+    phi = 0.0 if denom == 0 else (cross - n / 2 if cross > n / 2 else min(cross, 0)) / math.sqrt(denom)
+    d = p1 - p2
+    below = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    above = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return {"mean": d, "ci_low": max(-1.0, d - below), "ci_high": min(1.0, d + above), "n": n}

@@ -171,3 +171,93 @@ def test_capped_metrics_have_intervals_within_their_cap():
     agg = aggregate(rows)
     for k in ("min_ttc_s", "min_headway_s"):
         assert agg[k]["ci_high"] == TTC_CAP_S and agg[k]["ci_low"] < agg[k]["mean"] < TTC_CAP_S
+
+
+def test_an_episode_without_lane_keeping_has_no_lane_keeping_value():
+    """Every step within 2 s of a lane change: no lane keeping to measure. It was 0.0, the best value
+    there is, and pulled the mean of a weaving policy down."""
+    n = 11  # 10 actions, all within 2 s of the lane change at the middle
+    heading = np.zeros(n)
+    heading[4:7] = [0.05, 0.1, 0.05]
+    lanes = ["0/1/0"] * 5 + ["0/1/1"] * 6
+    swerve = episode_metrics({**traj([20.0] * n, heading), "lane": lanes}, 0.2, True, False)
+    assert swerve["lane_changes"] == 1 and swerve["lane_keeping_lat_accel"] is None
+    steady = episode_metrics({**traj([20.0] * 41), "lane": ["0/1/0"] * 41}, 0.2, True, False)
+    weave = np.zeros(41)
+    weave[1::2] = 0.01
+    weaving = episode_metrics({**traj([20.0] * 41, weave), "lane": ["0/1/0"] * 41}, 0.2, True, False)
+    agg = aggregate([swerve, steady, weaving])
+    assert agg["lane_keeping_lat_accel"]["n"] == 2  # the episodes that have a value
+    assert agg["lane_keeping_lat_accel"]["mean"] == pytest.approx(weaving["lane_keeping_lat_accel"] / 2)
+    from sim.metrics import paired_differences
+    pol = [dict(swerve, seed=0), dict(weaving, seed=1)]
+    exp = [dict(steady, seed=0), dict(steady, seed=1)]
+    assert paired_differences(pol, exp)["lane_keeping_lat_accel"]["n"] == 1
+
+
+def test_a_reversing_car_has_its_interval_around_its_mean():
+    """Speed and distance are signed (highway-env lets the ego reverse): their intervals were clipped at
+    0, giving a lower bound above the upper one."""
+    rows = [episode_metrics(traj([-v] * 11), 0.2, True, False) for v in (30.0, 35.0, 38.0)]
+    for key in ("mean_speed", "distance_m"):
+        m = aggregate(rows)[key]
+        assert m["mean"] < 0 and m["ci_low"] < m["mean"] < m["ci_high"] < 0, key
+    assert aggregate(rows)["driving_score"]["ci_low"] >= 0.0  # bounded metrics keep their bounds
+
+
+def test_metric_ranges_bound_rates_and_unit_metrics():
+    from sim.metrics import TTC_CAP_S, metric_range
+
+    assert metric_range("collision_rate") == metric_range("driving_score") == {"lo": 0.0, "hi": 1.0}
+    assert metric_range("min_ttc_s") == {"lo": 0.0, "hi": TTC_CAP_S}
+    assert metric_range("mean_speed")["lo"] == -math.inf and metric_range("rms_jerk")["lo"] == 0.0
+    # three training seeds' collision rates: a t interval would go below 0
+    assert mean_ci([0.0, 0.0, 0.04], **metric_range("collision_rate"))["ci_low"] == 0.0
+    assert mean_ci([0.99, 0.999, 0.95], **metric_range("driving_score"))["ci_high"] == 1.0
+
+
+@pytest.mark.parametrize("table, low, high", [
+    # (both, only the first, only the second, neither): Fagerland, Lydersen & Laake's worked examples
+    # of the Newcombe square-and-add interval for paired proportions (Bentur et al. 2009; Cavo et al. 2012)
+    ((1, 1, 7, 12), -0.507, -0.026),
+    ((59, 6, 16, 80), -0.119, -0.005),
+])
+def test_paired_rate_interval_is_newcombes(table, low, high):
+    from sim.metrics import paired_rate_ci
+
+    both, only_a, only_b, neither = table
+    a = [True] * both + [True] * only_a + [False] * only_b + [False] * neither
+    b = [True] * both + [False] * only_a + [True] * only_b + [False] * neither
+    ci = paired_rate_ci(a, b)
+    assert ci["mean"] == pytest.approx((only_a - only_b) / sum(table))
+    assert (ci["ci_low"], ci["ci_high"]) == pytest.approx((low, high), abs=5e-4)
+
+
+def test_paired_rates_have_an_interval_when_no_seed_differs():
+    """A paired t interval on 0/1 differences is [0, 0] when every pair agrees: certainty from 20 seeds."""
+    from sim.metrics import paired_differences
+
+    rows = [{"seed": k, "success": True, "crashed": False, "offroad_fraction": 0.0, "off_route": False,
+             "collision_with": ""} for k in range(20)]
+    d = paired_differences(rows, rows)
+    for key in ("crashed", "success", "offroad_episode_rate", "off_route_rate", "collision_wreck_rate"):
+        assert d[key]["mean"] == 0.0 and d[key]["ci_low"] < -0.1 and d[key]["ci_high"] > 0.1, key
+
+
+def test_the_report_has_every_rate_with_its_paired_difference_and_no_interval_for_one_value():
+    from driving.report import table_rows
+    from sim.metrics import paired_differences
+
+    def ep(seed, off_route, offroad):
+        steps = {**traj([10.0] * 11, on_road=[True] * 5 + [not offroad] * 6),
+                 "on_route": [True] * 6 + [not off_route] * 5, "collision": [""] * 11}
+        return {"seed": seed, **episode_metrics(steps, 0.2, True, False, 20.0)}
+
+    pol = [ep(0, True, True), ep(1, False, False)]
+    exp = [ep(0, False, False), ep(1, False, False)]
+    rows = {r[0].strip(): r[1:] for r in table_rows(aggregate(pol), aggregate(exp), paired_differences(pol, exp))}
+    for label in ("episodes off road", "episodes off the route", "into a wreck", "success rate"):
+        assert rows[label][2] != "–", label  # policy - expert on the same seeds
+    assert rows["episodes off the route"][0].startswith("50% [")
+    one = table_rows(aggregate(pol[:1]), aggregate(exp[:1]))
+    assert dict((r[0], r[1]) for r in one)["driving score"] == f"{pol[0]['driving_score']:.3f}"  # no [x, x]
