@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(a.repeats):
         for n in counts:
             runs[n].append(bench_collect(a.scenario, a.per_worker * n or eps, n, a.max_steps, a.road)[0])
+            # as it comes: a run stopped at its time limit keeps what it measured
+            print(f"measured driving collect, {n} worker(s): {runs[n][-1]:.1f} frames/s", flush=True)
         if a.ray:
             n = max(counts)
             runs["ray"].append(bench_collect(a.scenario, a.per_worker * n or eps, n, a.max_steps, a.road, "ray")[0])

@@ -217,11 +217,18 @@ def main(argv: list[str] | None = None) -> None:
             for i in range(len(pools[n])):
                 pools[n].reset(i, 0)
             startup[n] = time.perf_counter() - t
+        # one episode per env first, untimed: a policy's first batches of a size pay one-off costs (cuDNN
+        # and cuBLAS set-up, a CUDA graph's capture) that are not its steady rate
+        for name, policy in policies.items():
+            for n in counts:
+                steady_steps_per_second(policy, pools[n], a.scenario, seeds[:n], camera, a.max_steps)
         for _ in range(a.repeats):
             for name, policy in policies.items():
                 for n in counts:
                     rates.setdefault((name, n), []).append(
                         steady_steps_per_second(policy, pools[n], a.scenario, seeds, camera, a.max_steps))
+                    # as it comes: a run stopped at its time limit keeps what it measured
+                    print(f"measured {name} {n} env(s): {rates[name, n][-1]:.1f} steps/s", flush=True)
         breakdown = {(name, n): engine_breakdown(policy, pools[n], a.scenario, seeds, camera, a.max_steps)
                      for name, policy in policies.items() for n in counts} if a.breakdown else {}
     finally:

@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def early(line: str) -> None:
+    """A figure as it is measured: a run stopped at its time limit keeps what it had (the table follows)."""
+    print(f"measured {line}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = build_parser()
     a = p.parse_args(argv)
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     # (a) model alone: a fixed batch already on the device, already augmented
     x0, s0, y0 = sample_batch(data, B, gen, cfg)
     t_a = _timed(lambda: optimisation_step(fwd, model, opt, None, x0, s0, y0, weights, cfg), steps, 5, device)
+    early(f"(a) {steps * B / t_a:.0f} samples/s")
 
     # (b) our data path + the same step
     def ours():
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         optimisation_step(fwd, model, opt, None, x, s, y, weights, cfg)
 
     t_b = _timed(ours, steps, 5, device)
+    early(f"(b) {steps * B / t_b:.0f} samples/s")
 
     # (f) the same step in fp32, where (b) ran in bf16: what the fast path gains on this machine
     sf = None
@@ -143,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
             optimisation_step(f32, m32, o32, None, x, s, y, weights, cfg32)
 
         sf = steps * B / _timed(fp32, steps, 5, device)
+        early(f"(f) {sf:.0f} samples/s")
+        del m32, o32, g32, f32
 
     # (c) DataLoader over the episode files + the same device-side augmentation and step
     loader = torch.utils.data.DataLoader(
@@ -163,11 +172,14 @@ def main(argv: list[str] | None = None) -> None:
 
     t_c = _timed(conventional, steps, 5, device)
     sa, sb, sc = (steps * B / t for t in (t_a, t_b, t_c))
+    early(f"(c) {sc:.0f} samples/s")
+    del it, conventional, loader  # its workers and pin-memory thread stop before a graph is captured
     graphed = {}
     if device.type == "cuda":
         alone = Stepper(lambda: optimisation_step(fwd, model, opt, None, x0, s0, y0, weights, cfg),
                         graph=True, generators=[gen])
         graphed["ag"] = steps * B / _timed(alone, steps, 5, device)
+        early(f"(ag) {graphed['ag']:.0f} samples/s")
 
         def full(m, o, g, f=None):
             f = f if f is not None else forward_of(m)  # a compiled module has no truth value
@@ -178,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
             return Stepper(step, graph=True, generators=[g])
 
         graphed["g"] = steps * B / _timed(full(model, opt, gen, fwd), steps, 5, device)
+        early(f"(g) {graphed['g']:.0f} samples/s")
         # the same 30 steps from the same start, eagerly and graphed: the losses should agree
         losses = []
         for graph in (False, True):

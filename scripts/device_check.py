@@ -14,7 +14,11 @@ Datasets and checkpoints go to --work (default /tmp/device_check), not to OUT, w
 On the device machine (`../shared/device/README.md`; carry `.whl`):
 
     . .whl/setup.sh && python3 scripts/device_check.py bench --out $OUT
-    . .whl/setup.sh && python3 scripts/device_check.py scoreboard --seeds 0 --out $OUT
+    . .whl/setup.sh && python3 scripts/device_check.py scoreboard --seeds 0 --scenarios intersection,roundabout \
+        --deadline-s 480 --out $OUT
+
+Give --deadline-s what the session's device budget leaves (`status`: budget_left_s) less a minute or
+two for the machine's start: a command the budget ends keeps only what was copied to OUT by then.
 
 `--dry-run` prints the steps without running them.
 """
@@ -72,8 +76,13 @@ def scoreboard_steps(work: Path, seeds: list[int], scenarios: str | None = None)
                  600)]
 
 
-def run_steps(steps: list[Step], out: Path, deadline_s: float) -> list[dict]:
-    """Each step in turn under min(its timeout, what is left of the deadline); skipped when < 10 s are left."""
+TICK_S = 30  # how often `tick` runs while a step does (the scoreboard's tables are copied out)
+
+
+def run_steps(steps: list[Step], out: Path, deadline_s: float, tick=None) -> list[dict]:
+    """Each step in turn under min(its timeout, what is left of the deadline); skipped when < 10 s are left.
+    `tick()`, if given, runs every TICK_S while a step runs and after it: a command stopped from outside
+    (the device budget ends first) still leaves what the step had finished."""
     out.mkdir(parents=True, exist_ok=True)
     end = time.monotonic() + deadline_s
     rows = []
@@ -93,15 +102,21 @@ def run_steps(steps: list[Step], out: Path, deadline_s: float) -> list[dict]:
             # unbuffered: a step killed at its timeout leaves what it had printed
             p = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            try:
-                rc = p.wait(timeout=min(step.timeout_s, left))
-            except subprocess.TimeoutExpired:
+            stop = t + min(step.timeout_s, left)
+            rc = None
+            while rc is None:
                 try:
-                    os.killpg(p.pid, 9)
-                except ProcessLookupError:  # it ended between the timeout and the kill
-                    pass
-                p.wait()
-                rc = "timeout"
+                    rc = p.wait(timeout=max(0.0, min(TICK_S, stop - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= stop:
+                        try:
+                            os.killpg(p.pid, 9)
+                        except ProcessLookupError:  # it ended between the timeout and the kill
+                            pass
+                        p.wait()
+                        rc = "timeout"
+                if tick is not None:
+                    tick()
         wall = time.monotonic() - t
         tail = log.read_text(errors="replace").splitlines()[-30:]
         rows.append({"step": step.name, "rc": rc, "wall_s": round(wall, 1), "tail": tail})
@@ -130,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="bench: the full worker count")
     p.add_argument("--seeds", default="0", help="scoreboard: training seeds, e.g. 0,1,2")
     p.add_argument("--scenarios", default=None,
-                   help="scoreboard: a comma list of scenarios (default: all six; one seed of all six is "
-                        "estimated at 9-10 min on 16 cores, more than one device command)")
+                   help="scoreboard (required): a comma list of scenarios; one seed of all six is estimated at "
+                        "9-10 min on 16 cores, more than one device command: two or three per command")
     p.add_argument("--work", default="/tmp/device_check",
                    help="datasets and checkpoints: kept out of OUT, which travels back")
     p.add_argument("--dry-run", action="store_true", help="print the steps only")
@@ -147,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"--seeds: expected training seeds separated by commas, e.g. 0,1,2, not {a.seeds!r}")
     if a.workers < 1:
         sys.exit(f"--workers: expected the full worker count (>= 1, e.g. 16), not {a.workers}")
+    if a.part == "scoreboard" and not a.scenarios:
+        sys.exit("--scenarios: name the scoreboard's scenarios, e.g. --scenarios intersection,roundabout "
+                 "(all six, one seed, is estimated at 9-10 min on 16 cores, more than one device command)")
     work = Path(a.work).resolve()
     steps = bench_steps(work, a.workers) if a.part == "bench" else scoreboard_steps(work, seeds, a.scenarios)
     if a.dry_run:
@@ -154,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s.name} ({s.timeout_s:.0f} s): python {' '.join(s.argv)}")
         return 0
     t = time.monotonic()
-    rows = run_steps(steps, out, a.deadline_s)
-    if a.part == "scoreboard":
-        rows.append({"step": "copy_tables", "files": copy_tables(work / "scoreboard", out / "scoreboard")})
+    tables = (lambda: copy_tables(work / "scoreboard", out / "scoreboard")) if a.part == "scoreboard" else None
+    rows = run_steps(steps, out, a.deadline_s, tick=tables)
+    if tables is not None:
+        rows.append({"step": "copy_tables", "files": tables()})
     summary = {"part": a.part, "cores": os.cpu_count(), "wall_s": round(time.monotonic() - t, 1), "steps": rows}
     atomic.write_json(out / "summary.json", summary)
     bad = [r["step"] for r in rows if r.get("rc") not in (0, None) or r.get("skipped")]

@@ -89,7 +89,7 @@ def test_main_writes_the_summary_and_copies_only_the_tables(tmp_path, monkeypatc
     (work / "highway" / "data.npz").write_bytes(b"0" * 100)
     monkeypatch.setattr(dc, "scoreboard_steps", lambda w, seeds, scenarios=None: [dc.Step("scoreboard", ["-c", "pass"], 30)])
     out = tmp_path / "out"
-    assert dc.main(["scoreboard", "--out", str(out), "--work", str(work.parent)]) == 0
+    assert dc.main(["scoreboard", "--scenarios", "highway", "--out", str(out), "--work", str(work.parent)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"][0]["rc"] == 0 and summary["steps"][1]["files"] == 2
     assert (out / "scoreboard" / "scoreboard.md").exists()
@@ -98,3 +98,30 @@ def test_main_writes_the_summary_and_copies_only_the_tables(tmp_path, monkeypatc
         dc.main(["scoreboard", "--seeds", "0,x", "--out", str(out), "--dry-run"])
     with pytest.raises(SystemExit, match="--workers"):
         dc.main(["bench", "--workers", "0", "--out", str(out), "--dry-run"])
+    with pytest.raises(SystemExit, match="--scenarios"):  # all six do not fit one device command
+        dc.main(["scoreboard", "--out", str(out), "--dry-run"])
+
+
+def test_the_tables_are_copied_while_the_scoreboard_still_runs(tmp_path, monkeypatch):
+    """The device budget may end the command before the scoreboard does: what it finished by then must
+    already be in OUT."""
+    dc = _script("device_check")
+    monkeypatch.setattr(dc, "TICK_S", 0.2)
+    work, out = tmp_path / "work", tmp_path / "out"
+    finished = work / "scoreboard" / "intersection" / "seed0" / "rounds.json"
+    writer = (f"import pathlib, time; p = pathlib.Path({str(finished)!r}); p.parent.mkdir(parents=True); "
+              "p.write_text('{}'); time.sleep(60)")
+    monkeypatch.setattr(dc, "scoreboard_steps", lambda w, seeds, scenarios=None: [dc.Step("scoreboard", ["-c", writer], 3)])
+    t = time.monotonic()
+    copied = []
+    real = dc.copy_tables
+
+    def spy(src, dest):
+        copied.append((time.monotonic() - t, real(src, dest)))
+        return copied[-1][1]
+
+    monkeypatch.setattr(dc, "copy_tables", spy)
+    assert dc.main(["scoreboard", "--scenarios", "intersection", "--out", str(out), "--work", str(work)]) == 1
+    # copied during the step (before its 3 s timeout), not only after it
+    assert any(when < 2.9 and n == 1 for when, n in copied), copied
+    assert (out / "scoreboard" / "intersection" / "seed0" / "rounds.json").exists()
