@@ -27,6 +27,7 @@ import numpy as np
 
 CRASH_PENALTY = 0.6
 OFF_ROUTE_PENALTY = 0.7
+LANE_HOLD_S = 1.0  # a lane change counts when the new lane is kept this long (or to the episode's end)
 LANE_CHANGE_WINDOW_S = 2.0  # a lane change's manoeuvre: this long before and after the lane index switches
 
 
@@ -55,7 +56,7 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
     a_long = np.diff(speed) / dt
     yaw_rate = np.diff(heading) / dt
     a_lat = speed[1:] * yaw_rate
-    switches = _lane_switches(steps)
+    switches = _lane_switches(steps, hold=max(1, round(LANE_HOLD_S / dt)))
     keeping = _lane_keeping_steps(switches, n_actions, dt)
     jerk = np.diff(a_long) / dt
     ref = distance if reference_distance is None else reference_distance
@@ -119,15 +120,32 @@ def decision_metrics(steps: dict, switches: np.ndarray | None = None) -> dict:
     return out
 
 
-def _lane_switches(steps: dict) -> np.ndarray | None:
-    """Per transition between recorded states: did the lane index change within one road segment
-    (a lane change, not the next section of road)? None for records without lanes."""
+def _lane_switches(steps: dict, hold: int = 1) -> np.ndarray | None:
+    """Per transition between recorded states: did the ego change lanes within one road segment (not
+    the next section of road) into a lane it then keeps for `hold` states (or until the episode or
+    the segment ends, or it entered the segment in it)? A shorter visit, a car wobbling over a lane
+    line, is no lane change: counted, it made a weaving policy look like one that changes lanes as
+    often as the expert. None for records without lanes."""
     lanes = steps.get("lane")
     if lanes is None:
         return None
-    parts = [str(lane).rsplit("/", 1) for lane in lanes]
-    return np.array([len(a) == len(b) == 2 and a[0] == b[0] and a[1] != b[1] for a, b in zip(parts, parts[1:])],
-                    dtype=bool)
+    parts = [tuple(str(lane).rsplit("/", 1)) for lane in lanes]
+    out = np.zeros(max(len(parts) - 1, 0), dtype=bool)
+    held, start = None, 0
+    for i in range(1, len(parts) + 1):
+        if i < len(parts) and parts[i] == parts[start]:
+            continue
+        lane = parts[start]  # a run of states [start, i) in one lane
+        # kept: long enough; or the episode or the road segment ends in it, or the ego entered the
+        # segment in it (no lane of this segment to wobble back to)
+        kept = (i - start >= hold or i == len(parts) or len(parts[i]) != 2 or parts[i][0] != lane[0]
+                or start == 0 or len(parts[start - 1]) != 2 or parts[start - 1][0] != lane[0])
+        if len(lane) == 2 and kept:
+            if held is not None and held[0] == lane[0] and held[1] != lane[1] and start > 0:
+                out[start - 1] = True
+            held = lane
+        start = i
+    return out
 
 
 def _lane_keeping_steps(switches: np.ndarray | None, n_actions: int, dt: float) -> np.ndarray | None:

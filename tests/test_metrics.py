@@ -261,3 +261,25 @@ def test_the_report_has_every_rate_with_its_paired_difference_and_no_interval_fo
     assert rows["episodes off the route"][0].startswith("50% [")
     one = table_rows(aggregate(pol[:1]), aggregate(exp[:1]))
     assert dict((r[0], r[1]) for r in one)["driving score"] == f"{pol[0]['driving_score']:.3f}"  # no [x, x]
+
+
+def test_a_wobble_over_a_lane_line_is_no_lane_change():
+    """A lane counts as changed into when the ego keeps it for LANE_HOLD_S (or the episode ends in it)."""
+    from sim.metrics import LANE_HOLD_S
+
+    hold = round(LANE_HOLD_S / 0.2)
+    n = 30
+    wobble = ["0/1/0"] * 10 + ["0/1/1", "0/1/0", "0/1/1", "0/1/0"] + ["0/1/0"] * 16
+    settle = ["0/1/0"] * 10 + ["0/1/1", "0/1/0"] + ["0/1/1"] * 18  # over the line, back, then across
+    late = ["0/1/0"] * 28 + ["0/1/1"] * 2  # the episode ends in the new lane
+    back = ["0/1/0"] * 10 + ["0/1/1"] * hold + ["0/1/0"] * (20 - hold)  # over and back: two changes
+    # changes near a segment's start, as the expert drives them on merge and racetrack: the ego entered
+    # the segment in the first lane, however briefly it stayed
+    entered = ["0/1/1"] * 10 + ["1/2/1"] * 2 + ["1/2/0"] * 18
+    counts = [episode_metrics({**traj([20.0] * n), "lane": lanes}, 0.2, True, False)["lane_changes"]
+              for lanes in (wobble, settle, late, back, entered)]
+    assert counts == [0, 1, 1, 2, 1]
+    # the change is placed where the kept lane was entered, for the lane-keeping window
+    from sim.metrics import _lane_switches
+    assert np.flatnonzero(_lane_switches({"lane": settle}, hold)).tolist() == [11]
+    assert _lane_switches({"lane": wobble}, 1).sum() == 4  # state by state, as before
