@@ -248,7 +248,7 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         if not is_expert:
             policy.for_scenario(get_scenario(name))  # action ranges it cannot drive are refused
     reused = reused_expert(cfg, camera, seeds)
-    keep_other_shard(out, cfg)
+    keep_other_evaluation(out, "expert" if is_expert else str(policy.path), cfg)
     if cfg.executor == "ray":  # a missing Ray or a cluster that does not answer: refused before any output
         from driving.executors import connect
 
@@ -257,17 +257,29 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         return _evaluate(checkpoint, cfg, progress, policy, camera, meta, out, seeds, is_expert, reused)
 
 
-def keep_other_shard(out: Path, cfg: EvalConfig) -> None:
-    """Refuses to write over a shard of an evaluation with anything but that shard again: its episodes
-    are one part of a merge, and another shard's would silently take their place."""
+def keep_other_evaluation(out: Path, checkpoint: str, cfg: EvalConfig) -> None:
+    """Refuses to write over another checkpoint's evaluation (its results would be lost without a word),
+    and over a shard of an evaluation with anything but that shard again (its episodes are one part of
+    a merge, and another shard's would silently take their place). A checkpoint of the same run (a
+    re-run, `last` after more training or a resumed DAgger round) writes over its run's."""
     try:
-        old = read_json(out / "eval.json", dict).get("shard")
+        old = read_json(out / "eval.json", dict)
     except UserError:  # none, or damaged: nothing to keep
         return
+    then = old.get("checkpoint")
+    if then and _run_of(then) != _run_of(checkpoint):
+        raise UserError(f"{out} holds the evaluation of {then}: give this run (of {checkpoint}) another out=, "
+                        "or remove that folder first")
+    shard = old.get("shard")
     new = parse_shard(cfg.shard).as_dict() if cfg.shard else None
-    if old and old != new:
-        raise UserError(f"{out} holds shard {old['index']}/{old['count']} of an evaluation: give this run "
+    if shard and shard != new:
+        raise UserError(f"{out} holds shard {shard['index']}/{shard['count']} of an evaluation: give this run "
                         "another out= (each shard its own folder, then `driving eval merge`)")
+
+
+def _run_of(checkpoint: str) -> str:
+    """The run a checkpoint (RUN/checkpoints/STEP, as eval.json records it) belongs to; `expert` is its own."""
+    return checkpoint if checkpoint == "expert" else str(Path(checkpoint).resolve().parent.parent)
 
 
 def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dict | None:

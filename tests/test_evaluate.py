@@ -412,3 +412,25 @@ def test_an_evaluation_can_drive_a_plan_head_with_another_lane_threshold(tmp_pat
     assert episodes(carried)[0] == sure
     with pytest.raises(UserError, match="the expert has none"):
         evaluate("expert", cfg(tmp_path / "ex", "plan_threshold=0.5"), progress=False)
+
+
+def test_another_runs_evaluation_is_not_written_over(tmp_path):
+    """`driving eval B out=X` where X holds A's evaluation lost A's results without a word; the same run
+    again (a re-run, `last` after more training) writes over its own."""
+    run = tiny_run(tmp_path)
+    out = tmp_path / "ev"
+    evaluate(str(run / "checkpoints" / "last"), cfg(out, "episodes=1"), progress=False)
+    before = (out / "eval.json").read_text()
+    ds = synthetic_dataset(tmp_path / "ds2")
+    other = tmp_path / "other"
+    train(load_config(TrainConfig, None, [f"dataset={ds}", f"out={other}", "steps=2", "batch_size=4",
+                                          "device=cpu", "wandb.mode=disabled"]), progress=False)
+    with pytest.raises(UserError, match=r"holds the evaluation of .*run.*another out="):
+        evaluate(str(other / "checkpoints" / "last"), cfg(out, "episodes=1"), progress=False)
+    with pytest.raises(UserError, match="holds the evaluation"):
+        evaluate("expert", cfg(out, "episodes=1"), progress=False)
+    assert (out / "eval.json").read_text() == before
+    train(load_config(TrainConfig, None, [f"dataset={tmp_path / 'ds'}", f"out={run}", "steps=4", "batch_size=4",
+                                          "device=cpu", "wandb.mode=disabled"]), progress=False)  # resumed
+    r = evaluate(str(run / "checkpoints" / "last"), cfg(out, "episodes=2"), progress=False)["result"]
+    assert len(r["scenarios"]["highway"]["episodes"]["policy"]) == 2
