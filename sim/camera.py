@@ -40,6 +40,7 @@ _MAX_FINE_PX = 1 << 22  # cap on a mask's fine pixels: _SS is halved for frames 
 MAX_SIDE = 2048  # px
 CAR_WIDTH, CAR_LENGTH = 2.0, 5.0  # m, highway-env's vehicles
 MIN_CAR_PX = 1.5  # the narrowest a car may be drawn, px
+MAX_STACK = 32  # frames an observation holds: every env keeps them, a policy takes them as channels
 
 
 class BlankFrameError(RuntimeError):
@@ -69,8 +70,9 @@ class CameraConfig:
             raise ValueError(f"camera.metres_per_pixel={self.metres_per_pixel:g} is too coarse to show a vehicle "
                              f"(a car {CAR_WIDTH:g} m wide would cover {CAR_WIDTH / self.metres_per_pixel:.2f} px): "
                              f"use at most {CAR_WIDTH / MIN_CAR_PX:.2f}")
-        if self.stack < 1:
-            raise ValueError("camera.stack must be >= 1")
+        if not 1 <= self.stack <= MAX_STACK:
+            raise ValueError(f"camera.stack must be within 1..{MAX_STACK} (frames of history; {MAX_STACK} is "
+                             f"{MAX_STACK / 5:g} s at 5 Hz), not {self.stack}")
         if not 0.0 <= self.ego_row <= 1.0:
             raise ValueError("camera.ego_row must be within [0, 1]")
         if self.footprint[0] < CAR_LENGTH:

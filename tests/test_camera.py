@@ -465,7 +465,7 @@ def test_camera_inside_the_ego_is_a_blank_frame(make_core):
 @pytest.mark.parametrize("bad", [
     {"height": 4}, {"width": 7}, {"height": 0, "width": 0},
     {"metres_per_pixel": 0.0}, {"metres_per_pixel": -0.5}, {"metres_per_pixel": float("nan")},
-    {"stack": 0}, {"ego_row": 1.5}, {"ego_row": -0.1},
+    {"stack": 0}, {"stack": 33}, {"ego_row": 1.5}, {"ego_row": -0.1},
 ])
 def test_camera_config_validation(bad):
     with pytest.raises(ValueError):
@@ -476,6 +476,16 @@ def test_driving_env_validates_camera_config():
     from sim import DrivingEnv
     with pytest.raises(ValueError, match="too small"):
         DrivingEnv("highway", camera={"height": 4, "width": 64}, expert=False)
+
+
+def test_the_longest_stack_is_accepted_and_the_next_refused_in_one_line():
+    """Every env keeps its stack and the policy takes it as channels: an unbounded one (stack=100000)
+    allocated gigabytes per observation before anything said why."""
+    from sim.camera import MAX_STACK
+
+    assert CameraConfig(stack=MAX_STACK).obs_shape[0] == MAX_STACK
+    with pytest.raises(ValueError, match=f"camera.stack must be within 1..{MAX_STACK}"):
+        CameraConfig(stack=MAX_STACK + 1)
 
 
 def test_camera_config_round_trips():

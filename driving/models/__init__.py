@@ -5,6 +5,7 @@ from driving.errors import UserError
 from driving.models.base import InputSpec, ModelConfig, Policy
 from driving.models.pilotnet import build_pilotnet
 from driving.models.resnet import build_resnet18
+from sim.camera import MAX_STACK
 
 MODELS = {"pilotnet": build_pilotnet, "resnet18": build_resnet18}
 
@@ -12,8 +13,8 @@ MODELS = {"pilotnet": build_pilotnet, "resnet18": build_resnet18}
 def build_model(name: str, cfg: ModelConfig, spec: InputSpec) -> Policy:
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
-    if cfg.stack < 1:
-        raise UserError("net.stack must be >= 1")
+    if not 1 <= cfg.stack <= MAX_STACK:
+        raise UserError(f"net.stack must be within 1..{MAX_STACK} (frames of history), not {cfg.stack}")
     if cfg.weights and name != "resnet18":
         raise UserError(f"net.weights loads backbone weights for resnet18 only, not {name}: drop net.weights")
     model = MODELS[name](cfg, spec)
