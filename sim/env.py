@@ -108,6 +108,8 @@ class DrivingEnv(gymnasium.Env):
         # the other road users' state before the step: what the ego hits, if it does, is judged by it
         others = None if ego.crashed else [(v, bool(v.crashed), float(v.speed))
                                            for v in self.road.vehicles if v is not ego]
+        objects = [(o, bool(getattr(o, "crashed", False))) for o in self.road.objects]
+        ego_speed = float(ego.speed)
         self._scene = []
         lane = self.road.network.get_lane(ego.lane_index) if ego.lane_index else None
         _, _, terminated, _, _ = self.core.step(self.scenario.action.to_highway(action))
@@ -122,19 +124,31 @@ class DrivingEnv(gymnasium.Env):
         self._step += 1
         truncated = self._step >= self.scenario.max_steps and not terminated
         self._frames = self.camera.step(self.road, ego)
-        self._collision = self._collision_kind(others) if others is not None and ego.crashed else ""
+        self._collision = self._collision_kind(others, objects, ego_speed) if others is not None and ego.crashed else ""
         return self._obs(), ds, bool(terminated), bool(truncated), self._info()
 
-    def _collision_kind(self, others: list) -> str:
-        """What the ego, crashed in this step, hit (sim.metrics.COLLISION_KINDS): the crashed vehicle that
-        overlaps it (else the nearest crashed one), judged by its state before the step; "object" where
-        no vehicle did."""
+    def _collision_kind(self, others: list, objects: list, ego_speed: float) -> str:
+        """What the ego, crashed in this step, hit (sim.metrics.COLLISION_KINDS), judged by the other's
+        state before the step: a crashed vehicle that overlaps it; else an object that was hit in this
+        step; else the nearest crashed vehicle still within reach of the ego (the impact pushes the two
+        apart within the step); else "object". A wreck far away is never what the ego hit."""
         ego = self.ego
-        hit = [(not ego._is_colliding(v, 0.0)[0], float(np.linalg.norm(v.position - ego.position)), was, speed)
-               for v, was, speed in others if v.crashed]
-        if not hit:
+        dt = 1.0 / self.scenario.policy_frequency
+        near = []
+        for v, was, speed in others:
+            if not v.crashed:
+                continue
+            touching = bool(ego._is_colliding(v, 0.0)[0])
+            dist = float(np.linalg.norm(v.position - ego.position))
+            reach = (ego.diagonal + v.diagonal) / 2 + (abs(ego_speed) + abs(speed)) * dt
+            if touching or dist <= reach:
+                near.append((not touching, dist, was, speed))
+        touching = [h for h in near if not h[0]]
+        if not touching and any(o.crashed and not was for o, was in objects):
             return "object"
-        _, _, was_crashed, speed = min(hit, key=lambda h: h[:2])
+        if not near:
+            return "object"
+        _, _, was_crashed, speed = min(near, key=lambda h: h[:2])
         return "wreck" if was_crashed else "stopped" if abs(speed) < STOPPED_SPEED else "moving"
 
     def _obs(self) -> dict:
@@ -162,7 +176,7 @@ class DrivingEnv(gymnasium.Env):
             "collision": self._collision,
         }
         if self._route is not None:  # only where the scenario names a destination
-            info["on_route"] = self._route.on(ego.position)
+            info["on_route"] = self._route.on(ego.position, ego.heading)
         if self.scene_camera is not None:
             info["scene_frames"] = np.stack(self._scene)
         if self.expert is not None:

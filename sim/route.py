@@ -5,13 +5,14 @@ exit). highway-env ends an intersection episode at any exit, and the driving sco
 completion counts metres along whatever road the ego is on, so without this a car that went straight
 on scored as a car that turned. The route is the network's shortest path from the ego's first lane
 to the destination; the ego is off it once its centre is more than OFF_ROUTE_M (L1, lateral plus
-beyond a lane's ends) from every lane of the route's roads. A distance, not the ego's lane index:
+beyond a lane's ends) from every lane of the route's roads that it drives along (not against). A distance, not the ego's lane index:
 where roads overlap or leave gaps (a junction's middle, the roundabout's entries and exits, which
 end metres from the ring) the nearest lane flickers between roads the ego is not choosing.
 """
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -36,10 +37,18 @@ class Route:
         self.roads = roads
         self.lanes = [lane for a, b in roads for lane in network.graph[a][b]]
 
-    def distance(self, position) -> float:
-        """Metres (L1) from `position` to the nearest lane of the route."""
+    def distance(self, position, heading: float | None = None) -> float:
+        """Metres (L1) from `position` to the nearest lane of the route; with `heading`, only lanes the
+        ego drives along, not against (the intersection's exit back out of the entry arm runs 4 m
+        beside the entry lane)."""
         p = np.asarray(position, dtype=np.float64)
-        return float(min(lane.distance(p) for lane in self.lanes))
+        best = math.inf
+        for lane in self.lanes:
+            s, lat = lane.local_coordinates(p)
+            if heading is not None and abs(lane.local_angle(heading, s)) >= math.pi / 2:
+                continue
+            best = min(best, abs(lat) + max(s - lane.length, 0.0) + max(-s, 0.0))  # highway-env's Lane.distance
+        return float(best)
 
-    def on(self, position) -> bool:
-        return self.distance(position) <= OFF_ROUTE_M
+    def on(self, position, heading: float | None = None) -> bool:
+        return self.distance(position, heading) <= OFF_ROUTE_M

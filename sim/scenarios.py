@@ -60,7 +60,11 @@ class Scenario:
         for key, value in (overrides or {}).items():
             if key in _FIXED:
                 raise ValueError(f"env.{key} is fixed by scenario {self.name!r}: {_FIXED[key]}")
-            if key not in cfg and key not in _stock_config_keys(self.env_id):
+            if key == "destination" and "destination" in self.expert:
+                raise ValueError(f"env.destination does not steer the ego of scenario {self.name!r} (highway-env "
+                                 "plans a route only for its own vehicle classes): the route is the expert's, "
+                                 "use expert.destination")
+            if key not in _stock_config_keys(self.env_id):  # a key it does not read would do nothing
                 raise ValueError(
                     f"unknown highway-env config key {key!r} for scenario {self.name!r} "
                     f"({self.env_id}); known keys: {sorted(set(cfg) | _stock_config_keys(self.env_id))}"
@@ -128,7 +132,7 @@ SCENARIOS: dict[str, Scenario] = {
             name="merge",
             env_id="merge-v0",
             description="2-lane highway with an on-ramp merging into the right lane; ends at x=370 m",
-            env_config={"vehicles_count": 3, "lanes_count": 2},
+            env_config={},  # merge-v0 places its own traffic: it has no vehicles_count or lanes_count
             simulation_frequency=15,
             policy_frequency=5,
             max_steps=100,

@@ -263,7 +263,7 @@ def _drive_into(env, placed, steps=8):
     return info
 
 
-@pytest.mark.parametrize("kind", ["moving", "stopped", "wreck", "object"])
+@pytest.mark.parametrize("kind", ["moving", "stopped", "wreck", "object", "object beside a far wreck"])
 def test_a_collision_says_what_the_ego_hit(make_env, kind):
     """A car 15 m ahead in the ego's lane under way at 5 m/s, standing, two cars crashed into each
     other there before the ego arrives, or an obstacle: each collision is told apart."""
@@ -278,12 +278,15 @@ def test_a_collision_says_what_the_ego_hit(make_env, kind):
         return make
 
     env = make_env("highway")
-    if kind == "object":
+    if kind.startswith("object"):
         env.reset(seed=0)
         ego = env.ego
         lane = env.road.network.get_lane(ego.lane_index)
         s, _ = lane.local_coordinates(ego.position)
         env.road.vehicles[:] = [ego]
+        if kind != "object":  # a wreck 200 m behind was named as what the ego hit
+            env.road.vehicles.append(car(0.0, ahead=-200.0, crashed=True)(env.road, lane, s))
+            kind = "object"
         env.road.objects.append(Obstacle(env.road, lane.position(s + 15.0, 0.0), lane.heading_at(s + 15.0)))
         for _ in range(8):
             _, _, terminated, _, info = env.step(np.array([0.0, 1.0]))

@@ -28,6 +28,11 @@ def test_the_route_is_the_roads_to_the_destination_and_what_follows_it(make_env)
     assert route.on(env.ego.position) and route.distance(env.ego.position) < 1.0
     far = env.road.network.get_lane(("il2", "o2", 0)).position(30.0, 0.0)  # 30 m down the straight exit
     assert route.distance(far) > OFF_ROUTE_M and not route.on(far)
+    # the exit back out of the entry arm runs 4 m beside the entry lane, the other way
+    lane = env.road.network.get_lane(("il0", "o0", 0))
+    back = lane.position(30.0, 0.0)
+    assert route.distance(back) < OFF_ROUTE_M  # by distance alone it looked on the route
+    assert not route.on(back, lane.heading_at(30.0)) and route.on(back, lane.heading_at(30.0) + np.pi)
     with pytest.raises(ValueError, match="no road leads"):
         Route(env.road.network, ("il2", "o2", 0), "o1x")
 

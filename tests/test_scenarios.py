@@ -152,3 +152,12 @@ def test_building_one_scenario_does_not_change_another():
     inter.step([0.0, 0.0])
     assert (IDMVehicle.DISTANCE_WANTED, IDMVehicle.COMFORT_ACC_MAX, IDMVehicle.COMFORT_ACC_MIN) == before
     np.testing.assert_array_equal(trajectory(), first)
+
+
+def test_every_key_a_scenario_gives_highway_env_is_one_it_reads():
+    """merge gave merge-v0 vehicles_count and lanes_count, which it never reads: values that looked
+    like settings and did nothing."""
+    from sim.scenarios import _stock_config_keys
+
+    for name, scenario in SCENARIOS.items():
+        assert set(scenario.env_config) <= _stock_config_keys(scenario.env_id), name
