@@ -64,10 +64,10 @@ class Scenario:
                 raise ValueError(f"env.destination does not steer the ego of scenario {self.name!r} (highway-env "
                                  "plans a route only for its own vehicle classes): the route is the expert's, "
                                  "use expert.destination")
-            if key not in _stock_config_keys(self.env_id):  # a key it does not read would do nothing
+            if key not in _stock_config_keys(self.env_id) | _OWN_KEYS:  # a key it does not read would do nothing
                 raise ValueError(
                     f"unknown highway-env config key {key!r} for scenario {self.name!r} "
-                    f"({self.env_id}); known keys: {sorted(set(cfg) | _stock_config_keys(self.env_id))}"
+                    f"({self.env_id}); known keys: {sorted(_stock_config_keys(self.env_id) | _OWN_KEYS)}"
                 )
             cfg[key] = value
         return cfg
@@ -209,6 +209,7 @@ def _stock_class(env_id: str):
 # highway-env keys the scenario sets and the rest of the stack relies on (the metrics' time step, the
 # expert's and the policy's action ranges, episode ends): an env.* override would change the world
 # under them without their knowing.
+_OWN_KEYS = frozenset({"fast_road"})  # read by this stack's env classes (sim/fast_road.py), not highway-env's
 _FIXED = {
     "simulation_frequency": "the metrics, the expert and recorded datasets assume its timing; a new timing "
                             "is a new scenario (sim/scenarios.py)",
