@@ -29,7 +29,10 @@ def install(tmp: str | Path, path: Path) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give what open() would
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except IsADirectoryError as e:  # the error names the temp file: name the target the user gave
+        raise IsADirectoryError(e.errno, e.strerror, str(path)) from None
 
 
 def _atomic(path: Path, write) -> None:

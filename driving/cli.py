@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,9 @@ def cmd_collect(ns) -> int:
     return 0
 
 
+MAX_SHEET_FRAMES = 1000
+
+
 @dataclass
 class DataInfoConfig:
     json: bool = False  # one JSON object instead of a table
@@ -54,6 +58,8 @@ class DataShowConfig:
     def __post_init__(self):
         if self.frames < 1 or self.columns < 1:
             raise ValueError(f"frames and columns must be >= 1, got frames={self.frames} columns={self.columns}")
+        if self.frames > MAX_SHEET_FRAMES:  # a PNG has a size limit; a sheet that large shows nothing either
+            raise ValueError(f"frames must be <= {MAX_SHEET_FRAMES} for one contact sheet, got {self.frames}")
 
 
 # The flags `data info/show` took before they took key=value like every other command.
@@ -389,7 +395,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 # Errors of the place a command writes to, whatever wrote (a worker process's arrive as themselves):
 # one line naming the place and the fix; what was written stays consistent (atomic writes).
-_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                errno.EEXIST}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `driving data info D | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
+        return 0
     except OSError as e:
         if e.errno not in _DISK_ERRORS:
             raise

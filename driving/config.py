@@ -4,6 +4,7 @@ OmegaConf does the merging and type checking; this module turns its errors into 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -65,10 +66,36 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         msg = str(e).splitlines()[0]
         if "not in struct" in msg or "Key" in msg and "not" in msg:
             raise UserError(f"unknown config key {key!r}; known keys: {', '.join(_known_keys(schema))}") from None
-        raise UserError(f"bad config value for {key!r}: {msg}") from None
+        raise UserError(_shape_problem(schema, key, msg, overrides) or f"bad config value for {key!r}: {msg}") from None
     except (TypeError, ValueError) as e:  # raised by a dataclass's own validation
         raise UserError(f"bad config: {e}") from None
     return obj
+
+
+def _groups(schema, prefix: str = "") -> set[str]:
+    """The keys that are groups of keys (nested dataclasses), e.g. camera, net, optim."""
+    out = set()
+    for f in fields(schema):
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        if is_dataclass(default):
+            out |= {prefix + f.name} | _groups(type(default), prefix + f.name + ".")
+    return out
+
+
+def _shape_problem(schema, key, msg: str, overrides) -> str | None:
+    """OmegaConf's words for a value of the wrong shape (a list for one value, one value for a list, a
+    value for a group of keys), as what the key takes."""
+    if "is not a ListConfig" in msg:
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")
+        return f"{key} takes a list: {key}=[{value}]"
+    if "Cannot convert 'ListConfig'" in msg or "Cannot convert 'DictConfig'" in msg:
+        return (f"{key} takes one value, not a list or group (a comma list where it names several, "
+                f"e.g. scenario=highway,merge)")
+    if "Merge error" in msg and "is not a subclass of" in msg:
+        groups = _groups(schema)
+        given = next((o.split("=", 1)[0] for o in overrides if o.split("=", 1)[0] in groups), key)
+        return f"{given} is a group of keys, not one value: set its keys, e.g. {given}.KEY=VALUE (--print-config lists them)"
+    return None
 
 
 def _yaml_problem(e: yaml.YAMLError, mark: bool = True) -> str:
@@ -97,6 +124,18 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> str:
         elif va != vb:
             out.append(f"{prefix}{k}: {va!r} there, {vb!r} now")
     return "; ".join(out)
+
+
+def check_seed(name: str, seed: int) -> None:
+    """Episode seeds go to gymnasium, which takes none below 0."""
+    if not 0 <= seed < 2**31:
+        raise ValueError(f"{name} must be in 0..{2**31 - 1}, got {seed}")
+
+
+def check_finite(name: str, value: float, low: float = 0.0, what: str = "a number >= 0") -> None:
+    """A float key that torch or the simulator would take without a word and fail on later."""
+    if not (math.isfinite(value) and value >= low):
+        raise ValueError(f"{name} must be {what}, got {value}")
 
 
 def refuse_owned(where: str, keys: dict | None, owned: dict[str, str], who: str) -> None:

@@ -19,6 +19,8 @@ same command goes on where it stopped without redoing finished rounds.
 """
 from __future__ import annotations
 
+import math
+
 import shlex
 import sys
 import time
@@ -76,8 +78,8 @@ class DaggerConfig:
         if not self.beta or any(not 0.0 <= b <= 1.0 for b in self.beta):
             raise ValueError(f"beta (the expert's share per round) must list values in [0, 1], e.g. "
                              f"beta=[0.5,0.0]; got {self.beta}")
-        if self.takeover < 0:
-            raise ValueError("takeover must be >= 0 (0: no takeover)")
+        if not (self.takeover >= 0 and math.isfinite(self.takeover)):
+            raise ValueError("takeover must be a number >= 0 (0: no takeover)")
         if not 0 <= self.episodes < ROUND_SEED:
             raise ValueError(f"episodes must be in 0..{ROUND_SEED - 1} (0: half of round 0's collection)")
         if self.round_steps < 0:
@@ -258,7 +260,7 @@ def chosen_path(out: Path, r: int) -> Path:
 
 
 def run_dagger(cfg: DaggerConfig, progress: bool = True, command: str | None = None) -> dict:
-    with writing(cfg.out, "driving dagger"):
+    with writing(cfg.out, "driving dagger", holds="a DAgger run"):
         return _run_dagger(cfg, progress, command)
 
 

@@ -87,7 +87,7 @@ def demo_config(out: str | Path = "runs/demo", overrides: list[str] = ()):
 def run_demo(out: str | Path = "runs/demo", overrides: list[str] = (), progress: bool = True) -> dict:
     """`overrides`: see split_overrides."""
     cfg = demo_config(out, overrides)
-    with writing(cfg.out, "driving demo"):
+    with writing(cfg.out, "driving demo", holds="a DAgger run"):
         return _run_demo(cfg, progress, " ".join(["driving demo", *overrides]))
 
 

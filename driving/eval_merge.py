@@ -84,6 +84,6 @@ def merge_evaluations(out: str | Path, paths: list[str | Path], device: str = "a
             actions.update({k: z[k] for k in z.files})
     checkpoint = first["checkpoint"]
     policy = ev.load_eval_policy(checkpoint, device, cfg.plan_threshold)[0] if cfg.videos else None  # it films the worst episodes
-    with writing(out, "driving eval merge"):
+    with writing(out, "driving eval merge", holds="an evaluation"):
         ev.write_result(result, out, actions, checkpoint, policy, first["camera"], cfg)
     return {"out": out, "result": result}

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from driving import atomic
 from driving.baselines import ExpertPolicy
-from driving.config import to_dict
+from driving.config import check_seed, to_dict
 from driving.envpool import EnvPool, probe_env
 from driving.executors import check_executor
 from driving.folder_lock import writing
@@ -63,6 +63,7 @@ class EvalConfig:
         check_executor(self.executor)
         if self.episodes < 1:
             raise ValueError("episodes must be >= 1")
+        check_seed("seed", self.seed)
         if self.workers < 0 or self.videos < 0:
             raise ValueError("workers and videos must be >= 0 (workers 0: one per core; videos 0: none)")
         if self.max_steps is not None and self.max_steps < 1:
@@ -253,7 +254,7 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
         from driving.executors import connect
 
         connect(cfg.ray_address)
-    with writing(out, "driving eval"):
+    with writing(out, "driving eval", holds="an evaluation"):
         return _evaluate(checkpoint, cfg, progress, policy, camera, meta, out, seeds, is_expert, reused)
 
 

@@ -30,15 +30,39 @@ def unwritable(path: Path, e: OSError, fix: str = "choose another out= folder") 
     why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
            errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
            errno.EPERM: "permission denied", errno.ENOTDIR: "a part of the path is a file, not a folder",
-           errno.EEXIST: "it exists and is not a folder"}.get(e.errno, e.strerror or str(e))
+           errno.EEXIST: "it exists and is not a folder",
+           errno.EISDIR: "it is a folder, not a file"}.get(e.errno, e.strerror or str(e))
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free some space (or " + fix + "), then re-run the same command: it resumes"
     return UserError(f"cannot write to {path}: {why}: {fix}")
 
 
+# What each command's output folder holds, by what marks it: a command refuses a folder that holds
+# another kind (an evaluation written into a dataset made `driving video DATASET` film the evaluation).
+OUTPUTS = {
+    "a dataset": lambda f: (f / "meta.json").is_file() and (f / "episodes").is_dir(),
+    "a training run": lambda f: (f / "checkpoints").is_dir(),
+    "an evaluation": lambda f: (f / "eval.json").is_file(),
+    "a DAgger run": lambda f: (f / "rounds.json").is_file() or (f / "round0").is_dir(),
+    "a scoreboard": lambda f: (f / "scoreboard.json").is_file(),
+}
+
+
+def refuse_other_output(folder: Path, holds: str) -> None:
+    """One line when `folder` holds another command's kind of output than `holds` (an OUTPUTS key)."""
+    if not folder.is_dir():
+        return
+    for kind, marks in OUTPUTS.items():
+        if kind != holds and marks(folder):
+            raise UserError(f"{folder} holds {kind}, and this command writes {holds}: give it another out= folder")
+
+
 @contextlib.contextmanager
-def writing(folder: str | Path, what: str, sweep: bool = True):
+def writing(folder: str | Path, what: str, sweep: bool = True, holds: str | None = None):
+    """`holds`: the kind of output the command writes (an OUTPUTS key), checked against what is there."""
     folder = Path(folder)
+    if holds is not None:
+        refuse_other_output(folder, holds)
     key = os.path.realpath(folder)
     if key in _HELD:
         _HELD[key] += 1

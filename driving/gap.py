@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 from tqdm import tqdm
 
+from driving.config import check_seed
 from driving.envpool import build_env, probe_env, run_in_workers, worker_setup
 from driving.errors import UserError
 from driving.evaluate import EVAL_SEED, check_scenarios
@@ -39,6 +40,7 @@ class GapConfig:
     def __post_init__(self):
         if self.episodes < 1:
             raise ValueError("episodes must be >= 1")
+        check_seed("seed", self.seed)
         if self.workers < 0:
             raise ValueError("workers must be >= 0 (0 = one per core)")
         if self.max_steps is not None and self.max_steps < 1:

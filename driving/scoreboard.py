@@ -158,7 +158,7 @@ def hardware() -> dict:
 
 
 def run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | None = None) -> dict:
-    with writing(cfg.out, "driving scoreboard"):
+    with writing(cfg.out, "driving scoreboard", holds="a scoreboard"):
         return _run_scoreboard(cfg, progress, command)
 
 

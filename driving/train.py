@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from driving import atomic, checkpoint, precision
-from driving.config import config_diff, to_dict
+from driving.config import check_finite, check_seed, config_diff, to_dict
 from driving.data.format import FRAME_KEYS, Dataset
 from driving.data.tensors import (
     AugmentConfig,
@@ -51,6 +51,10 @@ class OptimConfig:
     min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
     grad_clip: float = 1.0  # max global grad norm; 0 disables
 
+    def __post_init__(self):
+        for name in ("lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip"):
+            check_finite(f"optim.{name}", getattr(self, name))
+
 
 @dataclass
 class TrainEvalConfig:
@@ -63,6 +67,17 @@ class TrainEvalConfig:
     workers: int = 0
     max_steps: int | None = None
     video: bool = True  # render the worst episode and log it
+
+    def __post_init__(self):
+        if self.every < 0:
+            raise ValueError(f"eval.every must be >= 0 (0: never), got {self.every}")
+        if self.episodes < 1:
+            raise ValueError(f"eval.episodes must be >= 1, got {self.episodes}")
+        check_seed("eval.seed", self.seed)
+        if self.workers < 0:
+            raise ValueError("eval.workers must be >= 0 (0 = one per core)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("eval.max_steps must be >= 1 (or null for the scenario's own length)")
 
 
 @dataclass
@@ -132,8 +147,15 @@ class TrainConfig:
                                                  or min(self.dataset_weights) < 0 or sum(self.dataset_weights) <= 0):
             raise ValueError(f"dataset_weights must give one share >= 0 per dataset ({len(paths)}), not all 0; "
                              f"got {self.dataset_weights}")
-        if not 0 <= self.seed < 2**31:
-            raise ValueError(f"seed must be in 0..{2**31 - 1}, got {self.seed}")
+        check_seed("seed", self.seed)
+        if self.dataset_weights is not None:
+            for w in self.dataset_weights:
+                check_finite("dataset_weights", w, what="shares >= 0")
+        for w in self.loss_weights:
+            check_finite("loss_weights", w, what="weights >= 0")
+        check_finite("disagree_weight", self.disagree_weight, what="a number > 0")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: torch's default), got {self.threads}")
         if self.disagree_weight <= 0 or self.disagree_threshold < 0:
             raise ValueError("disagree_weight must be > 0 and disagree_threshold >= 0")
 
@@ -375,7 +397,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     would, leaving a checkpoint to resume from. Returns a summary dict."""
     if _dist_info()[0] != 0:  # rank 0 writes the run folder and holds its lock
         return _train(cfg, progress, stop_at)
-    with writing(cfg.out, "driving train"):
+    with writing(cfg.out, "driving train", holds="a training run"):
         return _train(cfg, progress, stop_at)
 
 
@@ -504,7 +526,18 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         "train_config": to_dict(cfg),
     }
 
+    def diverged(step: int, what: str) -> UserError:
+        # measured: oneDNN's bf16 channels-last ResNet-18 gives NaN where its last feature map is 1 or 2 px
+        # wide (frames of 64x32 and smaller), from the first forward pass
+        bf16 = (" or train in fp32 (amp=false: bf16 on a CPU gives NaN for resnet18 on frames of 64x32 px and "
+                "smaller);") if precision.uses_bf16(device, cfg.amp) and device.type == "cpu" else ""
+        return UserError(f"training diverged by step {step} ({what}): lower optim.lr (now {cfg.optim.lr:g}),{bf16} or "
+                         f"check loss_weights and disagree_weight; earlier checkpoints, if any, stay in {ckpt_root}")
+
     def save(step: int, pointers=("last",)) -> None:
+        # a checkpoint of NaN weights would be driven, scored and handed on (DAgger) before anything said why
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise diverged(step, "weights that are not finite")
         rngs = _gather_rng(gen, distributed)
         if rank == 0:
             state = {"optimizer": plain_lr_state(opt.state_dict()), "scheduler": plain_lr_state(sched.state_dict()),
@@ -542,6 +575,8 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         if step % cfg.log_every == 0 or step == end:
             dt = time.perf_counter() - t_window
             last = {k: float(v.detach()) for k, v in parts.items()}
+            if not math.isfinite(last["loss"]):
+                raise diverged(step, f"loss {last['loss']}")
             row = {"step": step, **last, "lr": float(sched.get_last_lr()[0]), "samples_per_s": samples / dt,
                    "data_wait": data_time / dt, "world_size": world, "step_mode": stepper.mode,
                    "precision": precision.precision_name(device, cfg.amp)}

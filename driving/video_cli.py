@@ -29,12 +29,23 @@ class VideoConfig:
             raise ValueError(f"count must be >= 1 (how many of the worst episodes to film), got {self.count}")
 
 
+EVAL_ONLY = {"seeds", "count", "scenario", "who", "saliency"}  # keys that pick or draw an evaluation's episodes
+
+
 def video_command(source: str, overrides: list[str]) -> list[Path]:
     cfg = load_config(VideoConfig, None, overrides)
     src = Path(source)
+    given = {o.split("=", 1)[0] for o in overrides}
     if (src / "eval.json").is_file():
+        if "episodes" in given:
+            raise UserError(f"{source} is an evaluation: episodes= picks a dataset's episodes; pick the evaluation's "
+                            "with seeds=[...] or count=N (its worst)")
         return eval_videos(src, cfg)
     if (src / "meta.json").is_file():
+        wrong = sorted(given & EVAL_ONLY)
+        if wrong:
+            raise UserError(f"{source} is a dataset: {wrong[0]}= applies to an evaluation; pick a dataset's "
+                            "episodes with episodes=[...]")
         from driving import video
         from driving.data.format import Dataset
 

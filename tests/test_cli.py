@@ -105,6 +105,26 @@ def test_data_show_writes_a_contact_sheet_of_real_frames(cli_dataset, tmp_path, 
     (["eval", "expert", "env.other_vehicles_type=foo.Bar", "workers=2", "out=/tmp/never"],
      "ModuleNotFoundError: No module named 'foo'"),
     (["gap", "env.lanes_count=abc", "episodes=1", "workers=2"], "bad config for scenario highway: TypeError"),
+    # a value of the wrong shape: what the key takes, not OmegaConf's words
+    (["scoreboard", "seeds=0", "--print-config"], "seeds takes a list: seeds=[0]"),
+    (["eval", "expert", "scenario=[highway,merge]", "out=/tmp/never"], "scenario takes one value"),
+    (["collect", "camera=5", "out=/tmp/never"], "camera is a group of keys, not one value"),
+    # seeds below 0 reached gymnasium (a traceback, or after collecting and training)
+    (["collect", "seed=-5", "out=/tmp/never"], "seed must be in 0.."),
+    (["gap", "seed=-1"], "seed must be in 0.."),
+    (["eval", "expert", "seed=-1", "out=/tmp/never"], "seed must be in 0.."),
+    (["train", "dataset=/tmp/never", "eval.seed=-1"], "eval.seed must be in 0.."),
+    # values torch would take and fail on (or NaN that trains silently)
+    (["train", "dataset=/tmp/never", "optim.lr=nan"], "optim.lr must be a number >= 0"),
+    (["train", "dataset=/tmp/never", "optim.weight_decay=-1"], "optim.weight_decay must be a number >= 0"),
+    (["train", "dataset=/tmp/never", "net.dropout=2"], "net.dropout is a probability"),
+    (["train", "dataset=/tmp/never", "threads=-1"], "threads must be >= 0"),
+    (["train", "dataset=/tmp/never", "eval.every=2", "eval.episodes=0"], "eval.episodes must be >= 1"),
+    (["train", "dataset=[/tmp/a,/tmp/b]", "dataset_weights=[1,.nan]"], "dataset_weights must be shares >= 0"),
+    (["train", "dataset=/tmp/never", "loss_weights=[.nan,1]"], "loss_weights must be weights >= 0"),
+    (["collect", "noise.steer=.nan", "out=/tmp/never"], "finite values >= 0"),
+    (["dagger", "takeover=.nan", "out=/tmp/never"], "takeover must be a number >= 0"),
+    (["data", "show", "/nonexistent", "frames=100000"], "frames must be <= 1000"),
     # keys highway-env does not read for that scenario did nothing, silently
     (["collect", "scenario=merge", "env.vehicles_count=10", "out=/tmp/never"],
      "unknown highway-env config key 'vehicles_count' for scenario 'merge'"),
@@ -595,3 +615,55 @@ def test_every_shipped_config_loads_and_resolves(path, tmp_path):
         plan = resolve_stages(cfg)
         assert plan["collect"].scenario == plan["scenario"] == cfg.scenario
         assert len(plan["rounds"]) == cfg.rounds + 1
+
+
+def test_a_diverged_training_stops_in_one_line_and_saves_no_nan_weights(cli_dataset, tmp_path, capsys):
+    """optim.lr=1e8 trained to NaN, exited 0 and saved the NaN weights as `last` for eval and DAgger."""
+    run = tmp_path / "run"
+    rc = main(["train", f"dataset={cli_dataset}", f"out={run}", "steps=20", "batch_size=8", "optim.lr=1e8",
+               "log_every=5", "checkpoint_every=10", "wandb.mode=disabled", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "training diverged by step 5 (loss nan)" in err, err
+    assert not (run / "checkpoints" / "last").exists()
+
+
+def test_a_command_refuses_a_folder_that_holds_another_commands_output(cli_dataset, tmp_path, capsys):
+    """An evaluation written into a dataset made `driving video DATASET` film the evaluation."""
+    before = sorted(p.name for p in cli_dataset.iterdir())
+    run = tmp_path / "run"
+    assert main(["train", f"dataset={cli_dataset}", f"out={run}", "steps=2", "batch_size=4", "wandb.mode=disabled",
+                 "-q"]) == 0
+    cases = [(["eval", str(run / "checkpoints" / "last"), f"out={cli_dataset}", "episodes=1", "max_steps=3",
+               "workers=1", "videos=0"], "holds a dataset, and this command writes an evaluation"),
+             (["train", f"dataset={cli_dataset}", f"out={cli_dataset}", "steps=2"], "holds a dataset"),
+             (["dagger", f"dataset={cli_dataset}", f"out={run}"], "holds a training run"),
+             (["collect", f"out={run}", "episodes=1"], "holds a training run")]
+    for argv, needle in cases:
+        capsys.readouterr()
+        assert main([*argv, "-q"]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, (argv, err)
+    assert sorted(p.name for p in cli_dataset.iterdir()) == before
+
+
+def test_video_refuses_keys_that_do_not_apply_to_its_source(cli_dataset, capsys):
+    assert main(["video", str(cli_dataset), "count=5"]) == 2
+    assert "is a dataset: count= applies to an evaluation" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_ends_quietly(cli_dataset, monkeypatch, capsys):
+    """`driving data info D | head -1` ended in a BrokenPipeError traceback."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    pipe = os.fdopen(write, "w", buffering=1)
+    monkeypatch.setattr("sys.stdout", pipe)
+    assert main(["data", "info", str(cli_dataset)]) == 0
+
+
+def test_an_output_file_that_is_a_folder_is_one_line_naming_it(cli_dataset, tmp_path, capsys):
+    (tmp_path / "sheet.png").mkdir()
+    assert main(["data", "show", str(cli_dataset), f"out={tmp_path / 'sheet.png'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write to {tmp_path / 'sheet.png'}: it is a folder" in err, err

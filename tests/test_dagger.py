@@ -181,7 +181,7 @@ def test_a_round_checkpoint_for_another_camera_is_refused(tmp_path):
 
 @pytest.mark.parametrize("extra, needle", [
     (["beta=[0.5,1.5]"], "beta (the expert's share per round) must list values in [0, 1]"),
-    (["takeover=-1"], "takeover must be >= 0"),
+    (["takeover=-1"], "takeover must be a number >= 0"),
     (["dataset=/nonexistent/data"], "dataset /nonexistent/data not found"),
     (["train.init_from=/x"], "train.init_from is set by the rounds themselves"),
     (["noise_rounds=sometimes"], "noise_rounds must be all or alone"),

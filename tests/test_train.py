@@ -216,7 +216,8 @@ def test_a_checkpoint_needs_no_backbone_file_to_load_or_resume(ds, tmp_path):
 
     backbone = tmp_path / "r18.pt"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), backbone)
-    keys = ("model=resnet18", f"net.weights={backbone}", "batch_size=4")
+    # fp32: bf16 on a CPU gives NaN for resnet18 on the synthetic 32x16 frames (the diverged-training check)
+    keys = ("model=resnet18", f"net.weights={backbone}", "batch_size=4", "amp=false")
     train(cfg_for(ds, tmp_path / "run", *keys, "steps=2"), progress=False)
     backbone.unlink()
     policy = load_policy(tmp_path / "run" / "checkpoints" / "last")

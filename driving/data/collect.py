@@ -4,6 +4,8 @@ their own episode files, so collection scales with cores and resumes after a kil
 """
 from __future__ import annotations
 
+import math
+
 import os
 import sys
 import time
@@ -15,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from driving import atomic
-from driving.config import config_diff, to_dict
+from driving.config import check_finite, check_seed, config_diff, to_dict
 from driving.data.format import (
     FORMAT_VERSION,
     INDEX_KEYS,
@@ -53,8 +55,8 @@ class NoiseConfig(NoiseSpec):
     correlation: float = 0.8  # AR(1) coefficient per step: 0 = white noise; stationary std is kept
 
     def __post_init__(self):
-        if self.steer < 0 or self.accel < 0:
-            raise ValueError("noise.steer and noise.accel are standard deviations: use values >= 0")
+        if not (math.isfinite(self.steer) and math.isfinite(self.accel) and self.steer >= 0 and self.accel >= 0):
+            raise ValueError("noise.steer and noise.accel are standard deviations: use finite values >= 0")
         if not 0.0 <= self.correlation < 1.0:
             raise ValueError("noise.correlation must be in [0, 1)")
         if not self.burst >= 1.0:
@@ -96,6 +98,7 @@ class CollectConfig:
         check_executor(self.executor)
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1 (how many episodes to collect), got {self.episodes}")
+        check_seed("seed", self.seed)
         if self.workers < 0:
             raise ValueError("workers must be >= 0 (0 = one per core)")
         if self.max_steps is not None and self.max_steps < 1:
@@ -293,7 +296,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
         from driving.executors import connect
 
         connect(cfg.ray_address)
-    with writing(cfg.out, "driving collect"):
+    with writing(cfg.out, "driving collect", holds="a dataset"):
         return _collect(cfg, progress)
 
 

@@ -61,7 +61,7 @@ def merge_datasets(out: str | Path, paths: list[str | Path]) -> Path:
     if any(out.resolve() == ds.root.resolve() for ds in sets):
         raise UserError(f"OUT {out} is one of the shards: give a new folder for the merged dataset")
     episodes = sets[0].meta["shard"]["episodes"]
-    with writing(out, "driving data merge"):
+    with writing(out, "driving data merge", holds="a dataset"):
         meta = open_dataset(out, meta, how="merge into another OUT folder")
         meta["collection"] = {"requested": episodes, "finished": False}  # as a collection of them all would
         present = {r["episode"]: r.get("sha256") for r in load_index(out)}

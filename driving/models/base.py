@@ -2,6 +2,8 @@
 it), frame-stack and speed inputs, outputs bounded to [-1, 1], an optional auxiliary speed head."""
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +41,10 @@ class ModelConfig:
     plan_threshold: float = 0.0
 
     def __post_init__(self):
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"net.dropout is a probability: use a value in [0, 1), got {self.dropout}")
+        if not (self.width > 0 and math.isfinite(self.width)):
+            raise ValueError(f"net.width multiplies the channels: use a value > 0, got {self.width}")
         if not 0.0 <= self.plan_threshold < 1.0:
             raise ValueError(f"net.plan_threshold must be in [0, 1) (0: the most probable lane class), "
                              f"got {self.plan_threshold}")
