@@ -406,9 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `driving data info D | head`: the reader has what it wanted
+    except BrokenPipeError:  # `driving ... | head`: the reader stopped reading; so does the command, as a Unix tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
-        return 0
+        print("stopped: the output pipe was closed (re-run the same command to resume a run that writes)",
+              file=sys.stderr)
+        return 141
     except OSError as e:
         if e.errno not in _DISK_ERRORS:
             raise

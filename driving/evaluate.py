@@ -268,7 +268,7 @@ def keep_other_evaluation(out: Path, checkpoint: str, cfg: EvalConfig) -> None:
     except UserError:  # none, or damaged: nothing to keep
         return
     then = old.get("checkpoint")
-    if then and _run_of(then) != _run_of(checkpoint):
+    if then and _run_of(then) is not None and _run_of(then) != _run_of(checkpoint):
         raise UserError(f"{out} holds the evaluation of {then}: give this run (of {checkpoint}) another out=, "
                         "or remove that folder first")
     shard = old.get("shard")
@@ -278,9 +278,13 @@ def keep_other_evaluation(out: Path, checkpoint: str, cfg: EvalConfig) -> None:
                         "another out= (each shard its own folder, then `driving eval merge`)")
 
 
-def _run_of(checkpoint: str) -> str:
-    """The run a checkpoint (RUN/checkpoints/STEP, as eval.json records it) belongs to; `expert` is its own."""
-    return checkpoint if checkpoint == "expert" else str(Path(checkpoint).resolve().parent.parent)
+def _run_of(checkpoint: str) -> str | None:
+    """The run a checkpoint (RUN/checkpoints/STEP, as eval.json records it) belongs to; `expert` is its own;
+    None where the checkpoint is gone (a run moved since: its folder cannot tell)."""
+    if checkpoint == "expert":
+        return checkpoint
+    path = Path(checkpoint)
+    return str(path.resolve().parent.parent) if path.exists() else None
 
 
 def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dict | None:

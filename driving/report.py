@@ -63,7 +63,7 @@ def markdown(result: dict) -> str:
              "values: mean [95% CI]; rates use Wilson intervals; policy - expert: the mean difference on the "
              "same seeds with a paired t interval (rates: Newcombe's paired interval). Driving score = route "
              "completion (vs the expert on the same seed; where the scenario names a route, up to where the ego "
-             "left it) x 0.6 if crashed x (1 - off-road fraction). Time-to-collision "
+             "left it) x 0.6 if crashed x (1 - off-road fraction) x 0.7 if it left the route. Time-to-collision "
              "and headway: to the vehicle ahead in the ego's lane, capped at 10 s.", ""]
     for name, s in result["scenarios"].items():
         lines += [f"## {name}", "", "| metric | policy | expert | policy - expert |", "|---|---|---|---|"]
@@ -92,8 +92,10 @@ def html_page(result: dict) -> str:
              f"<h1>Closed-loop evaluation: {e(str(result['policy']))}</h1>",
              f"<p>checkpoint <code>{e(str(result['checkpoint']))}</code>; trained on {e(str(result.get('trained_on')))};"
              f" {result['config']['episodes']} episodes per scenario, seeds from {result['config']['seed']}."
-             " Values: mean [95% CI]. Driving score = route completion (vs the expert on the same seed)"
-             " &times; 0.6 if crashed &times; (1 &minus; off-road fraction).</p>"]
+             " Values: mean [95% CI]; policy &minus; expert: paired intervals (t; rates: Newcombe's)."
+             " Driving score = route completion (vs the expert on the same seed; where the scenario names a"
+             " route, up to where the ego left it) &times; 0.6 if crashed &times; (1 &minus; off-road fraction)"
+             " &times; 0.7 if it left the route.</p>"]
     for name, s in result["scenarios"].items():
         parts.append(f"<h2>{e(name)}</h2><table><tr><th>metric</th><th>policy</th><th>expert</th>"
                      "<th>policy &minus; expert (same seeds)</th></tr>")

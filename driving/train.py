@@ -530,7 +530,8 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         # measured: oneDNN's bf16 channels-last ResNet-18 gives NaN where its last feature map is 1 or 2 px
         # wide (frames of 64x32 and smaller), from the first forward pass
         bf16 = (" or train in fp32 (amp=false: bf16 on a CPU gives NaN for resnet18 on frames of 64x32 px and "
-                "smaller);") if precision.uses_bf16(device, cfg.amp) and device.type == "cpu" else ""
+                "smaller);") if precision.uses_bf16(device, cfg.amp) and device.type == "cpu" and cfg.model == "resnet18" \
+            else ""
         return UserError(f"training diverged by step {step} ({what}): lower optim.lr (now {cfg.optim.lr:g}),{bf16} or "
                          f"check loss_weights and disagree_weight; earlier checkpoints, if any, stay in {ckpt_root}")
 
@@ -586,6 +587,8 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
             t_window, data_time, samples = time.perf_counter(), 0.0, 0
         if val is not None and (step % cfg.val_every == 0 or step == end) and rank == 0:
             row = {"step": step, **validate(model, val, weights, cfg)}
+            if not all(math.isfinite(v) for k, v in row.items() if k.startswith("val_loss")):
+                raise diverged(step, "a validation loss that is not finite")
             log.log(row)
             last.update(row)
         pointers = ["last"] if step % cfg.checkpoint_every == 0 or step == end else []

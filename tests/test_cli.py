@@ -625,6 +625,12 @@ def test_a_diverged_training_stops_in_one_line_and_saves_no_nan_weights(cli_data
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "training diverged by step 5 (loss nan)" in err, err
     assert not (run / "checkpoints" / "last").exists()
+    # validated before the loss is logged: no NaN row reaches metrics.jsonl either
+    run2 = tmp_path / "run2"
+    rc = main(["train", f"dataset={cli_dataset}", f"out={run2}", "steps=20", "batch_size=8", "optim.lr=1e8",
+               "log_every=10", "val_every=1", "wandb.mode=disabled", "-q"])
+    assert rc == 2 and "validation loss that is not finite" in capsys.readouterr().err
+    assert "NaN" not in (run2 / "metrics.jsonl").read_text() if (run2 / "metrics.jsonl").exists() else True
 
 
 def test_a_command_refuses_a_folder_that_holds_another_commands_output(cli_dataset, tmp_path, capsys):
@@ -651,15 +657,18 @@ def test_video_refuses_keys_that_do_not_apply_to_its_source(cli_dataset, capsys)
     assert "is a dataset: count= applies to an evaluation" in capsys.readouterr().err
 
 
-def test_output_into_a_closed_pipe_ends_quietly(cli_dataset, monkeypatch, capsys):
-    """`driving data info D | head -1` ended in a BrokenPipeError traceback."""
+def test_output_into_a_closed_pipe_ends_in_one_line(cli_dataset, monkeypatch, capsys):
+    """`driving data info D | head -1` ended in a BrokenPipeError traceback; now as a Unix tool (141),
+    with one line, since a run that writes (dagger) stops unfinished."""
     import os
 
     read, write = os.pipe()
     os.close(read)
     pipe = os.fdopen(write, "w", buffering=1)
     monkeypatch.setattr("sys.stdout", pipe)
-    assert main(["data", "info", str(cli_dataset)]) == 0
+    assert main(["data", "info", str(cli_dataset)]) == 141
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the output pipe was closed" in err
 
 
 def test_an_output_file_that_is_a_folder_is_one_line_naming_it(cli_dataset, tmp_path, capsys):

@@ -434,3 +434,7 @@ def test_another_runs_evaluation_is_not_written_over(tmp_path):
                                           "device=cpu", "wandb.mode=disabled"]), progress=False)  # resumed
     r = evaluate(str(run / "checkpoints" / "last"), cfg(out, "episodes=2"), progress=False)["result"]
     assert len(r["scenarios"]["highway"]["episodes"]["policy"]) == 2
+    # a run moved since: the folder's old checkpoint path is gone, so it cannot be told from another run's
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    evaluate(str(moved / "checkpoints" / "last"), cfg(out, "episodes=1"), progress=False)

@@ -165,6 +165,14 @@ def test_bad_evaluation_merges_are_one_line(tmp_path, capsys):
     assert main(["eval", "merge", str(tmp_path / "e00"), str(tmp_path / "e00"), str(tmp_path / "e10")]) == 2
     assert "is one of the shards" in capsys.readouterr().err
     assert (tmp_path / "e00" / "eval.json").read_bytes() == shard0
+    # nor a folder holding another run's evaluation (the expert's shards merged over a checkpoint's)
+    ckpt = _trained(tmp_path)
+    evaluate(ckpt, load_config(EvalConfig, None, [f"out={tmp_path / 'theirs'}", "episodes=1", "max_steps=5",
+                                                  "videos=0", "workers=1"]), progress=False)
+    theirs = (tmp_path / "theirs" / "eval.json").read_bytes()
+    assert main(["eval", "merge", str(tmp_path / "theirs"), str(tmp_path / "e00"), str(tmp_path / "e10")]) == 2
+    assert "holds the evaluation of" in capsys.readouterr().err
+    assert (tmp_path / "theirs" / "eval.json").read_bytes() == theirs
 
 
 def test_a_shards_folder_is_not_written_over_by_another_shard(tmp_path, capsys):
