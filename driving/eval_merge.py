@@ -22,7 +22,8 @@ _RUN_KEYS = ("shard", "out", "workers", "executor", "ray_address", "device")
 
 def _comparable(result: dict) -> dict:
     cfg = {k: v for k, v in result["config"].items() if k not in _RUN_KEYS}
-    return {"checkpoint": result.get("checkpoint"), "config": cfg}
+    return {"checkpoint": result.get("checkpoint"), "config": cfg,
+            "metrics_version": result.get("metrics_version", 1)}  # rows scored by one definition
 
 
 def load_shards(paths: list[str | Path]) -> list[tuple[Path, dict]]:

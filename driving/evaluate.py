@@ -29,7 +29,7 @@ from driving.rollout import FIXED_BATCH, EpisodeRecorder, as_actor, batch_of, cl
 from driving.shards import episodes_of, parse_shard
 from sim import UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
-from sim.metrics import aggregate, episode_metrics, paired_differences
+from sim.metrics import METRICS_VERSION, aggregate, episode_metrics, paired_differences
 
 EVAL_SEED = 1_000_000  # evaluation seeds start here; collection seeds (from 0) never reach them
 
@@ -301,6 +301,9 @@ def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dic
         recorded = dict(np.load(path.parent / ACTIONS_FILE))
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise UserError(f"expert_from={cfg.expert_from}: cannot read its {ACTIONS_FILE} ({e}): {fix}") from None
+    if old.get("metrics_version") != METRICS_VERSION:
+        raise UserError(f"expert_from={cfg.expert_from}: its episodes were scored by other metrics (version "
+                        f"{old.get('metrics_version', 1)}, now {METRICS_VERSION}): evaluate that expert again, or {fix}")
     then = old.get("config") or {}
     out = {}
     for name in cfg.scenarios:
@@ -326,6 +329,7 @@ def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dic
 def _evaluate(checkpoint, cfg: EvalConfig, progress, policy, camera, meta, out: Path, seeds, is_expert,
               reused: dict | None = None) -> dict:
     result = {
+        "metrics_version": METRICS_VERSION,
         "checkpoint": "expert" if is_expert else str(policy.path),
         "policy": "expert" if is_expert else meta["model"],
         "trained_on": None if is_expert else meta.get("scenario"),
@@ -420,7 +424,8 @@ def finished_evaluation(checkpoint: str | Path, cfg: EvalConfig) -> dict | None:
         old = read_json(path, dict)
     except UserError:  # a damaged result is evaluated again
         return None
-    same = old.get("checkpoint") == str(resolve(checkpoint)) and old.get("config") == to_dict(cfg)
+    same = (old.get("checkpoint") == str(resolve(checkpoint)) and old.get("config") == to_dict(cfg)
+            and old.get("metrics_version") == METRICS_VERSION)  # scored by other metrics: again
     done = old.get("videos_done")
     if done is None:  # written before the flag: then a finished run had filmed min(videos, episodes)
         done = len(old.get("videos") or []) == (0 if cfg.shard else min(cfg.videos, cfg.episodes))

@@ -49,8 +49,9 @@ OUTPUTS = {
 
 
 def refuse_other_output(folder: Path, holds: str) -> None:
-    """One line when `folder` holds another command's kind of output than `holds` (an OUTPUTS key)."""
-    if not folder.is_dir():
+    """One line when `folder` holds another command's kind of output than `holds` (an OUTPUTS key) and
+    none of its own (a folder written by both before this check existed stays usable)."""
+    if not folder.is_dir() or OUTPUTS[holds](folder):
         return
     for kind, marks in OUTPUTS.items():
         if kind != holds and marks(folder):

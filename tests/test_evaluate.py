@@ -438,3 +438,23 @@ def test_another_runs_evaluation_is_not_written_over(tmp_path):
     moved = tmp_path / "moved"
     run.rename(moved)
     evaluate(str(moved / "checkpoints" / "last"), cfg(out, "episodes=1"), progress=False)
+
+
+def test_results_of_other_metrics_are_scored_again_not_mixed(tmp_path):
+    """An evaluation stored before a metric changed (lane changes, the route) is evaluated again by
+    dagger and the scoreboard rather than reused, and is refused as expert_from."""
+    from driving.evaluate import finished_evaluation
+    from sim.metrics import METRICS_VERSION
+
+    run = tiny_run(tmp_path)
+    ckpt = str(run / "checkpoints" / "last")
+    c = cfg(tmp_path / "ev", "episodes=1")
+    r = evaluate(ckpt, c, progress=False)["result"]
+    assert r["metrics_version"] == METRICS_VERSION and finished_evaluation(ckpt, c) is not None
+    path = tmp_path / "ev" / "eval.json"
+    old = json.loads(path.read_text())
+    old.pop("metrics_version")  # as written before the version existed
+    path.write_text(json.dumps(old))
+    assert finished_evaluation(ckpt, c) is None
+    with pytest.raises(UserError, match=r"scored by other metrics \(version 1, now"):
+        evaluate(ckpt, cfg(tmp_path / "ev2", "episodes=1", f"expert_from={tmp_path / 'ev'}"), progress=False)
