@@ -132,9 +132,9 @@ def check_seed(name: str, seed: int) -> None:
         raise ValueError(f"{name} must be in 0..{2**31 - 1}, got {seed}")
 
 
-def check_finite(name: str, value: float, low: float = 0.0, what: str = "a number >= 0") -> None:
-    """A float key that torch or the simulator would take without a word and fail on later."""
-    if not (math.isfinite(value) and value >= low):
+def check_number(name: str, value: float, what: str = "a number >= 0") -> None:
+    """A float key (finite, >= 0) that torch or the simulator would take without a word and fail on later."""
+    if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be {what}, got {value}")
 
 

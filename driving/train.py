@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from driving import atomic, checkpoint, precision
-from driving.config import check_finite, check_seed, config_diff, to_dict
+from driving.config import check_number, check_seed, config_diff, to_dict
 from driving.data.format import FRAME_KEYS, Dataset
 from driving.data.tensors import (
     AugmentConfig,
@@ -53,7 +53,7 @@ class OptimConfig:
 
     def __post_init__(self):
         for name in ("lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip"):
-            check_finite(f"optim.{name}", getattr(self, name))
+            check_number(f"optim.{name}", getattr(self, name))
 
 
 @dataclass
@@ -150,10 +150,10 @@ class TrainConfig:
         check_seed("seed", self.seed)
         if self.dataset_weights is not None:
             for w in self.dataset_weights:
-                check_finite("dataset_weights", w, what="shares >= 0")
+                check_number("dataset_weights", w, what="shares >= 0")
         for w in self.loss_weights:
-            check_finite("loss_weights", w, what="weights >= 0")
-        check_finite("disagree_weight", self.disagree_weight, what="a number > 0")
+            check_number("loss_weights", w, what="weights >= 0")
+        check_number("disagree_weight", self.disagree_weight, what="a number > 0")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0: torch's default), got {self.threads}")
         if self.disagree_weight <= 0 or self.disagree_threshold < 0:

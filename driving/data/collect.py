@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from driving import atomic
-from driving.config import check_finite, check_seed, config_diff, to_dict
+from driving.config import check_seed, config_diff, to_dict
 from driving.data.format import (
     FORMAT_VERSION,
     INDEX_KEYS,
