@@ -66,7 +66,8 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         msg = str(e).splitlines()[0]
         if "not in struct" in msg or "Key" in msg and "not" in msg:
             raise UserError(f"unknown config key {key!r}; known keys: {', '.join(_known_keys(schema))}") from None
-        raise UserError(_shape_problem(schema, key, msg, overrides) or f"bad config value for {key!r}: {msg}") from None
+        shape = _shape_problem(schema, key, msg, overrides)
+        raise UserError(shape or f"bad config value for {key!r}: {msg}") from None
     except (TypeError, ValueError) as e:  # raised by a dataclass's own validation
         raise UserError(f"bad config: {e}") from None
     return obj

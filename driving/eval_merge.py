@@ -84,7 +84,8 @@ def merge_evaluations(out: str | Path, paths: list[str | Path], device: str = "a
         with np.load(p / ev.ACTIONS_FILE) as z:
             actions.update({k: z[k] for k in z.files})
     checkpoint = first["checkpoint"]
-    policy = ev.load_eval_policy(checkpoint, device, cfg.plan_threshold)[0] if cfg.videos else None  # it films the worst episodes
+    # it films the worst episodes
+    policy = ev.load_eval_policy(checkpoint, device, cfg.plan_threshold)[0] if cfg.videos else None
     ev.keep_other_evaluation(out, checkpoint, cfg)
     with writing(out, "driving eval merge", holds="an evaluation"):
         ev.write_result(result, out, actions, checkpoint, policy, first["camera"], cfg)

@@ -303,7 +303,8 @@ def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dic
         raise UserError(f"expert_from={cfg.expert_from}: cannot read its {ACTIONS_FILE} ({e}): {fix}") from None
     if old.get("metrics_version") != METRICS_VERSION:
         raise UserError(f"expert_from={cfg.expert_from}: its episodes were scored by other metrics (version "
-                        f"{old.get('metrics_version', 1)}, now {METRICS_VERSION}): evaluate that expert again, or {fix}")
+                        f"{old.get('metrics_version', 1)}, now {METRICS_VERSION}): evaluate that expert again, "
+                        f"or {fix}")
     then = old.get("config") or {}
     out = {}
     for name in cfg.scenarios:

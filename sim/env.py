@@ -4,8 +4,9 @@ obs    = {"camera": (stack, H, W[, 3]) uint8, "speed": ego speed in m/s}
 action = [steer, accel] in [-1, 1]  (mapped to physical units by the scenario's ActionSpec)
 reward = metres of progress along the road during the step (a convenience; evaluation uses metrics)
 info   = the expert's action for the returned observation (the BC label) and the per-step facts the
-         metrics need: crashed, on_road, on_route (sim/route.py; where a scenario has a route), progress, lane_offset, speed, heading,
-         x, y, time, and on the step the ego crashes `collision`: what it hit (sim.metrics.COLLISION_KINDS).
+         metrics need: crashed, on_road, on_route (sim/route.py; where a scenario has a route), progress,
+         lane_offset, speed, heading, x, y, time, and on the step the ego crashes `collision`: what it
+         hit (sim.metrics.COLLISION_KINDS).
 An episode terminates on a crash or when the scenario itself ends (merge passed, intersection
 crossed) and is truncated at the scenario's max_steps. Leaving the road does not end it.
 """
@@ -143,8 +144,8 @@ class DrivingEnv(gymnasium.Env):
             reach = (ego.diagonal + v.diagonal) / 2 + (abs(ego_speed) + abs(speed)) * dt
             if touching or dist <= reach:
                 near.append((not touching, dist, was, speed))
-        touching = [h for h in near if not h[0]]
-        if not touching and any(o.crashed and not was for o, was in objects):
+        in_contact = [h for h in near if not h[0]]
+        if not in_contact and any(o.crashed and not was for o, was in objects):
             return "object"
         if not near:
             return "object"

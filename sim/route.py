@@ -5,9 +5,10 @@ exit). highway-env ends an intersection episode at any exit, and the driving sco
 completion counts metres along whatever road the ego is on, so without this a car that went straight
 on scored as a car that turned. The route is the network's shortest path from the ego's first lane
 to the destination; the ego is off it once its centre is more than OFF_ROUTE_M (L1, lateral plus
-beyond a lane's ends) from every lane of the route's roads that it drives along (not against). A distance, not the ego's lane index:
-where roads overlap or leave gaps (a junction's middle, the roundabout's entries and exits, which
-end metres from the ring) the nearest lane flickers between roads the ego is not choosing.
+beyond a lane's ends) from every lane of the route's roads that it drives along (not against). A
+distance, not the ego's lane index: where roads overlap or leave gaps (a junction's middle, the
+roundabout's entries and exits, which end metres from the ring) the nearest lane flickers between
+roads the ego is not choosing.
 """
 from __future__ import annotations
 
