@@ -128,6 +128,11 @@ def sweep_temp(folder: Path) -> list[Path]:
     return gone
 
 
+def being_written(folder: Path) -> bool:
+    """Does a command (of this process or another) hold `folder`'s lock now?"""
+    return _locked(Path(folder))
+
+
 def _locked(folder: Path) -> bool:
     if os.path.realpath(folder) in _HELD:
         return True

@@ -148,7 +148,14 @@ def test_killed_collection_resumes_to_the_same_dataset(dataset, tmp_path, capsys
     from driving.cli import main
 
     assert main(["data", "info", str(root)]) == 0
-    assert "NOT FINISHED: the collection was interrupted" in capsys.readouterr().out
+    assert f"NOT FINISHED: dataset {root} is an interrupted collection" in capsys.readouterr().out
+    # while a collect holds the folder, the same dataset is one still being collected, not interrupted
+    from driving.folder_lock import writing
+
+    with writing(root, "driving collect"):
+        assert "is still being collected" in Dataset.open(root).unfinished
+        assert main(["data", "info", str(root)]) == 0
+        assert "NOT FINISHED: dataset" in capsys.readouterr().out
     collect(small_cfg(root), progress=False)
     assert Dataset.open(root).unfinished is None
     a, b = Dataset.open(dataset), Dataset.open(root)

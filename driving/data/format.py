@@ -208,6 +208,11 @@ class Dataset:
         c = self.meta.get("collection")
         if not c or c.get("finished", True):
             return None
+        from driving.folder_lock import being_written
+
+        if being_written(self.root):  # its collect is still running: not interrupted
+            return (f"dataset {self.root} is still being collected ({len(self)} episodes on disk, "
+                    f"{c.get('requested')} asked for): wait for its `driving collect` to finish")
         return (f"dataset {self.root} is an interrupted collection ({len(self)} episodes on disk, "
                 f"{c.get('requested')} asked for): re-run its `driving collect` command to finish it")
 
