@@ -127,6 +127,18 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> str:
     return "; ".join(out)
 
 
+def check_episodes(prefix: str, episodes: int, seed: int, workers: int | None, max_steps: int | None) -> None:
+    """The keys every command that drives episodes has (collect, eval, gap, train's eval.*), checked one
+    way; `prefix` names their group ("eval." for train's), workers=None where the caller checks its own."""
+    if episodes < 1:
+        raise ValueError(f"{prefix}episodes must be >= 1, got {episodes}")
+    check_seed(f"{prefix}seed", seed)
+    if workers is not None and workers < 0:
+        raise ValueError(f"{prefix}workers must be >= 0 (0 = one per core)")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"{prefix}max_steps must be >= 1 (or null for the scenario's own length)")
+
+
 def check_seed(name: str, seed: int) -> None:
     """Episode seeds go to gymnasium, which takes none below 0."""
     if not 0 <= seed < 2**31:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from driving import atomic
 from driving.baselines import ExpertPolicy
-from driving.config import check_seed, to_dict
+from driving.config import check_episodes, to_dict
 from driving.envpool import EnvPool, probe_env
 from driving.executors import check_executor
 from driving.folder_lock import writing
@@ -61,13 +61,9 @@ class EvalConfig:
     def __post_init__(self):
         parse_shard(self.shard)
         check_executor(self.executor)
-        if self.episodes < 1:
-            raise ValueError("episodes must be >= 1")
-        check_seed("seed", self.seed)
+        check_episodes("", self.episodes, self.seed, None, self.max_steps)
         if self.workers < 0 or self.videos < 0:
             raise ValueError("workers and videos must be >= 0 (workers 0: one per core; videos 0: none)")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be >= 1 (or null for the scenario's own length)")
         if self.saliency not in ("vbp", "gradcam", "none"):
             raise ValueError("saliency must be vbp, gradcam or none")
         if self.expert_perception not in PERCEPTIONS:

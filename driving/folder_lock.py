@@ -111,7 +111,7 @@ def sweep_temp(folder: Path) -> list[Path]:
     other writers' locked subfolders: those sweep themselves). Returns what was removed."""
     gone = []
     for root, dirs, files in os.walk(folder):
-        if Path(root) != folder and LOCK in files and _locked(Path(root)):
+        if Path(root) != folder and LOCK in files and being_written(Path(root)):
             dirs[:] = []
             continue
         for name in files + dirs:
@@ -130,10 +130,7 @@ def sweep_temp(folder: Path) -> list[Path]:
 
 def being_written(folder: Path) -> bool:
     """Does a command (of this process or another) hold `folder`'s lock now?"""
-    return _locked(Path(folder))
-
-
-def _locked(folder: Path) -> bool:
+    folder = Path(folder)
     if os.path.realpath(folder) in _HELD:
         return True
     try:

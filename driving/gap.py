@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 from tqdm import tqdm
 
-from driving.config import check_seed
+from driving.config import check_episodes
 from driving.envpool import build_env, probe_env, run_in_workers, worker_setup
 from driving.errors import UserError
 from driving.evaluate import EVAL_SEED, check_scenarios
@@ -38,13 +38,7 @@ class GapConfig:
     env: dict[str, Any] = field(default_factory=dict)  # highway-env config overrides
 
     def __post_init__(self):
-        if self.episodes < 1:
-            raise ValueError("episodes must be >= 1")
-        check_seed("seed", self.seed)
-        if self.workers < 0:
-            raise ValueError("workers must be >= 0 (0 = one per core)")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be >= 1 (or null for the scenario's own length)")
+        check_episodes("", self.episodes, self.seed, self.workers, self.max_steps)
         if self.accel_threshold <= 0 or self.steer_threshold <= 0:
             raise ValueError("accel_threshold and steer_threshold must be > 0")
 

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from driving import atomic, checkpoint, precision
-from driving.config import check_number, check_seed, config_diff, to_dict
+from driving.config import check_episodes, check_number, check_seed, config_diff, to_dict
 from driving.data.format import FRAME_KEYS, Dataset
 from driving.data.tensors import (
     AugmentConfig,
@@ -71,13 +71,7 @@ class TrainEvalConfig:
     def __post_init__(self):
         if self.every < 0:
             raise ValueError(f"eval.every must be >= 0 (0: never), got {self.every}")
-        if self.episodes < 1:
-            raise ValueError(f"eval.episodes must be >= 1, got {self.episodes}")
-        check_seed("eval.seed", self.seed)
-        if self.workers < 0:
-            raise ValueError("eval.workers must be >= 0 (0 = one per core)")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("eval.max_steps must be >= 1 (or null for the scenario's own length)")
+        check_episodes("eval.", self.episodes, self.seed, self.workers, self.max_steps)
 
 
 @dataclass

@@ -319,10 +319,11 @@ def aggregate(rows: list[dict]) -> dict:
     no value of (None: no lane keeping left to measure) is the mean over the episodes that have one,
     and absent where none has."""
     flags = [episode_flags(r) for r in rows]
+    rate_of = {src: k for k, src in RATE_KEYS.items()}  # success -> success_rate; the *_rate flags are named so
     out = {}
     for k in flags[0] if flags else (*RATE_KEYS.values(), "offroad_episode_rate"):
         if all(k in f for f in flags):
-            out[{v: r for r, v in RATE_KEYS.items()}.get(k, k)] = rate_ci([f[k] for f in flags])
+            out[rate_of.get(k, k)] = rate_ci([f[k] for f in flags])
     for k in MEAN_KEYS:
         values = [r[k] for r in rows if r.get(k) is not None]
         if values and all(k in r for r in rows):  # decision metrics: absent from older records

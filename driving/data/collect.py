@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from driving import atomic
-from driving.config import check_seed, config_diff, to_dict
+from driving.config import check_episodes, config_diff, to_dict
 from driving.data.format import (
     FORMAT_VERSION,
     INDEX_KEYS,
@@ -96,13 +96,7 @@ class CollectConfig:
     def __post_init__(self):
         parse_shard(self.shard)
         check_executor(self.executor)
-        if self.episodes < 1:
-            raise ValueError(f"episodes must be >= 1 (how many episodes to collect), got {self.episodes}")
-        check_seed("seed", self.seed)
-        if self.workers < 0:
-            raise ValueError("workers must be >= 0 (0 = one per core)")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be >= 1 (or null for the scenario's own length)")
+        check_episodes("", self.episodes, self.seed, self.workers, self.max_steps)
 
 
 # Keys that may differ between runs writing the same dataset (resume, extend, re-parallelise).
