@@ -210,8 +210,8 @@ _PRELOAD = ["driving.forkserver_guard", "sim", "driving.rollout", "driving.envpo
 def worker_context():
     """The multiprocessing context of simulation workers: a fork server with the simulator preloaded
     (Linux, macOS), else spawn. Neither inherits this process's threads, torch or CUDA state.
-    Start pools inside `single_threaded_children()`: the server, started with the first pool, passes
-    its environment on to every worker."""
+    Start pools inside `single_threaded_children(ctx)`: it starts the server, which passes its
+    environment on to every worker."""
     try:
         ctx = mp.get_context("forkserver")
     except ValueError:  # no fork server on this platform
@@ -224,15 +224,18 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @contextlib.contextmanager
-def single_threaded_children():
+def single_threaded_children(ctx=None):
     """Environment for worker processes started inside: one BLAS/OpenMP thread each. Set before the
     start (a spawned child reads it when importing numpy), otherwise idle BLAS threads of every
     worker compete with the simulation for the cores. Also this process's pid, for a fork server
-    that starts inside to tie its life to (driving.parent_death)."""
+    that starts inside to tie its life to (driving.parent_death). A fork server context's server
+    is started here, with that environment."""
     old = {k: os.environ.get(k) for k in (*_THREAD_VARS, CLIENT_ENV)}
     os.environ.update({k: "1" for k in _THREAD_VARS})
     os.environ[CLIENT_ENV] = str(os.getpid())
     try:
+        if ctx is not None and ctx.get_start_method() == "forkserver":
+            _start_fork_server()
         yield
     finally:
         for k, v in old.items():
@@ -242,15 +245,31 @@ def single_threaded_children():
                 os.environ[k] = v
 
 
+def _start_fork_server() -> None:
+    """Start the fork server with Ctrl-C blocked, as multiprocessing starts its resource tracker: a
+    Ctrl-C while the new interpreter starts (before driving.forkserver_guard ignores it and unblocks
+    it) would print a KeyboardInterrupt traceback from its imports. Blocked, not ignored, here: a
+    Ctrl-C in this window still reaches this process once the server is started."""
+    from multiprocessing import forkserver, resource_tracker
+
+    # first, alone: starting the tracker unblocks SIGINT afterwards, whatever was blocked before
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def run_in_workers(func, jobs: list, workers: int, what: str, initializer=None, initargs=(),
                    ordered: bool = False):
     """Yield func(job) for every job, computed in `workers` simulation worker processes, as they
     finish (or in order). A ProcessPoolExecutor rather than multiprocessing.Pool: a Pool whose worker
     is killed waits forever for its job, an executor says so, and that is one UserError here
     (`what` names the work). On any error, jobs not started are dropped, not run first."""
-    with single_threaded_children():  # workers start at the first submit
-        pool = ProcessPoolExecutor(workers, mp_context=worker_context(), initializer=initializer,
-                                   initargs=initargs)
+    ctx = worker_context()
+    with single_threaded_children(ctx):  # workers start at the first submit
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs)
         futures = [pool.submit(func, job) for job in jobs]
     interrupted = False
     try:
@@ -293,7 +312,7 @@ class EnvPool:
             self.envs = [_Inline(env_kwargs)]
         else:
             ctx = worker_context()
-            with single_threaded_children():
+            with single_threaded_children(ctx):
                 self.envs = [_Remote(ctx, env_kwargs) for _ in range(n)]
         # registered once: building a selector per wait cost a sixth of the parent's time at 16 envs
         self._answers = selectors.DefaultSelector()

@@ -4,12 +4,33 @@ never by a command's own process: the server dies with the command that started 
 their parent. The workers it forks learn its pid from its environment."""
 import os
 import signal
+import sys
 
 # Ctrl-C reaches the whole process group: the server would print a KeyboardInterrupt traceback from the
-# imports it preloads (multiprocessing ignores SIGINT in it only after them). The command stops it.
+# imports it preloads (multiprocessing ignores SIGINT in it only after them). The command starts the
+# server with SIGINT blocked (envpool._start_fork_server) so that interpreter start-up is covered too;
+# ignored from here on, it can be unblocked (a pending Ctrl-C is discarded). The command stops it.
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+if hasattr(signal, "pthread_sigmask"):
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 from driving.parent_death import CLIENT_ENV, SERVER_ENV, die_with_parent, expected_parent  # noqa: E402
 
 die_with_parent(expected_parent(CLIENT_ENV))
 os.environ[SERVER_ENV] = str(os.getpid())
+_SERVER = os.getpid()
+
+# A process the server forks reads its job from the command before it runs it. When the command is
+# stopping (Ctrl-C), the pipe is closed or the job's semaphores are already unlinked, and the fork
+# server prints the child's traceback through sys.excepthook: a page of multiprocessing internals
+# after the command's one line. Those errors only mean the command is gone; others still print.
+_GONE = (FileNotFoundError, EOFError, ConnectionError)
+
+
+def _quiet_when_command_gone(kind, value, tb):
+    if os.getpid() != _SERVER and issubclass(kind, _GONE):
+        return
+    sys.__excepthook__(kind, value, tb)
+
+
+sys.excepthook = _quiet_when_command_gone

@@ -1,0 +1,66 @@
+"""Ctrl-C while simulation workers start: the command prints its one line, never a page of
+multiprocessing internals from the fork server or a half-started worker (driving.forkserver_guard,
+envpool._start_fork_server)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from driving.parent_death import CLIENT_ENV
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the fork server's start is Linux's here")
+
+_CTRL_C_AT_START = """
+import os, signal
+from multiprocessing import forkserver
+from driving.envpool import run_in_workers, single_threaded_children, worker_context
+
+ctx = worker_context()
+with single_threaded_children(ctx):
+    os.kill(forkserver._forkserver._forkserver_pid, signal.SIGINT)  # the server is still starting
+print(sorted(run_in_workers(abs, [-1, -2, -3], workers=2, what="a test")))
+"""
+
+
+def test_a_ctrl_c_while_the_fork_server_starts_neither_kills_it_nor_prints():
+    # Unblocked, SIGINT ends a new interpreter before it installs Python's handler, or raises
+    # KeyboardInterrupt in the middle of its preload imports (a traceback on the user's terminal).
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_AT_START], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1, 2, 3]"
+    assert done.stderr == ""
+
+
+_CHILD_FAILS_TO_START = """
+import os, sys
+import driving.forkserver_guard
+
+def report(error):
+    try:
+        raise error
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+
+if os.fork() == 0:  # as the server forks a worker, which then cannot read its job
+    report(FileNotFoundError(2, "semaphore already unlinked"))
+    report(EOFError("pipe closed"))
+    report(ValueError("a real fault"))
+    sys.stderr.flush()
+    os._exit(0)
+os.wait()
+report(FileNotFoundError(2, "in the server itself"))
+"""
+
+
+def test_a_worker_that_cannot_start_because_its_command_is_gone_prints_nothing():
+    done = subprocess.run([sys.executable, "-c", _CHILD_FAILS_TO_START], capture_output=True, text=True,
+                          env={**os.environ, CLIENT_ENV: str(os.getpid())}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "semaphore already unlinked" not in done.stderr
+    assert "pipe closed" not in done.stderr
+    assert "ValueError: a real fault" in done.stderr  # anything else still shows
+    assert "in the server itself" in done.stderr
