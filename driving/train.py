@@ -529,6 +529,15 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         return UserError(f"training diverged by step {step} ({what}): lower optim.lr (now {cfg.optim.lr:g}),{bf16} or "
                          f"check loss_weights and disagree_weight; earlier checkpoints, if any, stay in {ckpt_root}")
 
+    def any_rank(flag: bool) -> bool:
+        """`flag` of any process, on every process: a stop that one rank decides alone leaves the others
+        in the next collective (a page of gloo's 'connection closed by peer' from each, or a hang)."""
+        if not distributed:
+            return flag
+        t = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def save(step: int, pointers=("last",)) -> None:
         # a checkpoint of NaN weights would be driven, scored and handed on (DAgger) before anything said why
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
@@ -570,8 +579,9 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         if step % cfg.log_every == 0 or step == end:
             dt = time.perf_counter() - t_window
             last = {k: float(v.detach()) for k, v in parts.items()}
-            if not math.isfinite(last["loss"]):
-                raise diverged(step, f"loss {last['loss']}")
+            if any_rank(not math.isfinite(last["loss"])):
+                raise diverged(step, f"loss {last['loss']}" if not math.isfinite(last["loss"]) else
+                               "a loss that is not finite in another process")
             row = {"step": step, **last, "lr": float(sched.get_last_lr()[0]), "samples_per_s": samples / dt,
                    "data_wait": data_time / dt, "world_size": world, "step_mode": stepper.mode,
                    "precision": precision.precision_name(device, cfg.amp)}
@@ -579,12 +589,16 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
                                 f"data {data_time / dt:.0%}", refresh=False)
             log.log(row)
             t_window, data_time, samples = time.perf_counter(), 0.0, 0
-        if val is not None and (step % cfg.val_every == 0 or step == end) and rank == 0:
-            row = {"step": step, **validate(model, val, weights, cfg)}
-            if not all(math.isfinite(v) for k, v in row.items() if k.startswith("val_loss")):
+        if val is not None and (step % cfg.val_every == 0 or step == end):
+            bad = False
+            if rank == 0:
+                row = {"step": step, **validate(model, val, weights, cfg)}
+                bad = not all(math.isfinite(v) for k, v in row.items() if k.startswith("val_loss"))
+                if not bad:
+                    log.log(row)
+                    last.update(row)
+            if any_rank(bad):
                 raise diverged(step, "a validation loss that is not finite")
-            log.log(row)
-            last.update(row)
         pointers = ["last"] if step % cfg.checkpoint_every == 0 or step == end else []
         if closed_loop is not None and (step % cfg.eval.every == 0 or step == end):
             row, video = closed_loop.run(model, step)
