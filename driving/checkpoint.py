@@ -60,6 +60,8 @@ def save(ckpt_root: Path, step: int, policy_meta: dict, weights: dict, train_sta
 
 
 CHECKSUMS = "checksums.json"
+# what a reader of a bad checkpoint can do; a resuming training says instead how the run goes on
+ANOTHER = "use another checkpoint, e.g. an earlier step folder of the run"
 
 
 def _serialise(obj) -> bytes:
@@ -72,22 +74,22 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_checked(path: Path, name: str) -> bytes:
+def read_checked(path: Path, name: str, fix: str = ANOTHER) -> bytes:
     """The bytes of a checkpoint file, checked against checksums.json (checkpoints from before
     checksums have none: read as they are)."""
     path = Path(path)
     try:
         data = (path / name).read_bytes()
     except OSError as e:
-        raise UserError(f"{path}/{name} cannot be read ({e.strerror}): use another checkpoint") from None
+        raise UserError(f"{path}/{name} cannot be read ({e.strerror}): {fix}") from None
     sums = path / CHECKSUMS
     if sums.is_file():
         from driving.jsonfile import read_json
 
-        want = read_json(sums, dict, "use another checkpoint").get(name)
+        want = read_json(sums, dict, fix).get(name)
         if want is not None and _sha256(data) != want:
             raise UserError(f"{path}/{name} is corrupt (its SHA-256 differs from the one recorded when it was "
-                            "written): use another checkpoint, e.g. an earlier step folder of the run")
+                            f"written): {fix}")
     return data
 
 
@@ -120,19 +122,34 @@ def chosen(run_dir: str | Path) -> Path:
     return ckpts / ("best" if (ckpts / "best").exists() else "last")
 
 
-def load_meta(path: Path) -> dict:
+def load_meta(path: Path, fix: str = ANOTHER) -> dict:
     from driving.jsonfile import read_json
 
-    read_checked(path, "policy.json")
-    return read_json(Path(path) / "policy.json", dict, "use another checkpoint")
+    read_checked(path, "policy.json", fix)
+    return read_json(Path(path) / "policy.json", dict, fix)
 
 
-def load_tensors(path: Path, name: str, device="cpu") -> dict:
-    data = read_checked(path, name)
+def load_tensors(path: Path, name: str, device="cpu", fix: str = ANOTHER) -> dict:
+    data = read_checked(path, name, fix)
     try:
         return torch.load(io.BytesIO(data), map_location=device, weights_only=False)
     except Exception as e:  # torch raises several types for truncated/corrupt files
-        raise UserError(f"{path}/{name} is corrupt ({type(e).__name__}): use another checkpoint") from None
+        raise UserError(f"{path}/{name} is corrupt ({type(e).__name__}): {fix}") from None
+
+
+def resume_fix(ckpt: Path) -> str:
+    """What to do when the checkpoint a training resumes from is unreadable: the run cannot use another
+    one by itself, but without that step folder it resumes from the newest complete one (repair_last)."""
+    ckpt = Path(ckpt)
+    before = [p.name for p in _complete_steps(ckpt.parent) if p.name < ckpt.name]
+    then = f"it resumes from {before[-1]}" if before else "no step folder before it is left: it starts at step 0"
+    return f"delete {ckpt} and run the same command again ({then})"
+
+
+def _complete_steps(ckpt_root: Path) -> list[Path]:
+    """The step folders that hold every file of a checkpoint, oldest first."""
+    return sorted(p for p in Path(ckpt_root).iterdir() if p.name.isdigit() and p.is_dir()
+                  and all((p / f).is_file() for f in ("policy.json", "weights.pt", "train_state.pt")))
 
 
 def repair_last(ckpt_root: Path) -> str | None:
@@ -142,8 +159,7 @@ def repair_last(ckpt_root: Path) -> str | None:
     link = Path(ckpt_root) / "last"
     if not link.is_symlink() or link.exists():
         return None
-    complete = sorted(p.name for p in Path(ckpt_root).iterdir() if p.name.isdigit() and p.is_dir()
-                      and all((p / f).is_file() for f in ("policy.json", "weights.pt", "train_state.pt")))
+    complete = [p.name for p in _complete_steps(ckpt_root)]
     target = os.readlink(link)
     if not complete:
         link.unlink()

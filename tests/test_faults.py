@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,7 +151,29 @@ def test_a_corrupt_checkpoint_file_is_refused_by_eval_and_resume(tmp_path, capsy
     err = capsys.readouterr().err
     assert "weights.pt is corrupt" in err and err.count("\n") == 1
     assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=6"]) == 2
-    assert "weights.pt is corrupt" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # a resuming run cannot pick another checkpoint itself: the message says how it goes on
+    assert "weights.pt is corrupt" in err and f"delete {step} and run the same command again" in err
+    for older in (run / "checkpoints").glob("0000000[0-3]"):
+        shutil.rmtree(older)
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=6"]) == 2
+    assert "(no step folder before it is left: it starts at step 0)" in capsys.readouterr().err
+
+
+def test_a_run_whose_last_checkpoint_is_corrupt_resumes_from_the_one_before_once_it_is_deleted(tmp_path, capsys):
+    ds = synthetic_dataset(tmp_path / "syn")
+    run = tmp_path / "run"
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=4", "checkpoint_every=2"]) == 0
+    flip_byte(run / "checkpoints" / "00000004" / "train_state.pt", 0.6)
+    capsys.readouterr()
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=6", "checkpoint_every=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train_state.pt is corrupt" in err
+    assert f"delete {run / 'checkpoints' / '00000004'} and run the same command again (it resumes from 00000002)" in err
+    shutil.rmtree(run / "checkpoints" / "00000004")  # what the message says
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=6", "checkpoint_every=2"]) == 0
+    assert "resuming from 00000002" in capsys.readouterr().out
+    assert os.readlink(run / "checkpoints" / "last") == "00000006"
 
 
 def test_a_lost_meta_and_index_are_rebuilt_from_the_episode_files(clean, tmp_path, capsys):
