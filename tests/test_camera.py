@@ -492,3 +492,35 @@ def test_camera_config_round_trips():
     cfg = CameraConfig(height=96, width=48, stack=4, rgb=True, heading_up=False, ego_row=0.6)
     assert CameraConfig(**cfg.as_dict()) == cfg
     assert cfg.obs_shape == (4, 96, 48, 3)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_culling_to_the_frame_draws_exactly_what_drawing_every_shape_does(make_core, name, monkeypatch):
+    # _in_view leaves out the road chunks and markings that cannot touch the frame; cv2 clips the
+    # rest. Reference: every shape of the network drawn, at random poses, headings and scales.
+    core = make_core(name)
+    road, ego = core.unwrapped.road, core.unwrapped.vehicle
+    rng = np.random.default_rng(0)
+    start = np.array(ego.position, dtype=np.float64)
+    configs = [CameraConfig(height=96, width=96, stack=1), CameraConfig(height=64, width=128, stack=1,
+               metres_per_pixel=0.5, heading_up=False, ego_row=0.4), CameraConfig(height=40, width=24, stack=1,
+               metres_per_pixel=1.3, ego_row=1.0)]
+    real = camera_mod._in_view
+    for cfg in configs:
+        for _ in range(6):
+            ego.position = start + rng.uniform(-120, 120, size=2)
+            ego.heading = float(rng.uniform(-np.pi, np.pi))
+            try:
+                culled = Camera(cfg).render(road, ego)
+            except BlankFrameError:  # away from every road: nothing to compare
+                continue
+            monkeypatch.setattr(camera_mod, "_in_view", lambda centres, *a: np.ones(len(centres), dtype=bool))
+            everything = Camera(cfg).render(road, ego)
+            monkeypatch.setattr(camera_mod, "_in_view", real)
+            assert np.array_equal(culled, everything)
+    # the culling has something to cull: far fewer chunks than the network has
+    cam = Camera(configs[0])
+    fine = cam.world_to_pixel_matrix(start, 0.0) * 4
+    geo = cam.geometry(road)
+    kept = real(geo.poly_centres, geo.poly_radii, fine, (96 * 4, 96 * 4))
+    assert 0 < kept.sum() < len(kept) or len(kept) < 20
