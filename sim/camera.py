@@ -123,18 +123,30 @@ _GEOMETRY_CACHE: dict = {}
 
 
 def _network_key(network) -> tuple:
-    """Identifies a road network's drawable geometry. highway-env rebuilds the (identical) network
-    at every reset; sampling it again cost ~0.1 s per highway reset."""
+    """Identifies a road network's drawable geometry exactly: every lane's class and public attributes
+    (start, end, width, radius, phases, sine amplitude, line types, ...). highway-env rebuilds the
+    (identical) network at every reset; sampling it again cost ~0.1 s per highway reset. A key of a
+    few sampled points per lane would take two different sine lanes through the same points for one."""
     key = []
     for _from, tos in network.graph.items():
         for _to, lanes in tos.items():
             for lane in lanes:
-                length = float(lane.length)
-                pts = [lane.position(x, 0.0) for x in (0.0, length / 3, 2 * length / 3, length)]
-                key.append((_from, _to, type(lane).__name__, round(length, 6),
-                            tuple(np.round(np.concatenate(pts), 6)), round(float(lane.width_at(0.0)), 6),
-                            tuple(int(t) for t in (lane.line_types or ()))))
+                attrs = tuple((k, _frozen(v)) for k, v in sorted(vars(lane).items()) if not k.startswith("_"))
+                key.append((_from, _to, type(lane).__qualname__, attrs))
     return tuple(key)
+
+
+def _frozen(value):
+    """A hashable, exact stand-in for a lane attribute."""
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    try:
+        hash(value)
+    except TypeError:  # unhashable, of a kind not known here: equal to nothing (sampled again)
+        return object()
+    return value
 
 
 def _cached_geometry(network) -> RoadGeometry:

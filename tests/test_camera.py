@@ -524,3 +524,21 @@ def test_culling_to_the_frame_draws_exactly_what_drawing_every_shape_does(make_c
     geo = cam.geometry(road)
     kept = real(geo.poly_centres, geo.poly_radii, fine, (96 * 4, 96 * 4))
     assert 0 < kept.sum() < len(kept) or len(kept) < 20
+
+
+def test_networks_that_differ_in_any_lane_attribute_get_their_own_geometry():
+    from highway_env.road.lane import SineLane, StraightLane
+    from highway_env.road.road import RoadNetwork
+
+    def network(amplitude):
+        net = RoadNetwork()
+        # pulsation 3*pi/L: both sines cross the centre line at 0, L/3, 2L/3 and L
+        net.add_lane("a", "b", SineLane([0, 0], [90, 0], amplitude, 3 * np.pi / 90, 0.0, width=4))
+        net.add_lane("b", "c", StraightLane([90, 0], [200, 0], width=4))
+        return net
+
+    camera_mod._GEOMETRY_CACHE.clear()
+    small, large = camera_mod._cached_geometry(network(2.0)), camera_mod._cached_geometry(network(6.0))
+    assert small is not large
+    assert np.abs(large.poly_centres[:, 1]).max() > np.abs(small.poly_centres[:, 1]).max() + 2
+    assert camera_mod._cached_geometry(network(2.0)) is small  # the same network rebuilt: cached
