@@ -8,7 +8,9 @@ affine transform and fills them. Frames are row-major (H, W) or (H, W, 3) uint8.
 """
 from __future__ import annotations
 
+import enum
 import functools
+import types
 from collections import deque
 from dataclasses import asdict, dataclass
 
@@ -132,21 +134,31 @@ def _network_key(network) -> tuple:
         for _to, lanes in tos.items():
             for lane in lanes:
                 attrs = tuple((k, _frozen(v)) for k, v in sorted(vars(lane).items()) if not k.startswith("_"))
-                key.append((_from, _to, type(lane).__qualname__, attrs))
+                key.append((_from, _to, type(lane).__module__, type(lane).__qualname__, attrs))
     return tuple(key)
 
 
-def _frozen(value):
-    """A hashable, exact stand-in for a lane attribute."""
+_CODE_TYPES = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial, types.ModuleType)
+
+
+def _frozen(value, depth: int = 0):
+    """A hashable, exact stand-in for a lane attribute: arrays by bytes, containers and plain objects
+    (a poly-lane's spline) and closures (its interpolators) by their contents, a few levels deep.
+    Anything else (a builtin, a deeper object) equals nothing, so that network is sampled again:
+    never a wrong match."""
     if isinstance(value, np.ndarray):
         return (value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
-    try:
-        hash(value)
-    except TypeError:  # unhashable, of a kind not known here: equal to nothing (sampled again)
-        return object()
-    return value
+        return tuple(_frozen(v, depth) for v in value)
+    if isinstance(value, (bool, int, float, str, type(None), np.generic, enum.Enum)):
+        return value
+    if depth < 4 and isinstance(value, types.FunctionType):  # a closure: its code and what it captured
+        cells = tuple(_frozen(c.cell_contents, depth + 1) for c in value.__closure__ or ())
+        return (value.__module__, value.__qualname__, cells, _frozen(value.__defaults__, depth + 1))
+    if depth < 4 and hasattr(value, "__dict__") and not isinstance(value, (type, _CODE_TYPES)):
+        return (type(value).__module__, type(value).__qualname__,
+                tuple((k, _frozen(v, depth + 1)) for k, v in sorted(vars(value).items()) if not k.startswith("_")))
+    return object()
 
 
 def _cached_geometry(network) -> RoadGeometry:

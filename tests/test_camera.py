@@ -542,3 +542,19 @@ def test_networks_that_differ_in_any_lane_attribute_get_their_own_geometry():
     assert small is not large
     assert np.abs(large.poly_centres[:, 1]).max() > np.abs(small.poly_centres[:, 1]).max() + 2
     assert camera_mod._cached_geometry(network(2.0)) is small  # the same network rebuilt: cached
+
+
+def test_a_rebuilt_network_of_poly_lanes_hits_the_geometry_cache():
+    from highway_env.road.lane import PolyLaneFixedWidth
+    from highway_env.road.road import RoadNetwork
+
+    def network(bend):
+        net = RoadNetwork()
+        net.add_lane("a", "b", PolyLaneFixedWidth([(0, 0), (30, 0), (60, bend), (90, 2 * bend)], width=4))
+        return net
+
+    camera_mod._GEOMETRY_CACHE.clear()
+    first = camera_mod._cached_geometry(network(5.0))
+    assert camera_mod._cached_geometry(network(5.0)) is first  # its spline is compared by content
+    assert camera_mod._cached_geometry(network(9.0)) is not first
+    assert camera_mod._network_key(network(5.0)) != camera_mod._network_key(network(5.0 + 1e-9))
