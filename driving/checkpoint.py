@@ -139,10 +139,10 @@ def load_tensors(path: Path, name: str, device="cpu", fix: str = ANOTHER) -> dic
 
 def resume_fix(ckpt: Path) -> str:
     """What to do when the checkpoint a training resumes from is unreadable: the run cannot use another
-    one by itself, but without that step folder it resumes from the newest complete one (repair_last)."""
+    one by itself, but without that step folder it resumes from the newest complete one left (repair_last)."""
     ckpt = Path(ckpt)
-    before = [p.name for p in _complete_steps(ckpt.parent) if p.name < ckpt.name]
-    then = f"it resumes from {before[-1]}" if before else "no step folder before it is left: it starts at step 0"
+    others = [p.name for p in _complete_steps(ckpt.parent) if p.name != ckpt.name]  # repair_last's choice
+    then = f"it resumes from {others[-1]}" if others else "no other step folder is left: it starts at step 0"
     return f"delete {ckpt} and run the same command again ({then})"
 
 

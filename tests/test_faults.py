@@ -157,7 +157,7 @@ def test_a_corrupt_checkpoint_file_is_refused_by_eval_and_resume(tmp_path, capsy
     for older in (run / "checkpoints").glob("0000000[0-3]"):
         shutil.rmtree(older)
     assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=6"]) == 2
-    assert "(no step folder before it is left: it starts at step 0)" in capsys.readouterr().err
+    assert "(no other step folder is left: it starts at step 0)" in capsys.readouterr().err
 
 
 def test_a_run_whose_last_checkpoint_is_corrupt_resumes_from_the_one_before_once_it_is_deleted(tmp_path, capsys):
