@@ -23,12 +23,23 @@ _SERVER = os.getpid()
 # A process the server forks reads its job from the command before it runs it. When the command is
 # stopping (Ctrl-C), the pipe is closed or the job's semaphores are already unlinked, and the fork
 # server prints the child's traceback through sys.excepthook: a page of multiprocessing internals
-# after the command's one line. Those errors only mean the command is gone; others still print.
-_GONE = (FileNotFoundError, EOFError, ConnectionError)
+# after the command's one line. Only those errors are silenced (a semaphore that cannot be opened
+# again, a pipe that ended); any other, such as a script that moved, still prints.
+_PIPE_GONE = (EOFError, ConnectionError)
+
+
+def _command_gone(kind, tb) -> bool:
+    if issubclass(kind, _PIPE_GONE):
+        return True
+    if not issubclass(kind, FileNotFoundError):
+        return False
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.endswith(os.path.join("multiprocessing", "synchronize.py"))
 
 
 def _quiet_when_command_gone(kind, value, tb):
-    if os.getpid() != _SERVER and issubclass(kind, _GONE):
+    if os.getpid() != _SERVER and _command_gone(kind, tb):
         return
     sys.__excepthook__(kind, value, tb)
 
