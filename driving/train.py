@@ -608,7 +608,11 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
                 best = policy_meta["best_score"] = row["eval_driving_score"]
                 pointers.append("best")
         if distributed and cfg.eval.every and (step % cfg.eval.every == 0 or step == end):
-            dist.barrier()  # other ranks wait for rank 0's evaluation
+            # the other ranks wait for rank 0's evaluation and take its decision: a new `best` is saved
+            # on a step that may not be a checkpoint step, and saving is collective (the samplers' states)
+            decided = [pointers]
+            dist.broadcast_object_list(decided, 0)
+            pointers = decided[0]
         if pointers:
             save(step, pointers=tuple(pointers))
     bar.close()

@@ -3,7 +3,7 @@
 One DDP run (module fixture) is checked three ways: the ranks end with identical weights (every rank's
 final parameter digest, which the run records, and the checkpoint's); the loss falls; the checkpoint
 resumes in a single process from the saved step and state. A last test resumes that single-process
-checkpoint on two processes again. Three torchrun launches in all (the third diverges on purpose), about 35 s on 2 cores.
+checkpoint on two processes again. Four torchrun launches in all (one diverges on purpose, one evaluates closed loop), about 55 s on 2 cores.
 """
 from __future__ import annotations
 
@@ -194,3 +194,16 @@ def test_a_divergence_stops_every_rank_with_its_one_line(ds, tmp_path):
     assert proc.stderr.count("error: training diverged by step 2") == 2, proc.stderr[-3000:]
     assert "[rank0]" not in proc.stderr and "[rank1]" not in proc.stderr, proc.stderr[-3000:]
     assert not (tmp_path / "run" / "checkpoints" / "last").exists()
+
+
+def test_a_new_best_on_a_step_that_is_no_checkpoint_step_is_saved_by_every_rank(ds, tmp_path):
+    # only rank 0 evaluates; saving gathers every rank's sampler state: a `best` decided on rank 0 alone
+    # left rank 1 in the next step's gradient all-reduce while rank 0 waited in the gather (a hang)
+    out = tmp_path / "run"
+    torchrun(ds, out, 8, extra=["eval.every=4", "eval.episodes=1", "eval.max_steps=4", "eval.workers=1",
+                                "eval.video=false"])  # checkpoint_every=20: step 4 saves only `best`
+    assert os.readlink(out / "checkpoints" / "last") == "00000008"
+    assert (out / "checkpoints" / "best" / "weights.pt").is_file()
+    assert len(train_state(out)["rng"]) == 2
+    digests = final_digests(out)
+    assert len(digests) == 2 and digests[0] == digests[1]
