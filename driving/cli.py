@@ -396,7 +396,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 # Errors of the place a command writes to, whatever wrote (a worker process's arrive as themselves):
 # one line naming the place and the fix; what was written stays consistent (atomic writes).
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
-                errno.EEXIST}
+                errno.EEXIST, errno.ENAMETOOLONG}
+
+
+def _os_error_line(e: OSError) -> str:
+    """The one line for an OSError of _DISK_ERRORS: a path too long, a file this user may not read,
+    else a place that cannot be written."""
+    from driving.folder_lock import unwritable
+
+    path = Path(e.filename or "?")
+    if e.errno == errno.ENAMETOOLONG:
+        return (f"the path {str(path)[:80]}... is too long for the file system (a name of at most 255 bytes, "
+                "a path of at most 4096): use a shorter one")
+    if e.errno in (errno.EACCES, errno.EPERM) and path.exists() and not os.access(path, os.R_OK):
+        return f"cannot read {path}: permission denied: make it readable (chmod u+r) or use another path"
+    return str(unwritable(path, e))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -414,9 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if e.errno not in _DISK_ERRORS:
             raise
-        from driving.folder_lock import unwritable
-
-        print(f"error: {unwritable(Path(e.filename or '?'), e)}", file=sys.stderr)
+        print(f"error: {_os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         # an evaluation (and a video) writes its results at the end: run again, it starts over

@@ -31,7 +31,8 @@ def unwritable(path: Path, e: OSError, fix: str = "choose another out= folder") 
            errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
            errno.EPERM: "permission denied", errno.ENOTDIR: "a part of the path is a file, not a folder",
            errno.EEXIST: "it exists and is not a folder",
-           errno.EISDIR: "it is a folder, not a file"}.get(e.errno, e.strerror or str(e))
+           errno.EISDIR: "it is a folder, not a file",
+           errno.ENAMETOOLONG: "a name in it is longer than the file system allows"}.get(e.errno, e.strerror or str(e))
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free some space (or " + fix + "), then re-run the same command: it resumes"
     return UserError(f"cannot write to {path}: {why}: {fix}")

@@ -279,3 +279,24 @@ def test_a_full_disk_during_training_and_evaluation_is_one_line(tmp_path, capsys
                  "-q"]) == 2
     err = capsys.readouterr().err
     assert "eval.json" in err and "disk is full" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", [["data", "info"], ["train", "out=/tmp/never", "dataset="], ["eval"]])
+def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path, capsys, command):
+    long = str(tmp_path / ("a" * 300))
+    argv = [*command[:-1], command[-1] + long] if command[-1].endswith("=") else [*command, long]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "too long" in err
+
+
+def test_a_file_that_cannot_be_read_is_named_as_such_not_as_a_place_to_write(tmp_path, monkeypatch):
+    from driving.cli import _os_error_line
+
+    meta = tmp_path / "meta.json"
+    meta.write_text("{}")
+    denied = PermissionError(errno.EACCES, "Permission denied", str(meta))
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as another user than root sees a chmod 000
+    assert _os_error_line(denied).startswith(f"cannot read {meta}: permission denied")
+    monkeypatch.undo()
+    assert _os_error_line(denied).startswith(f"cannot write to {meta}")  # readable: it was the write
