@@ -60,6 +60,21 @@ class DataShowConfig:
             raise ValueError(f"frames and columns must be >= 1, got frames={self.frames} columns={self.columns}")
         if self.frames > MAX_SHEET_FRAMES:  # a PNG has a size limit; a sheet that large shows nothing either
             raise ValueError(f"frames must be <= {MAX_SHEET_FRAMES} for one contact sheet, got {self.frames}")
+        from driving.config import check_seed
+
+        check_seed("seed", self.seed)
+        if self.out is not None:
+            _check_png_out(Path(self.out))
+
+
+def _check_png_out(out: Path) -> None:
+    """A contact sheet replaces only a PNG: `out=DATASET/meta.json` once wrote an image over a dataset."""
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"out={out} must name a .png file")
+    if out.is_file():
+        with open(out, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                raise ValueError(f"out={out} exists and is not a PNG image: give a new .png path")
 
 
 # The flags `data info/show` took before they took key=value like every other command.

@@ -58,6 +58,23 @@ def test_data_show_writes_a_contact_sheet_of_real_frames(cli_dataset, tmp_path, 
     # the tiles hold the road (grey) and the ego (white, 255) as drawn by the camera
     assert (img == 255).all(axis=2).sum() > 50
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 10
+    assert main(["data", "show", str(cli_dataset), f"out={png}", "frames=2"]) == 0  # its own PNG: replaced
+    assert cv2.imread(str(png)).shape[0] < img.shape[0]
+
+
+@pytest.mark.parametrize("out, needle", [("meta.json", "must name a .png file"),
+                                         ("index.png", "exists and is not a PNG image")])
+def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, capsys, out, needle):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(cli_dataset, ds)
+    (ds / "index.png").write_bytes((ds / "index.json").read_bytes())
+    before = {p.name: p.read_bytes() for p in ds.iterdir() if p.is_file()}
+    assert main(["data", "show", str(ds), f"out={ds / out}"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in ds.iterdir() if p.is_file()} == before
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -65,6 +82,7 @@ def test_data_show_writes_a_contact_sheet_of_real_frames(cli_dataset, tmp_path, 
     (["collect", "bogus=1"], "unknown config key 'bogus'"),
     (["collect", "missing.yaml"], "config file missing.yaml not found"),
     (["data", "info", "/nonexistent/ds"], "not found"),
+    (["data", "show", "/nonexistent/ds", "seed=-1"], "seed must be in 0.."),
     # simulator keys are checked in this process before any worker starts, whatever the workers
     (["collect", "env.bogus=1", "workers=2", "out=/tmp/never"], "unknown highway-env config key 'bogus'"),
     (["collect", "expert.bogus=1", "workers=2", "out=/tmp/never"], "unknown expert config keys ['bogus']"),
