@@ -300,3 +300,20 @@ def test_a_file_that_cannot_be_read_is_named_as_such_not_as_a_place_to_write(tmp
     assert _os_error_line(denied).startswith(f"cannot read {meta}: permission denied")
     monkeypatch.undo()
     assert _os_error_line(denied).startswith(f"cannot write to {meta}")  # readable: it was the write
+
+
+def test_an_episode_file_lost_after_the_collection_finished_marks_it_unfinished_on_rebuild(clean, tmp_path, capsys):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(clean, ds)
+    assert json.loads((ds / "meta.json").read_text())["collection"] == {"requested": 4, "finished": True}
+    (ds / "episodes" / "000002.npz").unlink()
+    assert main(["data", "rebuild", str(ds)]) == 0
+    assert "1 of the 4 episodes its collection made are missing" in capsys.readouterr().out
+    assert json.loads((ds / "meta.json").read_text())["collection"] == {"requested": 4, "finished": False}
+    assert main(["data", "info", str(ds)]) == 0
+    assert "NOT FINISHED" in capsys.readouterr().out
+    assert main(["collect", f"out={ds}", *TINY]) == 0  # what the note says: the episode comes back
+    same_dataset(ds, clean)
+    assert json.loads((ds / "meta.json").read_text())["collection"]["finished"] is True

@@ -46,6 +46,12 @@ def _rebuild(root: Path) -> dict:
     if not rows:
         raise DatasetError(f"{root}/episodes holds no readable episode file: nothing to rebuild, collect again")
     meta, how = _meta(root, metas, len(rows))
+    asked = meta.get("collection") or {}
+    if asked.get("finished") and len(rows) < asked.get("requested", 0):
+        # an episode file was lost after the collection finished: the dataset is no longer whole
+        meta = {**meta, "collection": {**asked, "finished": False}}
+        how += (f"; {asked['requested'] - len(rows)} of the {asked['requested']} episodes its collection made are "
+                "missing (marked not finished: its `driving collect` command collects them again)")
     write_index(root, rows, meta)
     return {"episodes": len(rows), "frames": int(sum(r["length"] for r in rows.values())), "meta": how,
             "corrupt": corrupt}
