@@ -317,3 +317,36 @@ def test_an_episode_file_lost_after_the_collection_finished_marks_it_unfinished_
     assert main(["collect", f"out={ds}", *TINY]) == 0  # what the note says: the episode comes back
     same_dataset(ds, clean)
     assert json.loads((ds / "meta.json").read_text())["collection"]["finished"] is True
+
+
+@pytest.mark.parametrize("edit, needle", [
+    ("camera", "holds frames of shape (64, 32), {ds}/meta.json's camera draws (48, 32)"),
+    ("duplicate", "lists episode 0 more than once"),
+    ("length", "holds 6 steps, {ds}/index.json says 50"),
+])
+def test_a_hand_edited_meta_or_index_is_refused_by_validation_and_training(clean, tmp_path, capsys, edit, needle):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(clean, ds)
+    meta, index = (json.loads((ds / f).read_text()) for f in ("meta.json", "index.json"))
+    if edit == "camera":
+        meta["camera"]["height"] = 48
+    elif edit == "duplicate":
+        index[1] = dict(index[0])  # would train on episode 0 twice and never read episode 1
+    else:
+        index[0]["length"] = 50
+    (ds / "meta.json").write_text(json.dumps(meta))
+    (ds / "index.json").write_text(json.dumps(index))
+    needle = needle.format(ds=ds)
+    assert main(["data", "info", str(ds), "validate=true"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+    assert main(["train", f"dataset={ds}", f"out={tmp_path / 'run'}", *TRAIN]) == 2
+    assert needle in capsys.readouterr().err
+    # what the messages say to do restores the dataset
+    if edit == "camera":
+        (ds / "meta.json").unlink()
+    assert main(["data", "rebuild", str(ds)]) == 0
+    assert main(["data", "info", str(ds), "validate=true"]) == 0
+    same_dataset(ds, clean)

@@ -186,6 +186,12 @@ class Dataset:
             if not isinstance(row, dict) or not all(k in row for k in INDEX_KEYS):
                 raise DatasetError(f"{index_path} has a row without {', '.join(INDEX_KEYS)} ({str(row)[:80]}): "
                                    f"{rebuild}")
+        for key in ("episode", "file"):
+            seen = [row[key] for row in index]
+            twice = sorted({str(v) for v in seen if seen.count(v) > 1})
+            if twice:  # an edited index would train on one episode twice and never read another
+                raise DatasetError(f"{index_path} lists {key} {', '.join(twice)} more than once: run "
+                                   f"`driving data rebuild {root}` to rebuild it from the episode files")
         ds = cls(root, meta, index)
         if check_files:
             for row in index:
@@ -216,16 +222,39 @@ class Dataset:
         return (f"dataset {self.root} is an interrupted collection ({len(self)} episodes on disk, "
                 f"{c.get('requested')} asked for): re-run its `driving collect` command to finish it")
 
+    @property
+    def frame_shape(self) -> tuple:
+        """(H, W) or (H, W, 3): a frame as meta.json's camera draws it."""
+        cam = self.meta["camera"]
+        return (int(cam["height"]), int(cam["width"]), 3) if cam.get("rgb") else (int(cam["height"]), int(cam["width"]))
+
     def episode(self, i: int, keys=None) -> dict:
         """Arrays of the i-th episode in the index (all keys, or only `keys`)."""
         row = self.index[i]
         arrays, _ = read_episode_file(self.root / row["file"], keys, row.get("sha256"))
+        return self._agreeing(row, arrays)
+
+    def _agreeing(self, row: dict, arrays: dict) -> dict:
+        """`arrays` of an index row, checked against the index (its length) and meta.json (the camera's
+        frame shape): a hand-edited meta or index would otherwise train on wrong data or fail in torch."""
+        path = self.root / row["file"]
+        fix = f"run `driving data rebuild {self.root}`, or re-run its `driving collect` command"
+        if "frames" in arrays and tuple(arrays["frames"].shape[1:]) != self.frame_shape:
+            raise DatasetError(f"{path} holds frames of shape {tuple(arrays['frames'].shape[1:])}, "
+                               f"{self.root / 'meta.json'}'s camera draws {self.frame_shape}: delete that "
+                               f"meta.json and run `driving data rebuild {self.root}` (every episode file "
+                               "carries the meta it was collected with)")
+        for name in ("frames", "speed"):
+            if name in arrays and len(arrays[name]) != row["length"]:
+                raise DatasetError(f"{path} holds {len(arrays[name])} steps, {self.root / 'index.json'} says "
+                                   f"{row['length']}: {fix}")
         return arrays
 
     def validate(self) -> None:
         """Read every episode file fully; raises DatasetError naming the first bad one."""
         for row in self.index:
             arrays, summary = read_episode_file(self.root / row["file"], sha256=row.get("sha256"), full_check=True)
+            self._agreeing(row, arrays)
             if summary.get("seed") != row["seed"]:
                 raise DatasetError(f"episode file {self.root / row['file']} holds seed {summary.get('seed')}, "
                                    f"index.json says {row['seed']}: re-run the same `driving collect` command")
