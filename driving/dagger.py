@@ -84,6 +84,8 @@ class DaggerConfig:
             raise ValueError(f"episodes must be in 0..{ROUND_SEED - 1} (0: half of round 0's collection)")
         if self.round_steps < 0:
             raise ValueError("round_steps must be >= 0 (0: half of round 0's)")
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0 (0 = one per core)")
         if self.size not in ("auto", "cpu", "cuda"):
             raise ValueError("size must be auto, cpu or cuda")
         if self.shares not in ("frames", "rounds"):

@@ -9,6 +9,8 @@ tool for choosing a camera: the smaller the gap, the more of the expert a studen
 """
 from __future__ import annotations
 
+import math
+
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
@@ -39,8 +41,10 @@ class GapConfig:
 
     def __post_init__(self):
         check_episodes("", self.episodes, self.seed, self.workers, self.max_steps)
-        if self.accel_threshold <= 0 or self.steer_threshold <= 0:
-            raise ValueError("accel_threshold and steer_threshold must be > 0")
+        if not (self.accel_threshold > 0 and self.steer_threshold > 0
+                and math.isfinite(self.accel_threshold) and math.isfinite(self.steer_threshold)):
+            raise ValueError("accel_threshold and steer_threshold must be numbers > 0 (normalised units), got "
+                             f"{self.accel_threshold} and {self.steer_threshold}")
 
     @property
     def scenarios(self) -> list[str]:

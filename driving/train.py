@@ -54,6 +54,9 @@ class OptimConfig:
     def __post_init__(self):
         for name in ("lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip"):
             check_number(f"optim.{name}", getattr(self, name))
+        if self.min_lr_ratio > 1:  # the schedule would rise to it after the warm-up
+            raise ValueError(f"optim.min_lr_ratio must be in [0, 1] (the share of lr the cosine ends at), "
+                             f"got {self.min_lr_ratio}")
 
 
 @dataclass
@@ -148,6 +151,13 @@ class TrainConfig:
         for w in self.loss_weights:
             check_number("loss_weights", w, what="weights >= 0")
         check_number("disagree_weight", self.disagree_weight, what="a number > 0")
+        check_number("disagree_threshold", self.disagree_threshold)
+        check_number("plan_weight", self.plan_weight)
+        check_number("aux_speed_weight", self.aux_speed_weight)
+        from driving.models import MODELS
+
+        if self.model not in MODELS:  # here, not when the model is built: dagger and scoreboard collect first
+            raise ValueError(f"unknown model {self.model!r}; known models: {', '.join(MODELS)}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0: torch's default), got {self.threads}")
         if self.disagree_weight <= 0 or self.disagree_threshold < 0:

@@ -83,6 +83,13 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["collect", "missing.yaml"], "config file missing.yaml not found"),
     (["data", "info", "/nonexistent/ds"], "not found"),
     (["data", "show", "/nonexistent/ds", "seed=-1"], "seed must be in 0.."),
+    # values torch would take without a word (a negative loss, a rising schedule, negative images)
+    (["train", "dataset=/tmp/never", "plan_weight=-1"], "plan_weight must be a number >= 0"),
+    (["train", "dataset=/tmp/never", "optim.min_lr_ratio=5"], "optim.min_lr_ratio must be in [0, 1]"),
+    (["train", "dataset=/tmp/never", "augment.brightness=-1"], "augment.brightness must be a number in [0, 1]"),
+    (["train", "dataset=/tmp/never", "augment.contrast=nan"], "augment.contrast must be a number in [0, 1]"),
+    (["gap", "steer_threshold=nan"], "steer_threshold must be numbers > 0"),
+    (["dagger", "workers=-1", "out=/tmp/never"], "workers must be >= 0"),
     # simulator keys are checked in this process before any worker starts, whatever the workers
     (["collect", "env.bogus=1", "workers=2", "out=/tmp/never"], "unknown highway-env config key 'bogus'"),
     (["collect", "expert.bogus=1", "workers=2", "out=/tmp/never"], "unknown expert config keys ['bogus']"),
@@ -163,7 +170,8 @@ def test_bad_keys_are_refused_before_any_work(cli_dataset, tmp_path, capsys):
     """Nothing is collected or trained before every key is checked: the folder is not even made, and
     round 0's collect keys are checked where dataset= stands in for the collection."""
     out = tmp_path / "never"
-    for args in (["scoreboard", "train.device=bogus"], ["dagger", "device=bogus"]):
+    for args in (["scoreboard", "train.device=bogus"], ["dagger", "device=bogus"], ["dagger", "train.model=foo"],
+                 ["scoreboard", "per_scenario.highway.train.model=foo"]):
         assert main([*args, f"out={out}"]) == 2
     assert main(["dagger", f"dataset={cli_dataset}", "collect.bogus=1", f"out={out}"]) == 2
     assert "unknown config key 'bogus'" in capsys.readouterr().err

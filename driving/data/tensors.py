@@ -21,6 +21,15 @@ class AugmentConfig:
     noise: float = 4.0  # std of additive Gaussian pixel noise, in 0..255 units
     enabled: bool = True
 
+    def __post_init__(self):
+        from driving.config import check_number
+
+        for name in ("brightness", "contrast"):  # beyond 1 the factor's range reaches below 0 (a negative image)
+            check_number(f"augment.{name}", getattr(self, name), what="a number in [0, 1]")
+            if getattr(self, name) > 1:
+                raise ValueError(f"augment.{name} must be a number in [0, 1], got {getattr(self, name)}")
+        check_number("augment.noise", self.noise, what="a number >= 0 (pixel units)")
+
 
 def fingerprint(ds: "Dataset | list[Dataset]") -> str:
     """Identifies a dataset's content: its config identity and the episode index (seeds, lengths); for
