@@ -193,6 +193,9 @@ def cmd_eval(ns) -> int:
 
     if ns.checkpoint == "merge":
         return cmd_eval_merge(ns)
+    if "=" in ns.checkpoint and not Path(ns.checkpoint).exists():
+        raise UserError(f"driving eval takes the checkpoint first: driving eval CHECKPOINT|expert [key=value ...] "
+                        f"(got {ns.checkpoint!r} where the checkpoint goes)")
     cfg = _config_from_args(EvalConfig, ns)
     if cfg is None:
         return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from driving.errors import UserError
@@ -41,9 +41,23 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
             if not path.is_file():
                 raise UserError(f"config file {path} not found: pass an existing YAML file or none")
             try:
-                layers.append(OmegaConf.load(path))
+                layer = OmegaConf.load(path)
             except yaml.YAMLError as e:
                 raise UserError(f"config file {path} is not valid YAML ({_yaml_problem(e)}): fix the file") from None
+            except OSError as e:  # OmegaConf's word for a file holding one plain value
+                if "Invalid loaded object type" not in str(e):
+                    raise
+                layer = None
+            if not isinstance(layer, DictConfig):
+                raise UserError(f"config file {path} must hold `key: value` lines at its top level, not a list or "
+                                "a single value")
+            for group in sorted(_groups(schema)):
+                value = OmegaConf.select(layer, group, default=None)
+                if value is not None and not isinstance(value, DictConfig):
+                    raise UserError(f"{group} in {path} is a group of keys, not one value: give its keys "
+                                    f"indented under it, e.g. `{group}:` then `  KEY: VALUE` (--print-config "
+                                    "lists them)")
+            layers.append(layer)
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise UserError(f"override {bad[0]!r} is not key=value (e.g. episodes=20)")

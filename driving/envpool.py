@@ -58,13 +58,13 @@ def probe_env(scenario: str, camera, max_steps: int | None = None, env: dict | N
             probe.step(np.zeros(2, dtype=np.float32))
         finally:
             probe.close()
-    except ValueError as e:  # our own checks: their message says it all
-        raise UserError(f"bad config for scenario {scenario}: {e}") from None
     except Exception as e:  # noqa: BLE001 - highway-env's, on a value it cannot use
-        if not (env or expert):  # nothing of the user's to blame: a bug, with its traceback
+        if isinstance(e, ValueError) and _raised_by_us(e.__traceback__):  # our own checks: the message says it all
+            raise UserError(f"bad config for scenario {scenario}: {e}") from None
+        if not (env or expert or isinstance(e, ValueError)):  # nothing of the user's to blame: a bug
             raise
         raise UserError(f"bad config for scenario {scenario}: {type(e).__name__}: {e}{where_raised(e.__traceback__)} "
-                        "(check the env.* and expert.* values)") from None
+                        "(check the env.*, expert.* and camera.* values)") from None
 
 
 def worker_setup() -> None:
@@ -130,6 +130,18 @@ def _worker(conn, env_kwargs: dict) -> None:
     finally:
         inline.close()
         conn.close()
+
+
+def _raised_by_us(tb) -> bool:
+    """Whether a traceback's innermost frame is this project's code (sim/, driving/), not a library's:
+    our checks' messages name the key and the fix; numpy's inside highway-env name neither."""
+    if tb is None:
+        return False
+    import traceback
+
+    last = os.path.realpath(traceback.extract_tb(tb)[-1].filename)
+    root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    return any(last.startswith(os.path.join(root, pkg) + os.sep) for pkg in ("sim", "driving"))
 
 
 def where_raised(tb) -> str:

@@ -202,6 +202,32 @@ def test_a_config_file_that_is_not_yaml_is_one_line_naming_it_and_where(tmp_path
     assert f"config file {bad} is not valid YAML" in err and "line 3" in err and "\n" not in err
 
 
+@pytest.mark.parametrize("text, needle", [
+    ("- 1\n- 2\n", "must hold `key: value` lines at its top level"),
+    ("5\n", "must hold `key: value` lines at its top level"),
+    ("camera: 5\n", "camera in {bad} is a group of keys, not one value"),
+    ("camera:\n  height: 64\nnoise: 0.3\n", "noise in {bad} is a group of keys"),
+])
+def test_a_config_file_of_the_wrong_shape_is_one_line_naming_it(tmp_path, capsys, text, needle):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    assert main(["collect", str(bad), f"out={tmp_path / 'never'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle.format(bad=bad) in err and "\n" not in err and "None" not in err
+
+
+def test_a_key_where_eval_expects_its_checkpoint_says_so(capsys):
+    assert main(["eval", "episodes=1"]) == 2
+    assert "takes the checkpoint first" in capsys.readouterr().err
+
+
+def test_a_library_error_on_a_bad_env_value_names_where_and_what_to_check(capsys):
+    # numpy's "a cannot be empty" from inside highway-env names neither the key nor the fix by itself
+    assert main(["collect", "env.lanes_count=0", "episodes=1", "out=/tmp/never"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad config for scenario highway: ValueError:" in err and "check the env.*" in err and "\n" not in err
+
+
 def test_demo_out_key_names_the_demo_folder_and_the_rest_are_dagger_keys():
     """`driving demo out=X` (how every other command names its output) names the demo's folder; every
     other key is a `driving dagger` key on top of the demo's recipe."""
