@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,8 +188,8 @@ class Dataset:
                 raise DatasetError(f"{index_path} has a row without {', '.join(INDEX_KEYS)} ({str(row)[:80]}): "
                                    f"{rebuild}")
         for key in ("episode", "file"):
-            seen = [row[key] for row in index]
-            twice = sorted({str(v) for v in seen if seen.count(v) > 1})
+            counts = Counter(str(row[key]) for row in index)
+            twice = sorted(v for v, n in counts.items() if n > 1)
             if twice:  # an edited index would train on one episode twice and never read another
                 raise DatasetError(f"{index_path} lists {key} {', '.join(twice)} more than once: run "
                                    f"`driving data rebuild {root}` to rebuild it from the episode files")
