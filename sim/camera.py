@@ -226,7 +226,6 @@ class Camera:
         self._network = None
         self._frames: deque = deque(maxlen=self.config.stack)
         c = self.config
-        self._view_radius = np.hypot(c.height, c.width) * c.metres_per_pixel
         self._colours = {k: tuple(int(x) for x in rgb) if c.rgb else int(g) for k, (g, rgb) in PALETTE.items()}
 
     def geometry(self, road) -> RoadGeometry:
@@ -255,9 +254,9 @@ class Camera:
     def render(self, road, ego) -> np.ndarray:
         """One frame centred on `ego` (a highway-env vehicle on `road`)."""
         geo = self.geometry(road)
+        c = self.config
         m = self.world_to_pixel_matrix(ego.position, ego.heading)
-        centre = np.asarray(ego.position, dtype=np.float64)
-        img = self._ground(geo, m, centre)
+        img = self._ground(geo, m)
         # Obstacles first (static, e.g. the end of merge's ramp, can be hit), then traffic, ego last.
         obstacles = [o for o in road.objects if o.collidable]
         traffic = [v for v in road.vehicles if v is not ego]
@@ -266,7 +265,7 @@ class Camera:
                 continue
             pos = np.array([o.position for o in group], dtype=np.float64).reshape(-1, 2)
             length = np.array([o.LENGTH for o in group], dtype=np.float64)
-            near = np.hypot(*(pos - centre).T) < self._view_radius + length
+            near = _in_view(pos, length, m, (c.height, c.width))  # a footprint lies within its length
             if near.any():
                 near_objs = [o for o, keep in zip(group, near) if keep]
                 polys = _to_fixed(_boxes(near_objs).reshape(-1, 2), m).reshape(-1, 4, 2)
@@ -290,7 +289,7 @@ class Camera:
         for poly in _to_fixed(corners.reshape(-1, 2), m).reshape(-1, 4, 2):
             cv2.fillConvexPoly(img, poly, self._colours["signal"], lineType=cv2.LINE_AA, shift=_SHIFT)
 
-    def _ground(self, geo: RoadGeometry, m: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    def _ground(self, geo: RoadGeometry, m: np.ndarray) -> np.ndarray:
         """Off-road, road and markings, anti-aliased: coverage masks of the road surface and of the
         markings are drawn `_SS` times finer in each axis, averaged down to the frame's pixels and
         blended (road over off-road, markings over that) by coverage.
