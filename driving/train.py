@@ -448,7 +448,8 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
     start, ckpt_meta, init_meta = 0, None, None
     if resume:
         ckpt = checkpoint.resolve(ckpt_root / "last")
-        ckpt_meta = checkpoint.load_meta(ckpt, checkpoint.resume_fix(ckpt))
+        resume_fix = checkpoint.resume_fix(ckpt)
+        ckpt_meta = checkpoint.load_meta(ckpt, resume_fix)
         old = ckpt_meta["train_identity"]
         if _comparable(old) != _comparable(_identity(cfg)):
             diff = config_diff(_comparable(old), _comparable(_identity(cfg)))
@@ -506,8 +507,8 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
     if init_meta is not None:
         model.load_state_dict(checkpoint.load_tensors(init_ckpt, "weights.pt", device))
     if resume:
-        model.load_state_dict(checkpoint.load_tensors(ckpt, "weights.pt", device, checkpoint.resume_fix(ckpt)))
-        state = checkpoint.load_tensors(ckpt, "train_state.pt", "cpu", checkpoint.resume_fix(ckpt))
+        model.load_state_dict(checkpoint.load_tensors(ckpt, "weights.pt", device, resume_fix))
+        state = checkpoint.load_tensors(ckpt, "train_state.pt", "cpu", resume_fix)
         load_optimiser_state(opt, state["optimizer"], device)
         sched.load_state_dict(state["scheduler"])
         rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one per rank that saved it
