@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -107,6 +108,9 @@ def resolve(path: str | Path) -> Path:
     p = Path(path)
     if (p / "checkpoints" / "last").exists():
         p = p / "checkpoints" / "last"
+    if p.is_symlink() and not p.exists():
+        raise UserError(f"checkpoint {path} points to {os.readlink(p)}, which is missing: pass another step "
+                        f"folder of {p.parent}, or `last`")
     if not p.exists():
         raise UserError(f"checkpoint {path} not found: pass runs/NAME/checkpoints/last (or a step folder)")
     p = p.resolve()
@@ -119,7 +123,11 @@ def resolve(path: str | Path) -> Path:
 def chosen(run_dir: str | Path) -> Path:
     """The checkpoint a run hands on: `best` where training evaluated closed loop, else `last`."""
     ckpts = Path(run_dir) / "checkpoints"
-    return ckpts / ("best" if (ckpts / "best").exists() else "last")
+    best = ckpts / "best"
+    if best.is_symlink() and not best.exists():  # its step folder was deleted (e.g. as resume advice said)
+        print(f"warning: {best} points to {os.readlink(best)}, which is missing: handing on {ckpts / 'last'}",
+              file=sys.stderr)
+    return best if best.exists() else ckpts / "last"
 
 
 def load_meta(path: Path, fix: str = ANOTHER) -> dict:

@@ -88,12 +88,15 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
 
 
 def _groups(schema, prefix: str = "") -> set[str]:
-    """The keys that are groups of keys (nested dataclasses), e.g. camera, net, optim."""
+    """The keys that are groups of keys (nested dataclasses, or free-form dicts such as collect's
+    expert and env), e.g. camera, net, optim."""
     out = set()
     for f in fields(schema):
         default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
         if is_dataclass(default):
             out |= {prefix + f.name} | _groups(type(default), prefix + f.name + ".")
+        elif isinstance(default, dict):
+            out.add(prefix + f.name)
     return out
 
 
@@ -106,7 +109,7 @@ def _shape_problem(schema, key, msg: str, overrides) -> str | None:
     if "Cannot convert 'ListConfig'" in msg or "Cannot convert 'DictConfig'" in msg:
         return (f"{key} takes one value, not a list or group (a comma list where it names several, "
                 f"e.g. scenario=highway,merge)")
-    if "Merge error" in msg and "is not a subclass of" in msg:
+    if "Merge error" in msg and "is not a subclass of" in msg or "Cannot assign" in msg and "to Dict" in msg:
         groups = _groups(schema)
         given = next((o.split("=", 1)[0] for o in overrides if o.split("=", 1)[0] in groups), key)
         return f"{given} is a group of keys, not one value: set its keys, e.g. {given}.KEY=VALUE (--print-config lists them)"

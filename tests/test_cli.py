@@ -134,6 +134,9 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["scoreboard", "seeds=0", "--print-config"], "seeds takes a list: seeds=[0]"),
     (["eval", "expert", "scenario=[highway,merge]", "out=/tmp/never"], "scenario takes one value"),
     (["collect", "camera=5", "out=/tmp/never"], "camera is a group of keys, not one value"),
+    # free-form groups (a dict of keys, not a dataclass): OmegaConf said "Cannot assign str to Dict[str, Any]"
+    (["collect", "expert=fast", "out=/tmp/never"], "expert is a group of keys, not one value"),
+    (["eval", "expert", "env=3", "out=/tmp/never"], "env is a group of keys, not one value"),
     # seeds below 0 reached gymnasium (a traceback, or after collecting and training)
     (["collect", "seed=-5", "out=/tmp/never"], "seed must be in 0.."),
     (["gap", "seed=-1"], "seed must be in 0.."),
@@ -207,6 +210,7 @@ def test_a_config_file_that_is_not_yaml_is_one_line_naming_it_and_where(tmp_path
     ("5\n", "must hold `key: value` lines at its top level"),
     ("camera: 5\n", "camera in {bad} is a group of keys, not one value"),
     ("camera:\n  height: 64\nnoise: 0.3\n", "noise in {bad} is a group of keys"),
+    ("expert: fast\n", "expert in {bad} is a group of keys"),
 ])
 def test_a_config_file_of_the_wrong_shape_is_one_line_naming_it(tmp_path, capsys, text, needle):
     bad = tmp_path / "bad.yaml"

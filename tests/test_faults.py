@@ -176,6 +176,26 @@ def test_a_run_whose_last_checkpoint_is_corrupt_resumes_from_the_one_before_once
     assert os.readlink(run / "checkpoints" / "last") == "00000006"
 
 
+def test_a_best_pointer_whose_step_folder_was_deleted_is_named_not_silently_replaced(tmp_path, capsys):
+    from driving import checkpoint
+
+    ds = synthetic_dataset(tmp_path / "syn")
+    run = tmp_path / "run"
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=4"]) == 0
+    ckpts = run / "checkpoints"
+    assert checkpoint.chosen(run) == ckpts / "last" and "warning" not in capsys.readouterr().err  # no best: last
+    checkpoint.point(ckpts, "best", "00000002")
+    assert checkpoint.chosen(run) == ckpts / "best"
+    shutil.rmtree(ckpts / "00000002")
+    capsys.readouterr()
+    assert checkpoint.chosen(run) == ckpts / "last"
+    err = capsys.readouterr().err
+    assert f"{ckpts / 'best'} points to 00000002, which is missing: handing on {ckpts / 'last'}" in err
+    assert main(["eval", str(ckpts / "best"), "episodes=1", "max_steps=3", "videos=0", "workers=1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "points to 00000002, which is missing" in err
+
+
 def test_a_lost_meta_and_index_are_rebuilt_from_the_episode_files(clean, tmp_path, capsys):
     import shutil
 
