@@ -20,7 +20,7 @@ from gymnasium import spaces
 
 from sim.camera import Camera, CameraConfig
 from sim.expert import Expert, ExpertConfig
-from sim.route import Route
+from sim.route import Route, leader
 from sim.scenarios import Scenario, get_scenario, make_core_env
 
 MAX_SPEED = 40.0  # highway-env's kinematic limit, m/s
@@ -187,10 +187,11 @@ class DrivingEnv(gymnasium.Env):
         return info
 
     def _leader(self) -> dict:
-        """Bumper-to-bumper gap (m) to the vehicle ahead in the ego's lane and the speed at which it
-        closes (m/s, > 0 when approaching); inf and 0 when there is none."""
+        """Bumper-to-bumper gap (m) to the vehicle ahead in the ego's lane, or in the lanes that continue
+        it (sim.route.leader), and the speed at which it closes (m/s, > 0 when approaching); inf and 0
+        when there is none."""
         ego = self.ego
-        front, _ = self.road.neighbour_vehicles(ego, ego.lane_index) if ego.lane_index else (None, None)
+        front = leader(self.road, ego, self._route)
         if front is None:
             return {"gap_ahead": float("inf"), "closing_speed": 0.0}
         between = np.asarray(front.position, dtype=np.float64) - ego.position

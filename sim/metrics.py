@@ -27,8 +27,9 @@ import numpy as np
 
 # Raised whenever a metric's definition changes, so that stored results of another definition are
 # scored again rather than mixed with new ones (driving.evaluate). 2: the route (off_route, P_route),
-# lane changes kept 1 s, lane keeping None without such steps (2026-12-07).
-METRICS_VERSION = 2
+# lane changes kept 1 s, lane keeping None without such steps (2026-12-07). 3: the route ends where
+# roads turn back; the leader is searched beyond the ego's road segment (2026-12-07).
+METRICS_VERSION = 3
 CRASH_PENALTY = 0.6
 OFF_ROUTE_PENALTY = 0.7
 LANE_HOLD_S = 1.0  # a lane change counts when the new lane is kept this long (or to the episode's end)

@@ -29,12 +29,14 @@ class Route:
         if lane_index[1] != destination and not nodes:
             raise ValueError(f"no road leads from lane {lane_index} to the destination {destination!r}")
         roads = [tuple(lane_index[:2]), *itertools.pairwise(nodes)]
-        # past the destination any road is on the route (the roundabout's exit goes on beyond it)
-        ends = [destination]
+        # past the destination the roads that go on ahead are on the route (the roundabout's exit goes
+        # on beyond it), not those that turn back: from the intersection's exit o1 the graph leads into
+        # arm 1's entry lane and through the junction again, where a wrong turn then counted as on route
+        ends = [roads[-1]]
         for _ in range(AFTER_DESTINATION_ROADS):
-            ends = [(a, b) for a in ends for b in network.graph.get(a, {})]
+            ends = [(b, c) for a, b in ends for c in network.graph.get(b, {})
+                    if _goes_on(network.graph[a][b][0], network.graph[b][c][0])]
             roads += [r for r in ends if r not in roads]
-            ends = [b for _, b in ends]
         self.roads = roads
         self.lanes = [lane for a, b in roads for lane in network.graph[a][b]]
 
@@ -53,3 +55,60 @@ class Route:
 
     def on(self, position, heading: float | None = None) -> bool:
         return self.distance(position, heading) <= OFF_ROUTE_M
+
+    def next_road(self, road: tuple) -> tuple | None:
+        """The route's road after `road`, where `road` is on the route."""
+        if road not in self.roads:
+            return None
+        return next((r for r in self.roads if r[0] == road[1]), None)
+
+
+LEADER_LOOKAHEAD_M = 120.0  # beyond this the leader's time gap is above metrics.TTC_CAP_S at any speed here
+
+
+def leader(road, ego, route: Route | None = None):
+    """The vehicle ahead of `ego` in its lane, or else in the lanes that continue it (the route's next
+    road where there is a route, else the straightest road that goes on), up to LEADER_LOOKAHEAD_M:
+    highway-env's neighbour search covers one road segment, and on racetrack, roundabout, merge and
+    intersection segments are 10-60 m long. None where there is none. Reads the road, changes nothing."""
+    index = ego.lane_index
+    if not index:
+        return None
+    network = road.network
+    for _ in range(8):
+        front, _ = road.neighbour_vehicles(ego, index)
+        if front is not None:
+            return front
+        lane = network.get_lane(index)
+        if lane.length - lane.local_coordinates(ego.position)[0] > LEADER_LOOKAHEAD_M:
+            return None
+        index = _next_lane(network, index, route)
+        if index is None:
+            return None
+    return None
+
+
+def _next_lane(network, index, route: Route | None):
+    _from, _to, _id = index
+    lane = network.get_lane(index)
+    nexts = [(_to, c) for c in network.graph.get(_to, {})
+             if _goes_on(lane, network.graph[_to][c][0])]
+    ahead = route.next_road((_from, _to)) if route is not None else None
+    if ahead is None:
+        if not nexts:
+            return None
+        # the straightest: the smallest turn from this lane's end to the next road's start
+        ahead = min(nexts, key=lambda r: abs(_turn(lane, network.graph[r[0]][r[1]][0])))
+    lanes = network.graph[ahead[0]][ahead[1]]
+    return (*ahead, _id if _id < len(lanes) else 0)
+
+
+def _turn(lane, following) -> float:
+    """Radians from where `lane` ends to where `following` starts, in [-pi, pi)."""
+    turn = following.heading_at(0.0) - lane.heading_at(lane.length)
+    return (turn + math.pi) % (2 * math.pi) - math.pi
+
+
+def _goes_on(lane, following) -> bool:
+    """Whether `following` starts within 90 degrees of where `lane` ends (not a U-turn)."""
+    return abs(_turn(lane, following)) < math.pi / 2

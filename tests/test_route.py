@@ -35,6 +35,44 @@ def test_the_route_is_the_roads_to_the_destination_and_what_follows_it(make_env)
     assert not route.on(back, lane.heading_at(30.0)) and route.on(back, lane.heading_at(30.0) + np.pi)
     with pytest.raises(ValueError, match="no road leads"):
         Route(env.road.network, ("il2", "o2", 0), "o1x")
+    # past the exit the graph turns back into arm 1's entry and through the junction again: a car that
+    # went straight on was 0.1 m from arm 1's turn lane ir1->il2 in the junction and counted on route
+    assert route.roads == [("o0", "ir0"), ("ir0", "il1"), ("il1", "o1")]
+    wrong = env.road.network.get_lane(("ir0", "il2", 0))
+    assert not route.on(wrong.position(wrong.length - 2.0, 0.0), wrong.heading_at(wrong.length - 2.0))
+
+
+def test_the_roundabout_route_goes_on_past_its_exit(make_env):
+    env = make_env("roundabout")
+    env.reset(seed=1000000)
+    route = Route(env.road.network, env.ego.lane_index, "nxs")
+    assert route.roads[-2:] == [("nx", "nxs"), ("nxs", "nxr")]  # the exit road, and where it leads on
+
+
+def test_the_leader_is_found_beyond_the_egos_road_segment(make_env):
+    """highway-env's neighbour search covers the ego's road segment only: a stopped car 12 m into the
+    next racetrack segment was `nothing ahead` (time-to-collision and headway at their 10 s cap)."""
+    from sim.route import leader
+
+    env = make_env("racetrack")
+    env.reset(seed=1000000)
+    net, ego = env.road.network, env.ego
+    here, there = net.get_lane(("a", "b", 0)), net.get_lane(("b", "c", 0))
+    ego.position, ego.heading, ego.lane_index, ego.lane = (here.position(here.length - 3, 0.0),
+                                                           here.heading_at(here.length - 3), ("a", "b", 0), here)
+    others = [v for v in env.road.vehicles if v is not ego]
+    for v in others[1:]:
+        v.position = np.array([1e4, 1e4])
+    car = others[0]
+    car.position, car.heading, car.lane_index, car.lane, car.speed = (there.position(12.0, 0.0), there.heading_at(12.0),
+                                                                     ("b", "c", 0), there, 0.0)
+    assert env.road.neighbour_vehicles(ego, ego.lane_index)[0] is None  # the segment's search alone
+    assert leader(env.road, ego) is car
+    gap = env._leader()
+    assert gap["gap_ahead"] == pytest.approx(np.linalg.norm(car.position - ego.position) - car.LENGTH, abs=1e-6)
+    assert 9.0 < gap["gap_ahead"] < 10.5 and gap["closing_speed"] == pytest.approx(ego.speed, rel=0.05)
+    car.position = np.array([1e4, 1e4])
+    assert leader(env.road, ego) is None and env._leader() == {"gap_ahead": float("inf"), "closing_speed": 0.0}
 
 
 @pytest.mark.parametrize("scenario", ["intersection", "roundabout"])
