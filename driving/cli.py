@@ -449,9 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # an evaluation (and a video) writes its results at the end: run again, it starts over
+        # an evaluation (and a video) does not resume: run again, it starts over (a kill while filming
+        # leaves eval.json marked videos_done: false, which dagger and scoreboard evaluate again)
         again = ns.func in (cmd_eval, cmd_video)
-        print("interrupted: " + ("it keeps no partial results; re-run the same command to start it again" if again
+        print("interrupted: " + ("re-run the same command to start it again (an evaluation does not resume; "
+                                 "what it wrote so far is replaced)" if again
                                  else "re-run the same command to resume"), file=sys.stderr)
         return 130
 

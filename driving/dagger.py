@@ -338,6 +338,8 @@ def summary(cfg: DaggerConfig, plan: dict, table: list[dict], command: str | Non
     return {"config": to_dict(cfg), "scenario": plan["scenario"], "sizes": plan["found"], "hardware": hardware(),
             "eval_episodes": plan["rounds"][0]["eval"].episodes, "wall_s": wall_s,
             "command": command or "driving dagger " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+            # written after every round: a table of a killed run says it is not the whole run
+            "rounds_planned": len(plan["rounds"]), "finished": len(rounds) == len(plan["rounds"]),
             "rounds": rounds}
 
 
@@ -358,6 +360,9 @@ def markdown(board: dict) -> str:
                      f"| {e['collision_rate']['mean']:.0%} | {p['lane_changes']['mean']:.2f} "
                      f"| {e['lane_changes']['mean']:.2f} | {p['mean_abs_lat_accel']['mean']:.2f} "
                      f"| {e['mean_abs_lat_accel']['mean']:.2f} |")
+    if not board.get("finished", True):
+        lines += ["", f"NOT FINISHED: {len(board['rounds'])} of {board['rounds_planned']} rounds (0 is BC) done; "
+                      "re-run the same command to go on (finished rounds are not redone)."]
     gains = [r for r in board["rounds"] if r["gain_over_bc"]]
     if gains:
         lines += ["", "Gain over round 0 (BC alone), paired by seed, mean [95% interval]:", "",

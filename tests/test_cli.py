@@ -191,7 +191,7 @@ def test_an_interrupt_says_whether_a_rerun_resumes_or_starts_again(monkeypatch, 
     monkeypatch.setattr(evaluate_mod, "evaluate", stop)
     monkeypatch.setattr(collect_mod, "collect", stop)
     assert main(["eval", "expert", "out=/tmp/never"]) == 130
-    assert "interrupted: it keeps no partial results; re-run the same command to start it again" \
+    assert "interrupted: re-run the same command to start it again (an evaluation does not resume" \
         in capsys.readouterr().err
     assert main(["collect", "out=/tmp/never"]) == 130
     assert "interrupted: re-run the same command to resume" in capsys.readouterr().err

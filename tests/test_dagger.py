@@ -126,6 +126,9 @@ def test_dagger_rounds_label_the_students_states_and_resume_after_a_kill(tmp_pat
 
     monkeypatch.setattr(evaluate_mod, "evaluate", killed_in_round_1)
     assert main(args) == 130  # killed while scoring round 1
+    partial = json.loads((out / "rounds.json").read_text())  # round 0's table, marked as not the whole run
+    assert [r["round"] for r in partial["rounds"]] == [0] and partial["finished"] is False
+    assert "NOT FINISHED: 1 of 2 rounds (0 is BC) done" in (out / "rounds.md").read_text()
     round0_eval = (out / "round0" / "eval" / "eval.json").stat().st_mtime_ns
     episodes1 = sorted((out / "round1" / "data" / "episodes").iterdir())
     driven = [p.stat().st_mtime_ns for p in episodes1]
@@ -164,7 +167,8 @@ def test_dagger_rounds_label_the_students_states_and_resume_after_a_kill(tmp_pat
     assert ev1["config"]["expert_from"] == str(out / "round0" / "eval") and ev0["config"]["expert_from"] is None
     assert ev1["scenarios"]["highway"]["episodes"]["expert"] == ev0["scenarios"]["highway"]["episodes"]["expert"]
     assert {"driving_score", "collision_rate", "lane_changes"} <= set(r1["gain_over_bc"]) and r0["gain_over_bc"] == {}
-    assert "| 1 | 0.5 |" in (out / "rounds.md").read_text()
+    assert "| 1 | 0.5 |" in (out / "rounds.md").read_text() and "NOT FINISHED" not in (out / "rounds.md").read_text()
+    assert board["finished"] is True and board["rounds_planned"] == 2
     assert "rounds.md" in capsys.readouterr().out
 
 
