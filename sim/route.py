@@ -9,6 +9,9 @@ beyond a lane's ends) from every lane of the route's roads that it drives along 
 distance, not the ego's lane index: where roads overlap or leave gaps (a junction's middle, the
 roundabout's entries and exits, which end metres from the ring) the nearest lane flickers between
 roads the ego is not choosing.
+
+`leader` follows the same roads ahead: the vehicle ahead of the ego beyond its road segment, for the
+time-to-collision and headway metrics.
 """
 from __future__ import annotations
 
@@ -64,6 +67,7 @@ class Route:
 
 
 LEADER_LOOKAHEAD_M = 120.0  # beyond this the leader's time gap is above metrics.TTC_CAP_S at any speed here
+LEADER_SEGMENTS = 8  # road segments searched at most (the shortest are ~10 m)
 
 
 def leader(road, ego, route: Route | None = None):
@@ -72,33 +76,30 @@ def leader(road, ego, route: Route | None = None):
     highway-env's neighbour search covers one road segment, and on racetrack, roundabout, merge and
     intersection segments are 10-60 m long. None where there is none. Reads the road, changes nothing."""
     index = ego.lane_index
-    if not index:
-        return None
     network = road.network
-    for _ in range(8):
+    for _ in range(LEADER_SEGMENTS):
+        if not index:
+            return None
         front, _ = road.neighbour_vehicles(ego, index)
         if front is not None:
             return front
         lane = network.get_lane(index)
         if lane.length - lane.local_coordinates(ego.position)[0] > LEADER_LOOKAHEAD_M:
             return None
-        index = _next_lane(network, index, route)
-        if index is None:
-            return None
+        index = _next_lane(network, index, lane, route)
     return None
 
 
-def _next_lane(network, index, route: Route | None):
+def _next_lane(network, index, lane, route: Route | None):
+    """The lane that continues `lane` (index `index`): on the route's next road, else on the
+    straightest road that goes on; the same lane number where that road has it (as highway-env's)."""
     _from, _to, _id = index
-    lane = network.get_lane(index)
-    nexts = [(_to, c) for c in network.graph.get(_to, {})
-             if _goes_on(lane, network.graph[_to][c][0])]
     ahead = route.next_road((_from, _to)) if route is not None else None
     if ahead is None:
-        if not nexts:
+        turns = {(_to, c): abs(_turn(lane, lanes[0])) for c, lanes in network.graph.get(_to, {}).items()}
+        ahead = min((r for r, t in turns.items() if t < math.pi / 2), key=turns.get, default=None)
+        if ahead is None:
             return None
-        # the straightest: the smallest turn from this lane's end to the next road's start
-        ahead = min(nexts, key=lambda r: abs(_turn(lane, network.graph[r[0]][r[1]][0])))
     lanes = network.graph[ahead[0]][ahead[1]]
     return (*ahead, _id if _id < len(lanes) else 0)
 
