@@ -1,6 +1,8 @@
 """`driving video SOURCE [key=value ...]`: rollouts of an evaluation, or episodes of a dataset."""
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -51,6 +53,9 @@ def video_command(source: str, overrides: list[str]) -> list[Path]:
 
         ds = Dataset.open(src)
         episodes = cfg.episodes or [r["episode"] for r in ds.index[:2]]
+        if not episodes:
+            raise UserError(f"{source} has no finished episode: nothing to film (collect some with "
+                            "`driving collect`)")
         return video.video_for_dataset(src, Path(cfg.out) if cfg.out else src / "videos", episodes)
     raise UserError(f"{source} is neither an evaluation folder (eval.json) nor a dataset (meta.json): "
                     "pass the output of `driving eval` or `driving collect`")
@@ -68,7 +73,13 @@ def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
     from driving.jsonfile import read_json
     from driving.rollout import EpisodeMismatch
 
-    result = read_json(src / "eval.json", dict, "re-run the evaluation (`driving eval`)")
+    again = "re-run the evaluation (`driving eval`)"
+    result = read_json(src / "eval.json", dict, again)
+    lacking = [k for k in ("scenarios", "checkpoint", "camera", "config") if k not in result]
+    if lacking or not all(isinstance(s, dict) and cfg.who in s.get("episodes", {})
+                          for s in result["scenarios"].values()):
+        raise UserError(f"{src}/eval.json is not a complete evaluation result (no "
+                        f"{', '.join(lacking) or 'episodes of the ' + cfg.who}): {again}")
     if cfg.scenario is not None and cfg.scenario not in result["scenarios"]:
         raise UserError(f"scenario {cfg.scenario!r} is not in {src}/eval.json; its scenarios: "
                         f"{', '.join(result['scenarios'])}")
@@ -90,8 +101,11 @@ def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
                                              (result.get("config") or {}).get("plan_threshold"))
     recorded = {}
     if (src / ACTIONS_FILE).is_file():
-        with np.load(src / ACTIONS_FILE) as z:
-            recorded = {k: z[k] for k in z.files}
+        try:
+            with np.load(src / ACTIONS_FILE) as z:
+                recorded = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise UserError(f"{src}/{ACTIONS_FILE} cannot be read ({type(e).__name__}: {e}): {again}") from None
     out = Path(cfg.out) if cfg.out else src / "videos"
     conf = result["config"]
     saliency = None if cfg.saliency == "none" else cfg.saliency

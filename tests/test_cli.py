@@ -732,3 +732,30 @@ def test_an_output_file_that_is_a_folder_is_one_line_naming_it(cli_dataset, tmp_
     assert main(["data", "show", str(cli_dataset), f"out={tmp_path / 'sheet.png'}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"cannot write to {tmp_path / 'sheet.png'}: it is a folder" in err, err
+
+
+def test_video_of_a_damaged_evaluation_or_an_empty_dataset_is_one_line(cli_dataset, tmp_path, capsys):
+    import shutil
+
+    ev = tmp_path / "ev"
+    assert main(["eval", "expert", f"out={ev}", "episodes=1", "max_steps=3", "videos=0", "workers=1", "-q"]) == 0
+    cases = []
+    bad = tmp_path / "truncated"
+    shutil.copytree(ev, bad)
+    with open(bad / "actions.npz", "r+b") as f:
+        f.truncate(100)
+    cases.append((bad, "actions.npz cannot be read"))  # was zipfile's BadZipFile traceback
+    bad = tmp_path / "keyless"
+    shutil.copytree(ev, bad)
+    (bad / "eval.json").write_text("{}")
+    cases.append((bad, "eval.json is not a complete evaluation result (no scenarios, checkpoint"))  # KeyError
+    empty = tmp_path / "empty"
+    shutil.copytree(cli_dataset, empty)
+    (empty / "index.json").write_text("[]")
+    cases.append((empty, "has no finished episode: nothing to film"))  # made nothing and exited 0
+    for src, needle in cases:
+        capsys.readouterr()
+        assert main(["video", str(src), f"out={tmp_path / 'v'}"]) == 2, src
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "v").exists()
