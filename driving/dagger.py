@@ -191,6 +191,16 @@ def _drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: fl
 
 
 # -- the command -------------------------------------------------------------------------------------
+def refuse_round_keys(train_cfg) -> None:
+    """Training keys the rounds set themselves, refused when a user gives them (here and in a DAgger
+    scoreboard, before anything is collected)."""
+    if train_cfg.init_from:
+        raise UserError("train.init_from is set by the rounds themselves: drop it")
+    if train_cfg.dataset_weights is not None:
+        raise UserError("train.dataset_weights is set by the rounds themselves (one share per round's "
+                        "dataset): drop it, and choose with shares=frames|rounds")
+
+
 def resolve_stages(cfg: DaggerConfig) -> dict:
     """Every stage's config, resolved (and every bad key refused) before any work starts."""
     from driving.data.collect import CollectConfig
@@ -226,11 +236,7 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
         collected = collect_cfg.episodes
     train_over = ["wandb.mode=offline", *sizes["train"], *as_overrides(cfg.train)]
     train0 = load_config(TrainConfig, None, [f"dataset={data0}", f"out={out / 'round0' / 'run'}", *train_over])
-    if train0.init_from:
-        raise UserError("train.init_from is set by the rounds themselves: drop it")
-    if train0.dataset_weights is not None:
-        raise UserError("train.dataset_weights is set by the rounds themselves (one share per round's "
-                        "dataset): drop it, and choose with shares=frames|rounds")
+    refuse_round_keys(train0)
     steps = cfg.round_steps or max(1, train0.steps // 2)
     episodes = cfg.episodes or max(1, collected // 2)
     ev = load_config(EvalConfig, None, [f"scenario={scenario}", f"device={cfg.device}", *sizes["eval"],

@@ -41,11 +41,13 @@ _OWNED = {"rounds": "the scoreboard's own key", "size": "the scoreboard's own ke
 _SIZES = ("episodes", "round_steps", "workers", "device")
 # stage keys the scoreboard sets for every run, and where a user sets them instead
 _STAGE_OWNED = {
-    "collect": {"scenario": "use scenario= (a comma list)", "out": "use out= (every run goes under OUT/SCENARIO/)"},
+    "collect": {"scenario": "use scenario= (a comma list)", "out": "use out= (every run goes under OUT/SCENARIO/)",
+                "shard": "a scoreboard collects whole datasets (shard with `driving collect` outside it)"},
     "train": {"dataset": "it trains on the dataset it collects (set collect.* keys)",
               "out": "use out= (every run goes under OUT/SCENARIO/)", "seed": "use seeds=[...]"},
     "eval": {"scenario": "use scenario= (a comma list)", "out": "use out= (every run goes under OUT/SCENARIO/)",
-             "expert_from": "every training seed is scored beside the first seed's expert"}}
+             "expert_from": "every training seed is scored beside the first seed's expert",
+             "shard": "a scoreboard scores every seed (shard with `driving eval` outside it)"}}
 GAINS = ("driving_score", "collision_rate", "lane_changes", "mean_abs_lat_accel")
 # Within reach of the expert (issue 11), on the mean over training seeds, against the expert on the
 # same evaluation seeds: metric -> (how it compares, factor or margin)
@@ -100,6 +102,11 @@ class ScoreboardConfig:
             if bad:
                 raise ValueError(f"per_scenario.{name}.{bad[0]}: a scenario's own keys go under "
                                  + ", ".join(f"per_scenario.{name}.{k}" for k in SCENARIO_KEYS))
+            for stage in STAGES:
+                keys = extra.get(stage)
+                if keys is not None and not isinstance(keys, dict):
+                    raise ValueError(f"per_scenario.{name}.{stage} is a group of keys, not {keys!r}: set its keys, "
+                                     f"e.g. per_scenario.{name}.{stage}.KEY=VALUE")
             if (extra or {}).get("rounds") is not None:
                 r = extra["rounds"]
                 if not self.rounds:
@@ -165,7 +172,7 @@ def run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | 
 def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
     """(what the sizes are for, the sizes, {scenario: (collect config, [(seed, train, eval, dagger or
     None)])}): every config resolved, and every bad key refused, before the first stage runs."""
-    from driving.dagger import DaggerConfig
+    from driving.dagger import DaggerConfig, refuse_round_keys
     from driving.data.collect import CollectConfig
     from driving.demo import sizes_for
     from driving.evaluate import EvalConfig, check_scenarios
@@ -199,6 +206,7 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
             pick_device(t.device), pick_device(e.device)  # refused now, not after the collection
             d = None
             if cfg.rounds:  # the same BC run as round 0, then the rounds, all under run/
+                refuse_round_keys(t)
                 d = load_config(DaggerConfig, None, [
                     f"scenario={name}", f"dataset={data}", f"out={run}", f"rounds={own.get('rounds') or cfg.rounds}",
                     f"size={cfg.size}",

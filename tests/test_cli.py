@@ -117,6 +117,13 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["scoreboard", "train.device=bogus", "out=/tmp/never"], "unknown device 'bogus'"),
     (["scoreboard", "scenario=highway", "per_scenario.merge.train.bogus=1", "out=/tmp/never"],
      "unknown config key 'bogus'"),  # checked though merge does not run
+    # a scoreboard runs whole stages: a shard of one would be scored as the whole (its table said 3 seeds, 2 ran)
+    (["scoreboard", "eval.shard=0/2", "out=/tmp/never"], "eval.shard is set by the scoreboard itself"),
+    (["scoreboard", "collect.shard=1/2", "out=/tmp/never"], "collect.shard is set by the scoreboard itself"),
+    # a scenario's stage given one value (was an AttributeError traceback)
+    (["scoreboard", "per_scenario.highway.train=[1,2]", "out=/tmp/never"],
+     "per_scenario.highway.train is a group of keys"),
+    (["scoreboard", "per_scenario.highway.eval=abc", "out=/tmp/never"], "per_scenario.highway.eval is a group of keys"),
     (["dagger", "train.out=/tmp/x", "out=/tmp/never"], "train.out is set by driving dagger itself: use out="),
     (["dagger", "train.dataset=/tmp/y", "out=/tmp/never"], "train.dataset is set by driving dagger itself"),
     (["dagger", "collect.scenario=merge", "out=/tmp/never"], "collect.scenario is set by driving dagger itself"),
@@ -174,7 +181,9 @@ def test_bad_keys_are_refused_before_any_work(cli_dataset, tmp_path, capsys):
     round 0's collect keys are checked where dataset= stands in for the collection."""
     out = tmp_path / "never"
     for args in (["scoreboard", "train.device=bogus"], ["dagger", "device=bogus"], ["dagger", "train.model=foo"],
-                 ["scoreboard", "per_scenario.highway.train.model=foo"]):
+                 ["scoreboard", "per_scenario.highway.train.model=foo"],
+                 # the keys the rounds set themselves, in a DAgger scoreboard (refused after collecting before)
+                 ["scoreboard", "rounds=1", "train.init_from=/tmp/x"], ["scoreboard", "rounds=1", "train.dataset_weights=[1]"]):
         assert main([*args, f"out={out}"]) == 2
     assert main(["dagger", f"dataset={cli_dataset}", "collect.bogus=1", f"out={out}"]) == 2
     assert "unknown config key 'bogus'" in capsys.readouterr().err
