@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from driving.config import config_diff
 from driving.errors import UserError
 from driving.folder_lock import writing
@@ -81,8 +79,7 @@ def merge_evaluations(out: str | Path, paths: list[str | Path], device: str = "a
     ev.add_totals(result)
     actions = {}
     for p, _ in shards:
-        with np.load(p / ev.ACTIONS_FILE) as z:
-            actions.update({k: z[k] for k in z.files})
+        actions.update(ev.load_actions(p, _FIX))
     checkpoint = first["checkpoint"]
     # it films the worst episodes
     policy = ev.load_eval_policy(checkpoint, device, cfg.plan_threshold)[0] if cfg.videos else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 import zipfile
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,10 +294,7 @@ def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dic
     path = where / "eval.json" if where.is_dir() else where
     fix = "drop expert_from, or point it at an evaluation of the same seeds and settings"
     old = read_json(path, dict, fix)
-    try:
-        recorded = dict(np.load(path.parent / ACTIONS_FILE))
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise UserError(f"expert_from={cfg.expert_from}: cannot read its {ACTIONS_FILE} ({e}): {fix}") from None
+    recorded = load_actions(path.parent, fix, f"expert_from={cfg.expert_from}: cannot read its {ACTIONS_FILE}")
     if old.get("metrics_version") != METRICS_VERSION:
         raise UserError(f"expert_from={cfg.expert_from}: its episodes were scored by other metrics (version "
                         f"{old.get('metrics_version', 1)}, now {METRICS_VERSION}): evaluate that expert again, "
@@ -430,6 +428,17 @@ def finished_evaluation(checkpoint: str | Path, cfg: EvalConfig) -> dict | None:
 
 
 ACTIONS_FILE = "actions.npz"  # per scored episode: the actions it executed, keyed by actions_key
+
+
+def load_actions(folder: Path, fix: str, lead: str | None = None) -> dict:
+    """An evaluation folder's recorded actions ({actions_key: array}), read whole; a truncated or
+    damaged file is one UserError: `lead` (default "FOLDER/actions.npz cannot be read"), the cause, `fix`."""
+    try:
+        with np.load(Path(folder) / ACTIONS_FILE) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        lead = lead or f"{folder}/{ACTIONS_FILE} cannot be read"
+        raise UserError(f"{lead} ({type(e).__name__}: {e}): {fix}") from None
 
 
 def actions_key(scenario: str, seed: int, who: str) -> str:

@@ -1,8 +1,6 @@
 """`driving video SOURCE [key=value ...]`: rollouts of an evaluation, or episodes of a dataset."""
 from __future__ import annotations
 
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -65,11 +63,9 @@ def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
     """Film episodes of an evaluation exactly as they were scored: the same env and expert settings,
     the actions recorded in actions.npz (older evaluations: the policy drives again), and the
     re-simulation checked against the scored row."""
-    import numpy as np
-
     from driving import video
     from driving.baselines import ExpertPolicy
-    from driving.evaluate import ACTIONS_FILE, actions_key, load_eval_policy, worst
+    from driving.evaluate import ACTIONS_FILE, actions_key, load_actions, load_eval_policy, worst
     from driving.jsonfile import read_json
     from driving.rollout import EpisodeMismatch
 
@@ -101,11 +97,7 @@ def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
                                              (result.get("config") or {}).get("plan_threshold"))
     recorded = {}
     if (src / ACTIONS_FILE).is_file():
-        try:
-            with np.load(src / ACTIONS_FILE) as z:
-                recorded = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-            raise UserError(f"{src}/{ACTIONS_FILE} cannot be read ({type(e).__name__}: {e}): {again}") from None
+        recorded = load_actions(src, again)
     out = Path(cfg.out) if cfg.out else src / "videos"
     conf = result["config"]
     saliency = None if cfg.saliency == "none" else cfg.saliency

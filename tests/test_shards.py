@@ -158,6 +158,16 @@ def test_bad_evaluation_merges_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and words in err, err
         assert not (tmp_path / "m").exists()
+    # a shard's damaged actions.npz (was numpy's "pickled data" ValueError traceback)
+    import shutil
+
+    shutil.copytree(tmp_path / "e10", tmp_path / "e10bad")
+    with open(tmp_path / "e10bad" / "actions.npz", "r+b") as f:
+        f.truncate(100)
+    assert main(["eval", "merge", str(tmp_path / "m"), str(tmp_path / "e00"), str(tmp_path / "e10bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "e10bad/actions.npz cannot be read" in err, err
+    assert not (tmp_path / "m").exists()
     assert main(["eval", "merge", str(tmp_path / "m")]) == 2
     assert "usage: driving eval merge OUT SHARD_FOLDER" in capsys.readouterr().err
     # OUT may not be one of the shards: the merge would write over that shard's episodes
