@@ -267,18 +267,34 @@ def chosen_path(out: Path, r: int) -> Path:
     return chosen(out / f"round{r}" / "run")
 
 
-def run_dagger(cfg: DaggerConfig, progress: bool = True, command: str | None = None) -> dict:
+def run_dagger(cfg: DaggerConfig, progress: bool = True, command: str | None = None, keys: str = "") -> dict:
+    """`keys`: how the command that runs it names dagger's own keys in messages (a scoreboard: `dagger.`)."""
     with writing(cfg.out, "driving dagger", holds="a DAgger run"):
-        return _run_dagger(cfg, progress, command)
+        return _run_dagger(cfg, progress, command, keys)
 
 
-def _run_dagger(cfg: DaggerConfig, progress: bool = True, command: str | None = None) -> dict:
+def refuse_smaller_rerun(plan: dict, keys: str = "") -> None:
+    """A re-run over the same folder that asks for fewer episodes or steps than a stage already holds
+    is refused (its table would state sizes the rounds were not run with)."""
+    from driving.sizes_on_disk import refuse_smaller
+
+    c = plan["collect"]
+    later = plan["rounds"][1:]
+    refuse_smaller(
+        datasets=([(c.out, c.episodes, "collect.episodes")] if c is not None and not c.shard else [])
+        + [(x["data"], plan["episodes"], f"{keys}episodes") for x in later],
+        runs=[(plan["rounds"][0]["train"].out, plan["rounds"][0]["train"].steps, "train.steps")]
+        + [(x["train"].out, x["train"].steps, f"{keys}round_steps") for x in later])
+
+
+def _run_dagger(cfg: DaggerConfig, progress: bool = True, command: str | None = None, keys: str = "") -> dict:
     from driving.data.collect import collect
     from driving.data.format import Dataset
     from driving.evaluate import evaluate, finished_evaluation
     from driving.train import train
 
     plan = resolve_stages(cfg)
+    refuse_smaller_rerun(plan, keys)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(out / "config.yaml", _yaml(cfg).encode())

@@ -219,7 +219,13 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
 
 
 def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str | None = None) -> dict:
+    from driving.sizes_on_disk import refuse_smaller
+
     found, sizes, stages = resolve_stages(cfg)
+    # a re-run asking for less than a stage holds (the rounds' own stages: checked by dagger as it starts)
+    refuse_smaller(datasets=[(c.out, c.episodes, "collect.episodes") for c, _ in stages.values()],
+                   runs=[(Path(d.out) / "round0" / "run" if d else t.out, t.steps, "train.steps")
+                         for _, runs in stages.values() for _, t, _, d in runs])
     out = Path(cfg.out)
     parallel = min(len(stages), cfg.parallel or auto_parallel(found))
     print(f"scoreboard sizes for {found}: " + "; ".join(f"{k} " + " ".join(v) for k, v in sizes.items())
@@ -291,7 +297,7 @@ def run_scenario(name: str, c, runs: list, progress: bool) -> dict:
         if d is not None:
             print(f"== {name}: seed {seed}: BC and {d.rounds} DAgger rounds, each evaluated on {e.episodes} seeds",
                   flush=True)
-            timed("dagger", run_dagger, d, progress=progress,
+            timed("dagger", run_dagger, d, progress=progress, keys="dagger.",
                   command=f"driving scoreboard (scenario {name}, training seed {seed})")
             continue
         print(f"== {name}: train seed {seed} ({t.steps} steps), evaluate {e.episodes} seeds", flush=True)
@@ -391,8 +397,11 @@ def markdown(board: dict) -> str:
                      (("driving_score", "{:+.3f}"), ("collision_rate", "{:+.2f}"), ("lane_changes", "{:+.2f}"),
                       ("mean_abs_lat_accel", "{:+.2f}"))]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    counts = {name: r["eval_episodes"] for name, r in board["scenarios"].items()}
+    seeds = (f"{first['eval_episodes']} held-out seeds" if len(set(counts.values())) == 1 else
+             "its scenario's held-out seeds (" + ", ".join(f"{n} {c}" for n, c in counts.items()) + ")")
     lines += ["", f"Policy: mean over training seeds {first['training_seeds']} (95% t interval where there are "
-                  f"several), each evaluated on {first['eval_episodes']} held-out seeds beside the expert. "
+                  f"several), each evaluated on {seeds} beside the expert. "
                   "Targets, on the mean: driving score >= 0.97 x the expert's, collisions <= the expert's + 2 "
                   "points, lane changes >= 0.7 x, mean abs lateral acceleration <= 1.5 x. "
                   f"Sizes: {board['sizes']}. Hardware: {hw['cpu_cores']} CPU cores, GPU {hw['gpu'] or 'none'}, "

@@ -336,6 +336,16 @@ def test_scoreboard_runs_every_stage_per_seed_and_resumes_without_redoing_work(t
     assert main(args) == 0  # a second run finds everything done
     assert {s: (out / "highway" / f"seed{s}" / "eval" / "eval.json").stat().st_mtime_ns for s in (0, 1)} == evals
     assert "scoreboard.md" in capsys.readouterr().out
+    # asking the same folder for less than it holds: refused (the table would state sizes not run)
+    table = (out / "scoreboard.md").read_text()
+    for smaller, needle in [("collect.episodes=1", f"{out / 'highway' / 'data'} already holds episodes up to "
+                                                   "number 1 and collect.episodes=1 asks for fewer"),
+                            ("train.steps=1", f"{out / 'highway' / 'seed0' / 'run'} is already trained to step 2 "
+                                              "and train.steps=1 asks for fewer")]:
+        assert main([a if a.split("=")[0] != smaller.split("=")[0] else smaller for a in args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err
+    assert (out / "scoreboard.md").read_text() == table
 
 
 def test_scoreboard_with_dagger_rounds_puts_bc_beside_the_last_round_with_the_gain(tmp_path, capsys):
@@ -491,6 +501,9 @@ def test_a_scenario_may_have_its_own_number_of_dagger_rounds(tmp_path, capsys):
     table = markdown(board)
     assert "| highway | DAgger round 2 |" in table and "| roundabout | DAgger round 4 |" in table
     assert "Gain of each scenario's last DAgger round over BC" in table
+    assert "each evaluated on 2 held-out seeds" in table
+    board["scenarios"]["roundabout"]["eval_episodes"] = 5  # a scenario's own eval.episodes: stated per scenario
+    assert "each evaluated on its scenario's held-out seeds (highway 2, roundabout 5)" in markdown(board)
     for extra, needle in ((["rounds=0", "per_scenario.roundabout.rounds=4"], "set rounds (e.g. rounds=2) too"),
                           (["rounds=2", "per_scenario.roundabout.rounds=0"], "must be a whole number >= 1, got 0")):
         assert main(["scoreboard", f"out={tmp_path / 'x'}", "size=cpu", *extra]) == 2

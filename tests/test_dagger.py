@@ -170,6 +170,12 @@ def test_dagger_rounds_label_the_students_states_and_resume_after_a_kill(tmp_pat
     assert "| 1 | 0.5 |" in (out / "rounds.md").read_text() and "NOT FINISHED" not in (out / "rounds.md").read_text()
     assert board["finished"] is True and board["rounds_planned"] == 2
     assert "rounds.md" in capsys.readouterr().out
+    # the same folder asked for fewer student episodes or fine-tuning steps than its rounds hold: refused
+    for smaller, needle in [("episodes=1", "already holds episodes up to number 1 and episodes=1 asks for fewer"),
+                            ("round_steps=1", "is already trained to step 2 and round_steps=1 asks for fewer")]:
+        assert main([*args, smaller]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err
 
 
 def test_a_round_checkpoint_for_another_camera_is_refused(tmp_path):
