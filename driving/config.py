@@ -132,6 +132,8 @@ def to_dict(obj) -> dict:
 
 def config_diff(a: dict, b: dict, prefix: str = "") -> str:
     """`key: old there, new now` for every leaf that differs between two config dicts."""
+    if not isinstance(a, dict) or not isinstance(b, dict):  # a hand-edited file's config
+        return "" if a == b else f"{prefix.rstrip('.') or 'config'}: {a!r} there, {b!r} now"
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k), b.get(k)

@@ -24,6 +24,30 @@ def _comparable(result: dict) -> dict:
             "metrics_version": result.get("metrics_version", 1)}  # rows scored by one definition
 
 
+def check_readable(path: Path, result: dict, rerun: str) -> None:
+    """What the merge reads of a shard's eval.json is there (a hand-edited or foreign file: one line)."""
+    from driving.evaluate import EvalConfig
+
+    cfg = result.get("config")
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path} holds no evaluation config: {rerun}")
+    try:
+        names = EvalConfig(**{**cfg, "shard": None, "out": "x"}).scenarios
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path}'s config is not a `driving eval` config ({e}): {rerun}") from None
+    scenarios = result.get("scenarios") if isinstance(result.get("scenarios"), dict) else {}
+    for name in names:
+        one = scenarios.get(name)
+        rows = one.get("episodes") if isinstance(one, dict) else None
+        if not isinstance(rows, dict) or not all(
+                isinstance(rows.get(who), list) and all(isinstance(r, dict) and isinstance(r.get("episode"), int)
+                                                        for r in rows[who]) for who in ("policy", "expert")):
+            raise UserError(f"{path} lacks {name}'s policy and expert episode rows: {rerun}")
+    missing = [k for k in ("checkpoint", "camera") if k not in result]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}: {rerun}")
+
+
 def load_shards(paths: list[str | Path]) -> list[tuple[Path, dict]]:
     """(folder, eval.json) of each shard, checked: one evaluation, every shard once, each finished."""
     from driving.evaluate import ACTIONS_FILE
@@ -36,9 +60,15 @@ def load_shards(paths: list[str | Path]) -> list[tuple[Path, dict]]:
         if not path.is_file() or not (p / ACTIONS_FILE).is_file():
             raise UserError(f"{p} holds no finished evaluation (eval.json and {ACTIONS_FILE}): re-run its "
                             "`driving eval ... shard=K/N` command")
-        result = read_json(path, dict, "re-run its `driving eval ... shard=K/N` command")
-        if shard_of(result) is None:
+        rerun = "re-run its `driving eval ... shard=K/N` command"
+        result = read_json(path, dict, rerun)
+        try:
+            shard = shard_of(result)
+        except ValueError as e:
+            raise UserError(f"{path}: {e}: {rerun}") from None
+        if shard is None:
             raise UserError(f"{p} is not a shard (evaluated without shard=K/N): {_FIX}")
+        check_readable(path, result, rerun)
         shards.append((p, result))
     first = shards[0][1]
     for p, r in shards[1:]:

@@ -48,9 +48,15 @@ def episodes_of(spec, n: int) -> list[int]:
 
 
 def shard_of(meta: dict) -> Shard | None:
-    """The shard an output's meta (dataset meta.json or eval.json) records, if any."""
+    """The shard an output's meta (dataset meta.json or eval.json) records, if any; a ValueError where
+    the record is not one (a hand-edited file)."""
     s = meta.get("shard")
-    return Shard(int(s["index"]), int(s["count"])) if s else None
+    if not s:
+        return None
+    k, n = (s.get("index"), s.get("count")) if isinstance(s, dict) else (None, None)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (k, n)) or not 0 <= k < n:
+        raise ValueError(f"its shard record {s!r} is not {{index: K, count: N}} with 0 <= K < N")
+    return Shard(k, n)
 
 
 def check_complete(shards: list[Shard], where: list[str], how: str) -> None:

@@ -74,6 +74,21 @@ def test_merged_shards_equal_the_unsharded_dataset_byte_for_byte(collected, tmp_
     Dataset.open(out).validate()
 
 
+def test_merging_into_a_larger_collection_keeps_its_other_episodes(collected, tmp_path):
+    """As a collection of fewer episodes into a larger dataset does (was: the index shrank to the shards')."""
+    import shutil
+
+    big = tmp_path / "big"
+    shutil.copytree(collected / "full", big)
+    collect(collect_cfg(big, "episodes=7"), progress=False)
+    before = json.loads((big / "index.json").read_text())
+    assert len(before) == 7
+    merge_datasets(big, [collected / "s0", collected / "s1"])
+    assert json.loads((big / "index.json").read_text()) == before
+    assert json.loads((big / "meta.json").read_text())["counts"]["episodes"] == 7
+    Dataset.open(big).validate()
+
+
 def test_a_shard_folder_refuses_another_shard_and_resumes_its_own(collected, tmp_path, capsys):
     assert main(["collect", f"out={collected / 's0'}", "episodes=5", "max_steps=6", "workers=1", *CAM,
                  "shard=1/2", "-q"]) == 2
@@ -103,6 +118,15 @@ def test_bad_merges_are_one_line_and_write_nothing(collected, tmp_path, capsys):
         ([collected / "s0", partial], "unfinished (1 of 2 episodes)"),
         ([collected / "s0", tmp_path / "nothing"], "not found"),
     ]
+    # hand-edited meta.json (were KeyError tracebacks)
+    import shutil
+
+    for name, shard, words in [("noepisodes", {"index": 1, "count": 2}, "does not say how many episodes"),
+                               ("badrecord", {"index": "1", "count": 2, "episodes": 5}, "its shard record")]:
+        shutil.copytree(collected / "s1", tmp_path / name)
+        meta = json.loads((tmp_path / name / "meta.json").read_text())
+        (tmp_path / name / "meta.json").write_text(json.dumps({**meta, "shard": shard}))
+        cases.append(([collected / "s0", tmp_path / name], words))
     for inputs, words in cases:
         assert main(["data", "merge", str(tmp_path / "m"), *map(str, inputs)]) == 2
         err = capsys.readouterr().err
@@ -168,6 +192,25 @@ def test_bad_evaluation_merges_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "e10bad/actions.npz cannot be read" in err, err
     assert not (tmp_path / "m").exists()
+    # hand-edited shard files (were KeyError/TypeError tracebacks)
+    def edited(name, change):
+        shutil.copytree(tmp_path / "e10", tmp_path / name)
+        result = json.loads((tmp_path / name / "eval.json").read_text())
+        change(result)
+        (tmp_path / name / "eval.json").write_text(json.dumps(result))
+        return tmp_path / name
+
+    for change, words in [(lambda r: r.update(shard={"index": 1}), "its shard record {'index': 1} is not"),
+                          (lambda r: r["config"].update(modle=1), "config is not a `driving eval` config"),
+                          (lambda r: r.pop("config"), "holds no evaluation config"),
+                          (lambda r: r["scenarios"]["highway"].pop("episodes"),
+                           "lacks highway's policy and expert episode rows"),
+                          (lambda r: r.pop("camera"), "lacks camera")]:
+        bad = edited(f"edit{len(words)}", change)
+        assert main(["eval", "merge", str(tmp_path / "m"), str(tmp_path / "e00"), str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err and "re-run its" in err, err
+        assert not (tmp_path / "m").exists()
     assert main(["eval", "merge", str(tmp_path / "m")]) == 2
     assert "usage: driving eval merge OUT SHARD_FOLDER" in capsys.readouterr().err
     # OUT may not be one of the shards: the merge would write over that shard's episodes

@@ -25,24 +25,34 @@ def check_shards(paths: list[str | Path]) -> tuple[list[Dataset], dict]:
     if not paths:
         raise UserError("no shard folders given: driving data merge OUT SHARD_0 SHARD_1 ...")
     sets = [Dataset.open(p) for p in paths]
+    split = {}  # root -> (its shard, the episodes of the whole collection)
     for ds in sets:
-        if shard_of(ds.meta) is None:
+        try:
+            shard = shard_of(ds.meta)
+        except ValueError as e:
+            raise UserError(f"{ds.root}/meta.json: {e}: re-run its `driving collect ... shard=K/N` command "
+                            "(it keeps the episodes on disk)") from None
+        if shard is None:
             raise UserError(f"{ds.root} is not a shard (it was collected without shard=K/N): {_FIX}")
+        total = ds.meta["shard"].get("episodes")
+        if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+            raise UserError(f"{ds.root}/meta.json does not say how many episodes the whole collection has "
+                            f"(shard.episodes is {total!r}): re-run its `driving collect ... shard={shard}` command")
+        split[ds.root] = (shard, total)
     first = sets[0]
     for ds in sets[1:]:
-        if dataset_identity(ds.meta) != dataset_identity(first.meta) or \
-                ds.meta["shard"]["episodes"] != first.meta["shard"]["episodes"]:
+        if dataset_identity(ds.meta) != dataset_identity(first.meta) or split[ds.root][1] != split[first.root][1]:
             diff = config_diff(first.meta.get("config", {}), ds.meta.get("config", {})) or \
-                f"episodes: {first.meta['shard']['episodes']} there, {ds.meta['shard']['episodes']} here"
+                f"episodes: {split[first.root][1]} there, {split[ds.root][1]} here"
             raise UserError(f"{ds.root} was collected with a different config than {first.root} ({diff}): {_FIX}")
     try:
-        check_complete([shard_of(ds.meta) for ds in sets], [str(ds.root) for ds in sets],
+        check_complete([split[ds.root][0] for ds in sets], [str(ds.root) for ds in sets],
                        "collect them with the same command and shard=K/N, then merge all N")
     except ValueError as e:
         raise UserError(str(e)) from None
-    episodes = first.meta["shard"]["episodes"]
+    episodes = split[first.root][1]
     for ds in sets:
-        shard = shard_of(ds.meta)
+        shard = split[ds.root][0]
         want = set(shard.take(episodes))
         have = {r["episode"] for r in ds.index}
         if not want <= have:
@@ -64,15 +74,16 @@ def merge_datasets(out: str | Path, paths: list[str | Path]) -> Path:
     with writing(out, "driving data merge", holds="a dataset"):
         meta = open_dataset(out, meta, how="merge into another OUT folder")
         meta["collection"] = {"requested": episodes, "finished": False}  # as a collection of them all would
-        present = {r["episode"]: r.get("sha256") for r in load_index(out)}
-        rows = {}
+        present = {r["episode"]: r for r in load_index(out)}
+        # rows of episodes beyond this collection's (an earlier, larger one in OUT) stay, as in a collection
+        rows = {k: r for k, r in present.items() if k >= episodes}
         for ds in sets:
             for row in ds.index:
                 if row["episode"] >= episodes:  # a shard may hold more from an earlier, larger run
                     continue
                 rows[row["episode"]] = row
                 dst = out / row["file"]
-                if present.get(row["episode"]) == row.get("sha256") and dst.is_file():
+                if (present.get(row["episode"]) or {}).get("sha256") == row.get("sha256") and dst.is_file():
                     continue
                 data = (ds.root / row["file"]).read_bytes()
                 if row.get("sha256") and sha256_of(data) != row["sha256"]:
