@@ -286,8 +286,9 @@ def _run_of(checkpoint: str) -> str | None:
 
 def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dict | None:
     """{scenario: (expert rows, {actions key: actions})} from `cfg.expert_from`, or None without one.
-    Its expert must have driven these seeds with these settings (scenario camera, episode length,
-    highway-env overrides, perception, shard): anything else is refused in one line."""
+    Its expert must have driven these seeds (among others: a shard takes its part of a whole evaluation)
+    with these settings (scenario camera, episode length, highway-env overrides, perception): anything
+    else is refused in one line. Its rows are numbered as this evaluation's episodes."""
     if not cfg.expert_from:
         return None
     where = Path(cfg.expert_from)
@@ -300,19 +301,23 @@ def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dic
                         f"{old.get('metrics_version', 1)}, now {METRICS_VERSION}): evaluate that expert again, "
                         f"or {fix}")
     then = old.get("config") or {}
+    episodes = shard_episodes(cfg)
     out = {}
     for name in cfg.scenarios:
-        mine = {"seeds": seeds, "camera": to_dict(get_scenario(name).camera_config(camera)),
-                "max_steps": cfg.max_steps, "env": cfg.env, "expert_perception": cfg.expert_perception,
-                "shard": cfg.shard}
-        theirs = {"seeds": (old.get("seeds") or {}).get(name), "camera": (old.get("scenario_cameras") or {}).get(name),
+        mine = {"camera": to_dict(get_scenario(name).camera_config(camera)),
+                "max_steps": cfg.max_steps, "env": cfg.env, "expert_perception": cfg.expert_perception}
+        theirs = {"camera": (old.get("scenario_cameras") or {}).get(name),
                   "max_steps": then.get("max_steps"), "env": then.get("env"),
-                  "expert_perception": old.get("expert_perception"), "shard": then.get("shard")}
+                  "expert_perception": old.get("expert_perception")}
         differ = [k for k in mine if mine[k] != theirs[k]]
+        by_seed = {r.get("seed"): r for r in (old.get("scenarios", {}).get(name) or {}).get("episodes", {})
+                   .get("expert", [])} if isinstance(old.get("scenarios"), dict) else {}
+        if not differ and any(s not in by_seed for s in seeds):
+            differ = ["seeds"]
         if differ or name not in old.get("scenarios", {}):
             raise UserError(f"expert_from={cfg.expert_from}: its expert drove {name} with other "
                             f"{differ[0] if differ else 'scenarios'} than this evaluation: {fix}")
-        rows = old["scenarios"][name]["episodes"]["expert"]
+        rows = [{**by_seed[s], "episode": k} for k, s in zip(episodes, seeds)]
         keys = [actions_key(name, r["seed"], "expert") for r in rows]
         if any(k not in recorded for k in keys):
             raise UserError(f"expert_from={cfg.expert_from}: its {ACTIONS_FILE} lacks the expert's {name} "

@@ -323,7 +323,19 @@ def test_the_expert_taken_from_an_earlier_evaluation_gives_the_same_result_witho
     assert reused["videos"] == full["videos"]
     a, b = np.load(tmp_path / "full" / "actions.npz"), np.load(tmp_path / "reused" / "actions.npz")
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
-    for extra, what in ((["episodes=4"], "seeds"), (["max_steps=9"], "max_steps"),
+    # the shards of an evaluation take their part of it, numbered as their own episodes: merged, they
+    # are the whole evaluation (was refused: the shard's seeds were not all of the earlier one's)
+    from driving.eval_merge import merge_evaluations
+
+    for k in (0, 1):
+        evaluate(ckpt, cfg(tmp_path / f"s{k}", f"shard={k}/2", f"expert_from={tmp_path / 'full'}"), progress=False)
+    assert "ExpertPolicy" not in driven
+    merged = merge_evaluations(tmp_path / "m", [tmp_path / "s0", tmp_path / "s1"], device="cpu")["result"]
+    assert merged["scenarios"] == full["scenarios"] and merged["config"]["expert_from"] == str(tmp_path / "full")
+    first = evaluate(ckpt, cfg(tmp_path / "one", "episodes=1", f"expert_from={tmp_path / 'full'}"),
+                     progress=False)["result"]  # fewer seeds: the first of them
+    assert first["scenarios"]["highway"]["episodes"]["expert"] == full["scenarios"]["highway"]["episodes"]["expert"][:1]
+    for extra, what in ((["episodes=4"], "seeds"), (["seed=7"], "seeds"), (["max_steps=9"], "max_steps"),
                         (["expert_perception=privileged"], "expert_perception")):
         with pytest.raises(UserError, match=f"its expert drove highway with other {what} than this evaluation"):
             evaluate(ckpt, cfg(tmp_path / "x", *extra, f"expert_from={tmp_path / 'full'}"), progress=False)
