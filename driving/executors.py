@@ -37,19 +37,46 @@ def _import_ray():
     return ray
 
 
+# HTTP/2's client connection preface and an empty SETTINGS frame (RFC 9113 3.4): a gRPC server (Ray's
+# GCS and its client server) answers with a SETTINGS frame of its own, frame type 4
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _speaks_grpc(sock: socket.socket) -> bool:
+    """Whether the server on `sock` answers HTTP/2's preface with a SETTINGS frame within its timeout."""
+    try:
+        sock.sendall(_H2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                break
+            head += chunk
+    except OSError:  # a timeout, or a reset
+        return False
+    return len(head) == 9 and head[3] == 4
+
+
 def _check_answers(address: str) -> None:
-    """A `host:port` (or ray://host:port) address must accept a connection within seconds: Ray's own
-    client waits minutes on an address that does not answer."""
+    """A `host:port` (or ray://host:port) address must accept a connection within seconds, and speak
+    gRPC: Ray's own client waits minutes on an address that does not answer, or where another kind of
+    server answers."""
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
         return  # "auto", "local": Ray resolves these itself
+    fix = "or fix ray_address= / RAY_ADDRESS, or use executor=process"
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
+        sock = socket.create_connection((host, int(port)), timeout=5)
     except OSError as e:
         raise UserError(f"the Ray cluster at {address} does not answer ({e.strerror or e}): start it "
-                        "(`ray start --head` there), or fix ray_address= / RAY_ADDRESS, or use "
-                        "executor=process") from None
+                        f"(`ray start --head` there), {fix}") from None
+    with sock:
+        # with TLS (RAY_USE_TLS) the handshake comes first: Ray's own client checks that cluster
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", "") and not _speaks_grpc(sock):
+            raise UserError(f"what answers at {address} is not a Ray cluster (it does not speak gRPC): give the "
+                            "address `ray start --head` printed (HOST:6379, or ray://HOST:10001), "
+                            f"{fix}")
 
 
 def connect(address: str | None = None):

@@ -135,3 +135,47 @@ def test_a_ray_address_that_does_not_answer_is_one_line(tmp_path, capsys, monkey
                  f"ray_address=127.0.0.1:{port}", "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"127.0.0.1:{port} does not answer" in err and time.time() - t < 30
+
+
+def test_a_ray_address_where_another_server_answers_is_one_line(tmp_path, capsys, monkeypatch):
+    """An HTTP server, or one that accepts and says nothing: was a two-minute wait inside Ray."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if ray.is_initialized():
+        ray.shutdown()
+    class Quiet(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # the server's own log would be on stderr
+            pass
+
+    http = HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        for port in (http.server_address[1], silent.getsockname()[1]):
+            t = time.time()
+            assert main(["eval", "expert", f"out={tmp_path / 'e'}", "episodes=1", "max_steps=2", "executor=ray",
+                         f"ray_address=127.0.0.1:{port}", "-q"]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"127.0.0.1:{port} is not a Ray cluster" in err, err
+            assert time.time() - t < 30 and not (tmp_path / "e").exists()
+    finally:
+        http.shutdown()
+        silent.close()
+
+
+def test_a_ray_clusters_own_address_passes_the_check():
+    """The check above against Ray's real GCS: it answers HTTP/2's preface."""
+    from driving.executors import _check_answers
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        _check_answers(ray.get_runtime_context().gcs_address)
+    finally:
+        ray.shutdown()
