@@ -194,6 +194,9 @@ def load_eval_policy(checkpoint: str, device: str, plan_threshold: float | None 
     """(policy, camera dict, checkpoint meta or None) for a checkpoint path or the word `expert`
     (camera None: each scenario's own)."""
     if checkpoint == "expert":
+        from driving.policy import pick_device
+
+        pick_device(device)  # unused by the expert, but a bad one is refused as for a checkpoint
         if plan_threshold is not None:
             raise UserError("plan_threshold is a learned policy's lane-change rule; the expert has none: "
                             "drop plan_threshold")

@@ -22,8 +22,15 @@ def pick_device(name: str = "auto") -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):  # mps, xpu, meta, ...: built and tested for CUDA and CPU only
+        raise UserError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cpu" and dev.index:
+        raise UserError(f"device {name!r}: there is one CPU device, use device=cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} requested but CUDA is not available: use device=cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                        f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 

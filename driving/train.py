@@ -666,8 +666,10 @@ def warm_start_meta(cfg: TrainConfig, camera: dict) -> tuple[Path, dict]:
     same camera as this run."""
     ckpt = checkpoint.resolve(cfg.init_from)
     meta = checkpoint.load_meta(ckpt)
-    # the same network; its lane-change threshold is a driving rule, not weights, and may differ
-    theirs = {**asdict(ModelConfig(**meta["net"])), "plan_threshold": cfg.net.plan_threshold}
+    # the same network; its lane-change threshold is a driving rule, not weights, and may differ; so may
+    # the backbone file that initialised it (a warm start loads every weight from the checkpoint)
+    theirs = {**asdict(ModelConfig(**meta["net"])), "plan_threshold": cfg.net.plan_threshold,
+              "weights": cfg.net.weights}
     if meta["model"] != cfg.model or theirs != asdict(cfg.net):
         diff = config_diff({"model": meta["model"], "net": theirs}, {"model": cfg.model, "net": asdict(cfg.net)})
         raise UserError(f"init_from {cfg.init_from} holds a different model ({diff}): set model and net.* as "

@@ -128,6 +128,10 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["dagger", "train.dataset=/tmp/y", "out=/tmp/never"], "train.dataset is set by driving dagger itself"),
     (["dagger", "collect.scenario=merge", "out=/tmp/never"], "collect.scenario is set by driving dagger itself"),
     (["dagger", "device=bogus", "out=/tmp/never"], "unknown device 'bogus'"),
+    # devices torch knows but this project does not run on (were tracebacks deep in training)
+    (["train", "dataset=/tmp/never", "device=mps"], "device 'mps' is not supported: use auto, cpu, cuda"),
+    (["eval", "expert", "device=meta", "out=/tmp/never"], "device 'meta' is not supported"),
+    (["train", "dataset=/tmp/never", "device=cpu:1"], "there is one CPU device, use device=cpu"),
     (["train", "dataset=/tmp/never", "seed=-1"], "seed must be in 0.."),
     # env.* keys the scenario fixes (timing, actions, episode ends) are refused; values highway-env
     # cannot use are one line before any worker starts, in every command that builds envs

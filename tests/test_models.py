@@ -46,6 +46,12 @@ def test_resnet18_loads_local_weights_and_rejects_missing(tmp_path):
     torch.testing.assert_close(m.backbone.conv1.weight, ref.conv1.weight.mean(dim=1, keepdim=True) * 3)
     with pytest.raises(UserError, match="not found"):
         build_model("resnet18", ModelConfig(weights=str(tmp_path / "nope.pt")), InputSpec(64, 32, 1))
+    # a file that is no state dict, and another network's: one line each (were torch tracebacks)
+    (tmp_path / "text.pt").write_text("not weights")
+    torch.save({"foo": torch.zeros(3)}, tmp_path / "other.pt")
+    for name, words in (("text.pt", "UnpicklingError"), ("other.pt", "Missing key")):
+        with pytest.raises(UserError, match=f"net.weights .*{name} is not a resnet18 state dict .*{words}"):
+            build_model("resnet18", ModelConfig(weights=str(tmp_path / name)), InputSpec(64, 32, 1))
 
 
 def test_unknown_model_name_lists_known_ones():

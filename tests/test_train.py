@@ -223,6 +223,10 @@ def test_a_checkpoint_needs_no_backbone_file_to_load_or_resume(ds, tmp_path):
     policy = load_policy(tmp_path / "run" / "checkpoints" / "last")
     assert policy.act({"camera": np.zeros((2, 32, 16), np.uint8), "speed": 10.0}).shape == (2,)
     assert train(cfg_for(ds, tmp_path / "run", *keys, "steps=3"), progress=False)["step"] == 3
+    # a warm start from it needs no backbone file either (was refused: "net.weights: ... there, None now")
+    warm = train(cfg_for(ds, tmp_path / "warm", "model=resnet18", "batch_size=4", "amp=false", "steps=1",
+                         f"init_from={tmp_path / 'run'}"), progress=False)
+    assert warm["step"] == 1
 
 
 def test_a_batch_takes_one_speed_per_stack_or_one_for_all(ds, tmp_path):

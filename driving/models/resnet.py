@@ -16,10 +16,17 @@ def build_resnet18(cfg: ModelConfig, spec: InputSpec) -> Policy:
     net = torchvision.models.resnet18(weights=None)
     if cfg.weights:
         path = Path(cfg.weights)
+        fix = ("pass a local torchvision resnet18 state dict (torch.save(torchvision.models.resnet18(...)"
+               ".state_dict(), PATH)) or drop net.weights")
         if not path.is_file():
-            raise UserError(f"model.weights {path} not found: pass a local resnet18 state dict or null")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
+            raise UserError(f"net.weights {path} not found: {fix}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        except Exception as e:  # noqa: BLE001 - torch raises several types for files that are no state dict
+            said = " ".join(str(e).split())  # torch's message spans lines: one line, its start
+            raise UserError(f"net.weights {path} is not a resnet18 state dict ({type(e).__name__}: {said[:160]}): "
+                            f"{fix}") from None
     cin = cfg.stack * spec.channels
     old = net.conv1
     conv1 = nn.Conv2d(cin, 64, kernel_size=7, stride=2, padding=3, bias=False)
