@@ -32,6 +32,7 @@ from driving.data.tensors import (
     DeviceData,
     augment,
     check_compatible,
+    check_distinct,
     fingerprint,
     split_episodes,
 )
@@ -426,6 +427,7 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         if len(d) == 0:
             raise UserError(f"dataset {path} has no episodes: collect some with `driving collect`")
     check_compatible(datasets)
+    check_distinct(cfg.datasets, datasets)
     for d in datasets:
         if d.unfinished and rank == 0:
             print(f"warning: {d.unfinished}", file=sys.stderr)

@@ -241,8 +241,16 @@ def test_a_batch_takes_one_speed_per_stack_or_one_for_all(ds, tmp_path):
 
 
 def test_a_dataset_listed_twice_is_refused(ds, tmp_path):
+    import shutil
+
     with pytest.raises(UserError, match="lists .* twice"):
         cfg_for([ds, ds], tmp_path / "run")
+    # a copy of it under another name holds the same episodes: each copy's validation episodes would be
+    # trained on through the other (was accepted)
+    shutil.copytree(ds, tmp_path / "copy")
+    with pytest.raises(UserError, match=f"datasets {ds} and {tmp_path / 'copy'} hold the same episodes"):
+        train(cfg_for(f"[{ds},{tmp_path / 'copy'}]", tmp_path / "run", "steps=1"), progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_run_started_on_a_one_item_list_resumes_on_the_plain_path(ds, tmp_path):

@@ -43,6 +43,23 @@ def fingerprint(ds: "Dataset | list[Dataset]") -> str:
     return h.hexdigest()[:16]
 
 
+def check_distinct(paths: list, datasets: list[Dataset]) -> None:
+    """One DatasetError where two datasets hold the same episodes (one collection config, a seed in
+    both: a copy, or a larger collection beside a smaller one): each would hold out validation episodes
+    that the other trains on."""
+    for i, a in enumerate(datasets):
+        for j in range(i + 1, len(datasets)):
+            b = datasets[j]
+            if a.meta.get("config") != b.meta.get("config"):
+                continue
+            both = {r["seed"] for r in a.index} & {r["seed"] for r in b.index}
+            if both:
+                raise DatasetError(f"datasets {paths[i]} and {paths[j]} hold the same episodes ({len(both)} seeds "
+                                   "collected with one config: a copy, or two collections of one config), so "
+                                   "validation would score episodes that training sees: list one of them (the "
+                                   "larger), or collect the other with other seeds (seed=)")
+
+
 def check_compatible(datasets: list[Dataset]) -> None:
     """One DatasetError naming the first dataset whose scenario, camera, action ranges or expert
     perception differ from the first one's."""
