@@ -508,11 +508,30 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
     run_id = ckpt_meta["run_id"] if resume else f"{run_dir.name}-{os.urandom(4).hex()}"
     if init_meta is not None:
         model.load_state_dict(checkpoint.load_tensors(init_ckpt, "weights.pt", device))
+    restarts = (ckpt_meta or {}).get("schedule_changes") or []
     if resume:
         model.load_state_dict(checkpoint.load_tensors(ckpt, "weights.pt", device, resume_fix))
         state = checkpoint.load_tensors(ckpt, "train_state.pt", "cpu", resume_fix)
         load_optimiser_state(opt, state["optimizer"], device)
         sched.load_state_dict(state["scheduler"])
+        planned = (ckpt_meta.get("train_config") or {}).get("steps")
+        if planned != cfg.steps:
+            # the schedule is a function of `steps`: the optimiser holds the old schedule's rate for the
+            # next step, the new one's is set here (from the next step on, the scheduler sets it)
+            for g, base in zip(opt.param_groups, sched.base_lrs):
+                lr = base * lr_factor(start, cfg)
+                if isinstance(g["lr"], torch.Tensor):  # CUDA: a tensor the graphed step reads
+                    g["lr"].fill_(lr)
+                else:
+                    g["lr"] = lr
+            sched._last_lr = [float(g["lr"]) for g in opt.param_groups]
+            restarts = [*(ckpt_meta.get("schedule_changes") or []),
+                        {"step": start, "steps_before": planned, "steps": cfg.steps}]
+            if rank == 0:
+                print(f"note: {run_dir} resumes at step {start} with steps={cfg.steps} (planned {planned}): its "
+                      f"learning-rate schedule is recomputed for {cfg.steps} steps from here, so it is not the run "
+                      f"a fresh steps={cfg.steps} would give (recorded as schedule_changes in its checkpoints)",
+                      file=sys.stderr)
         rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one per rank that saved it
         _set_rng_state(rngs[min(rank, len(rngs) - 1)], gen, start)
         if rank >= len(rngs):  # resumed on more processes than saved it: this rank draws batches of its own
@@ -530,6 +549,8 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
                     "frames": sum(d.frames for d in datasets)},
         "init_from": str(init_ckpt) if init_meta is not None else (ckpt_meta or {}).get("init_from"),
         "label_std": label_std.tolist(), "run_id": run_id, "train_identity": _identity(cfg),
+        # resumes with another `steps` (each recomputed the learning-rate schedule from its step)
+        "schedule_changes": restarts,
         "train_config": to_dict(cfg),
     }
 

@@ -68,6 +68,29 @@ def test_resumed_run_equals_uninterrupted_run(ds, tmp_path):
     assert steps == [2, 4, 6, 8]
 
 
+def test_a_run_resumed_with_more_steps_follows_the_new_schedule_from_its_first_step(ds, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """The learning rate of each step after the resume is the new schedule's (the first one was the old
+    schedule's last), and the checkpoint says its schedule changed."""
+    import driving.train as train_mod
+
+    used = []
+    real = train_mod.optimisation_step
+    monkeypatch.setattr(train_mod, "optimisation_step", lambda fwd, model, opt, *a, **k:
+                        used.append(float(opt.param_groups[0]["lr"])) or real(fwd, model, opt, *a, **k))
+    train(cfg_for(ds, tmp_path / "run", "steps=6"), progress=False)
+    train(cfg_for(ds, tmp_path / "run", "steps=10"), progress=False)
+    extended = used[6:]
+    used.clear()
+    train(cfg_for(ds, tmp_path / "fresh", "steps=10"), progress=False)
+    assert len(extended) == 4 and extended == pytest.approx(used[6:], rel=1e-12)
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "last" / "policy.json").read_text())
+    assert meta["schedule_changes"] == [{"step": 6, "steps_before": 6, "steps": 10}]
+    assert "resumes at step 6 with steps=10 (planned 6)" in capsys.readouterr().err
+    fresh = json.loads((tmp_path / "fresh" / "checkpoints" / "last" / "policy.json").read_text())
+    assert fresh["schedule_changes"] == []
+
+
 def test_same_seed_same_weights_other_seed_other_weights(ds, tmp_path):
     train(cfg_for(ds, tmp_path / "a", "steps=4"), progress=False)
     train(cfg_for(ds, tmp_path / "b", "steps=4"), progress=False)
