@@ -610,7 +610,7 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         sched.step()  # outside the graph: it sets the next step's learning rate
         samples += cfg.batch_size
         bar.update(1)
-        if step % cfg.log_every == 0 or step == end:
+        if step % cfg.log_every == 0 or step == cfg.steps:
             dt = time.perf_counter() - t_window
             last = {k: float(v.detach()) for k, v in parts.items()}
             if any_rank(not math.isfinite(last["loss"])):
@@ -623,7 +623,7 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
                                 f"data {data_time / dt:.0%}", refresh=False)
             log.log(row)
             t_window, data_time, samples = time.perf_counter(), 0.0, 0
-        if val is not None and (step % cfg.val_every == 0 or step == end):
+        if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
             bad = False
             if rank == 0:
                 row = {"step": step, **validate(model, val, weights, cfg)}
@@ -633,15 +633,17 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
                     last.update(row)
             if any_rank(bad):
                 raise diverged(step, "a validation loss that is not finite")
+        # stop_at ends like an interruption after a checkpoint: what the end of the run does (its last
+        # log row, validation, closed-loop score and `best`) happens at `steps` only
         pointers = ["last"] if step % cfg.checkpoint_every == 0 or step == end else []
-        if closed_loop is not None and (step % cfg.eval.every == 0 or step == end):
+        if closed_loop is not None and (step % cfg.eval.every == 0 or step == cfg.steps):
             row, video = closed_loop.run(model, step)
             log.log(row, video)
             last.update(row)
             if row["eval_driving_score"] > best:  # best by closed-loop score, never by validation loss
                 best = policy_meta["best_score"] = row["eval_driving_score"]
                 pointers.append("best")
-        if distributed and cfg.eval.every and (step % cfg.eval.every == 0 or step == end):
+        if distributed and cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.steps):
             # the other ranks wait for rank 0's evaluation and take its decision: a new `best` is saved
             # on a step that may not be a checkpoint step, and saving is collective (the samplers' states)
             decided = [pointers]

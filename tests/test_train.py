@@ -304,6 +304,24 @@ def test_best_survives_resuming_twice(tmp_path, monkeypatch):
         assert json.loads((out / "checkpoints" / "00000008" / "policy.json").read_text())["best_score"] == 0.9
 
 
+def test_a_run_stopped_between_evaluations_resumes_to_the_uninterrupted_runs_best_and_metrics(tmp_path, monkeypatch):
+    """stop_at ends like an interruption: a stop at step 5 neither scores nor validates nor logs step 5
+    (was: step 5 scored as if it were the end, and became `best`, a step the whole run never scored)."""
+    ds, keys = scripted_closed_loop(monkeypatch, tmp_path, {2: 0.1, 4: 0.5, 5: 0.95, 6: 0.9, 8: 0.6})
+    keys = (*keys, "eval.every=4", "val_every=3", "log_every=2")
+    for out, stops in ((tmp_path / "whole", [None]), (tmp_path / "split", [5, None])):
+        for stop in stops:
+            train(cfg_for(ds, out, *keys), progress=False, stop_at=stop)
+    rows = {name: [{k: v for k, v in json.loads(line).items() if k in ("step", "eval_driving_score", "val_loss")}
+                   for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+            for name in ("whole", "split")}
+    assert os.readlink(tmp_path / "split" / "checkpoints" / "best") == "00000008"
+    assert os.readlink(tmp_path / "whole" / "checkpoints" / "best") == "00000008"
+    assert [r["step"] for r in rows["split"]] == [r["step"] for r in rows["whole"]]
+    assert [r for r in rows["split"] if "eval_driving_score" in r] == [{"step": 4, "eval_driving_score": 0.5},
+                                                                       {"step": 8, "eval_driving_score": 0.6}]
+
+
 def test_training_time_evaluation_starts_its_workers_once_and_films_the_scored_episode(tmp_path, monkeypatch):
     """The evaluation during training runs on `driving eval`'s engine with one pool for every call;
     its video is the worst scored episode, re-simulated with the actions it executed."""
