@@ -182,18 +182,28 @@ def _identity(cfg: TrainConfig) -> dict:
 
 
 def _comparable(identity: dict) -> dict:
-    """A run's identity as resuming compares it: paths by the files they name (`./ds`, `ds` and its
-    absolute path are one dataset), and without `out` (the folder being resumed is the run, wherever
-    it was moved)."""
+    """A run's identity as resuming compares it: without `out` (the folder being resumed is the run,
+    wherever it was moved), `dataset` (compared by content: the fingerprint) and `init_from` (by the
+    checkpoint it names: `_same_init`), so a relative path given from another folder, or a project
+    moved as a whole, resumes."""
     d = dict(identity)
-    d.pop("out", None)
-    ds = d.get("dataset")
-    if isinstance(ds, list) and len(ds) == 1:  # `dataset=[a]` and `dataset=a` are one run
-        ds = ds[0]
-    d["dataset"] = [os.path.realpath(x) for x in ds] if isinstance(ds, list) else os.path.realpath(ds)
-    if d.get("init_from"):
-        d["init_from"] = os.path.realpath(d["init_from"])
+    for k in ("out", "dataset", "init_from"):
+        d.pop(k, None)
     return d
+
+
+def _same_init(old: str | None, recorded: dict | None, now: str | None) -> bool:
+    """Whether a resumed run's init_from names the checkpoint its first part started from: the same
+    files, or the same run and step (`recorded`) wherever they are now."""
+    if not old or not now:
+        return not old and not now
+    if os.path.realpath(old) == os.path.realpath(now):
+        return True
+    try:
+        meta = checkpoint.load_meta(checkpoint.resolve(now))
+    except UserError:
+        return False
+    return recorded is not None and {"run_id": meta.get("run_id"), "step": meta.get("step")} == recorded
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -457,12 +467,16 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
             diff = config_diff(_comparable(old), _comparable(_identity(cfg)))
             raise UserError(f"{run_dir} holds a run with a different config ({diff}): "
                             "use the same config to resume, or another out= folder")
+        if not _same_init(old.get("init_from"), ckpt_meta.get("init_from_run"), cfg.init_from):
+            raise UserError(f"{run_dir} holds a run warm-started from {old.get('init_from')!r}, this run names "
+                            f"{cfg.init_from!r}: use the same init_from to resume, or another out= folder")
         if ckpt_meta["camera"] != cam:
             raise UserError(f"dataset {what} has camera {cam}, the checkpoint in {run_dir} was "
                             f"trained on {ckpt_meta['camera']}: use a dataset with the same camera")
         if ckpt_meta["dataset"]["fingerprint"] != data_fingerprint:
-            raise UserError(f"{what} changed since {run_dir} was trained on it "
-                            "(different episodes): use another out= folder to train on it")
+            raise UserError(f"{what} holds other episodes than {run_dir} was trained on (trained on "
+                            f"{ckpt_meta['dataset']['path']}; changed since, or another dataset): use another out= "
+                            "folder to train on it")
         start = ckpt_meta["step"]
         spec = InputSpec(**ckpt_meta["input"])
         if start >= cfg.steps and stop_at is None:  # nothing left: no need to load the data
@@ -548,6 +562,9 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         "dataset": {"path": cfg.dataset if len(datasets) > 1 else str(cfg.datasets[0]), "fingerprint": data_fingerprint,
                     "frames": sum(d.frames for d in datasets)},
         "init_from": str(init_ckpt) if init_meta is not None else (ckpt_meta or {}).get("init_from"),
+        # the warm start's checkpoint by identity, so a resume finds it under another path
+        "init_from_run": ({"run_id": init_meta.get("run_id"), "step": init_meta.get("step")} if init_meta is not None
+                          else (ckpt_meta or {}).get("init_from_run")),
         "label_std": label_std.tolist(), "run_id": run_id, "train_identity": _identity(cfg),
         # resumes with another `steps` (each recomputed the learning-rate schedule from its step)
         "schedule_changes": restarts,

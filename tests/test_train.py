@@ -173,7 +173,7 @@ def test_empty_dataset_and_changed_resume_config_are_refused(ds, tmp_path):
     with pytest.raises(UserError, match=r"different config .*optim\.lr"):
         train(cfg_for(ds, out, "steps=4", "optim.lr=0.1"), progress=False)
     other = synthetic_dataset(tmp_path / "rgb", rgb=True)
-    with pytest.raises(UserError, match="different config .*dataset"):
+    with pytest.raises(UserError, match="the checkpoint in .* was trained on .*use a dataset with the same camera"):
         train(cfg_for(other, out, "steps=4"), progress=False)
 
 
@@ -388,6 +388,28 @@ def test_a_run_resumes_when_its_dataset_is_named_another_way_or_its_folder_moved
     result = train(cfg_for(Path(".") / ds.name, tmp_path / "moved"), progress=False)
     assert result["step"] == 8
     assert all(torch.equal(weights(tmp_path / "moved")[k], weights(full)[k]) for k in weights(full))
+
+
+def test_a_run_resumes_from_another_working_folder_with_relative_paths(ds, tmp_path, monkeypatch):
+    """Relative dataset and init_from paths given from another folder name the same data and checkpoint
+    (was refused: the stored relative path was resolved against the new folder)."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(ds, work / "ds")
+    monkeypatch.chdir(work)
+    train(cfg_for(Path("ds"), Path("base"), "steps=2"), progress=False)
+    train(cfg_for(Path("ds"), Path("warm"), "init_from=base"), progress=False, stop_at=4)
+    monkeypatch.chdir(work / "warm")
+    result = train(cfg_for(Path("../ds"), Path("."), "init_from=../base"), progress=False)
+    assert result["step"] == 8
+    # another dataset, or another warm start, is still refused
+    other = synthetic_dataset(tmp_path / "other", seed=3)
+    with pytest.raises(UserError, match="holds other episodes than"):
+        train(cfg_for(other, Path("."), "init_from=../base", "steps=9"), progress=False)
+    train(cfg_for(Path("../ds"), tmp_path / "base2", "steps=1"), progress=False)
+    with pytest.raises(UserError, match="warm-started from '../base', this run names"):
+        train(cfg_for(Path("../ds"), Path("."), f"init_from={tmp_path / 'base2'}", "steps=9"), progress=False)
 
 
 def test_a_plan_head_trains_on_recorded_plans_and_needs_them(ds, tmp_path, capsys):
