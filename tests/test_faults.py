@@ -219,6 +219,30 @@ def test_a_lost_meta_and_index_are_rebuilt_from_the_episode_files(clean, tmp_pat
     same_dataset(ds, clean)
 
 
+def test_a_hand_edited_meta_is_named_and_rebuilt(clean, tmp_path, capsys):
+    """Fields of the wrong shape were KeyError/TypeError/AttributeError tracebacks in training."""
+    import shutil
+
+    meta = json.loads((clean / "meta.json").read_text())
+    for i, (edit, words) in enumerate([
+            (lambda m: m["camera"].pop("rgb"), "camera.rgb is missing"),
+            (lambda m: m.update(scenario="highway"), "scenario is 'highway', not a mapping"),
+            (lambda m: m.update(expert=None), "expert is None, not a mapping"),
+            (lambda m: m["camera"].update(height="48"), "camera.height is '48', not a whole number >= 1")]):
+        ds = tmp_path / f"ds{i}"
+        shutil.copytree(clean, ds)
+        edited = json.loads(json.dumps(meta))
+        edit(edited)
+        (ds / "meta.json").write_text(json.dumps(edited))
+        assert main(["train", f"dataset={ds}", f"out={tmp_path / 'run'}", "steps=1", "batch_size=4", "device=cpu",
+                     "wandb.mode=disabled", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err and f"driving data rebuild {ds}" in err, err
+        assert main(["data", "rebuild", str(ds)]) == 0  # the episode files carry the meta
+        assert json.loads((ds / "meta.json").read_text()) == {k: v for k, v in meta.items() if k != "collection"}
+    assert not (tmp_path / "run").exists()
+
+
 def _kill_when(cmd: list[str], ready, timeout: float = 120) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "driving.cli", *cmd], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

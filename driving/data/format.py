@@ -60,6 +60,24 @@ FRAME_KEYS = ("height", "width", "metres_per_pixel", "rgb", "heading_up", "ego_r
 INDEX_KEYS = ("episode", "file", "seed", "length")  # what every index.json row holds
 
 
+def meta_fault(meta: dict) -> str | None:
+    """What is wrong with the shape of a meta.json that has every key, or None."""
+    for key in ("scenario", "camera", "action", "expert", "noise", "config"):
+        if not isinstance(meta[key], dict):
+            return f"{key} is {meta[key]!r}, not a mapping"
+    if not isinstance(meta["scenario"].get("name"), str):
+        return "scenario.name is missing"
+    cam = meta["camera"]
+    for key in ("height", "width"):
+        if isinstance(cam.get(key), bool) or not isinstance(cam.get(key), int) or cam[key] < 1:
+            return f"camera.{key} is {cam.get(key)!r}, not a whole number >= 1"
+    if not isinstance(cam.get("rgb", False), bool):
+        return f"camera.rgb is {cam.get('rgb')!r}, not true or false"
+    if "rgb" not in cam:
+        return "camera.rgb is missing"
+    return None
+
+
 class DatasetError(UserError):
     pass
 
@@ -180,6 +198,10 @@ class Dataset:
         if meta["format_version"] != FORMAT_VERSION:
             raise DatasetError(f"{meta_path} has format version {meta['format_version']}, this "
                                f"version reads {FORMAT_VERSION}: re-collect the dataset")
+        bad = meta_fault(meta)
+        if bad:  # a hand-edited file: named here, not a KeyError or TypeError where it is read
+            raise DatasetError(f"{meta_path}: {bad}: run `driving data rebuild {root}` to restore it from the "
+                               "episode files")
         index_path = root / "index.json"
         rebuild = "re-run the same `driving collect` command to rebuild it from the episode files"
         index = read_json(index_path, list, rebuild, DatasetError) if index_path.is_file() else []

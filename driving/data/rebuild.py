@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from driving.data.format import META_KEYS, DatasetError, episode_filename, read_episode_file
+from driving.data.format import META_KEYS, DatasetError, episode_filename, meta_fault, read_episode_file
 from driving.folder_lock import writing
 
 _EPISODE = re.compile(r"^(\d{6})\.npz$")
@@ -62,7 +62,7 @@ def _meta(root: Path, metas: dict, n: int) -> tuple[dict, str]:
     path = root / "meta.json"
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(meta, dict) and all(k in meta for k in META_KEYS):
+        if isinstance(meta, dict) and all(k in meta for k in META_KEYS) and meta_fault(meta) is None:
             return meta, "kept"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         pass
