@@ -38,12 +38,18 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         layers = []
         if path is not None:
             path = Path(path)
+            if path.is_dir():
+                raise UserError(f"config file {path} is a folder, not a YAML file: pass a YAML file or none "
+                                "(a command's folder argument, such as `driving eval`'s checkpoint, comes first)")
             if not path.is_file():
                 raise UserError(f"config file {path} not found: pass an existing YAML file or none")
             try:
                 layer = OmegaConf.load(path)
             except yaml.YAMLError as e:
                 raise UserError(f"config file {path} is not valid YAML ({_yaml_problem(e)}): fix the file") from None
+            except UnicodeDecodeError as e:
+                raise UserError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start}): save it as "
+                                "UTF-8") from None
             except OSError as e:  # OmegaConf's word for a file holding one plain value
                 if "Invalid loaded object type" not in str(e):
                     raise
@@ -78,6 +84,8 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or getattr(e, "key", None)
         msg = str(e).splitlines()[0]
+        if "oc.env" in msg or "Environment variable" in msg:  # ${oc.env:NAME} of a variable that is not set
+            raise UserError(f"{key}: {msg}: set the variable, or give the value itself") from None
         if "not in struct" in msg or "Key" in msg and "not" in msg:
             raise UserError(f"unknown config key {key!r}; known keys: {', '.join(_known_keys(schema))}") from None
         shape = _shape_problem(schema, key, msg, overrides)
@@ -149,13 +157,18 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> str:
 def check_episodes(prefix: str, episodes: int, seed: int, workers: int | None, max_steps: int | None) -> None:
     """The keys every command that drives episodes has (collect, eval, gap, train's eval.*), checked one
     way; `prefix` names their group ("eval." for train's), workers=None where the caller checks its own."""
-    if episodes < 1:
-        raise ValueError(f"{prefix}episodes must be >= 1, got {episodes}")
+    if not 1 <= episodes <= MAX_EPISODES:  # the seed list is built up front: a huge count filled the memory
+        raise ValueError(f"{prefix}episodes must be in 1..{MAX_EPISODES:,}, got {episodes}")
     check_seed(f"{prefix}seed", seed)
+    check_seed(f"{prefix}seed + {prefix}episodes - 1 (the last episode's seed)", seed + episodes - 1)
     if workers is not None and workers < 0:
         raise ValueError(f"{prefix}workers must be >= 0 (0 = one per core)")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"{prefix}max_steps must be >= 1 (or null for the scenario's own length)")
+
+
+MAX_EPISODES = 1_000_000  # episodes of one run: collection seeds from 0 then stay below evaluation's
+EVAL_SEED = 1_000_000  # evaluation seeds start here; collection seeds (from 0) never reach them
 
 
 def check_seed(name: str, seed: int) -> None:

@@ -206,10 +206,9 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
     from driving.data.collect import CollectConfig
     from driving.data.format import Dataset
     from driving.demo import sizes_for
-    from driving.evaluate import EvalConfig, check_scenarios
-    from driving.train import TrainConfig
-
+    from driving.evaluate import EvalConfig, check_scenarios, probe_eval_env
     from driving.policy import pick_device
+    from driving.train import TrainConfig
 
     found, sizes = sizes_for(cfg.size)
     pick_device(cfg.device)  # a bad device is refused now, not at round 0's evaluation
@@ -243,6 +242,7 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
                                         *as_overrides(cfg.eval)])
     if ev.scenarios != [scenario]:
         raise UserError(f"eval.scenario must be the rounds' scenario {scenario}: drop eval.scenario")
+    probe_eval_env(ev)
     rounds = []
     for r in range(cfg.rounds + 1):
         # the rounds are scored on round 0's seeds beside the same expert: its episodes are driven once

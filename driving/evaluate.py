@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from driving import atomic
 from driving.baselines import ExpertPolicy
-from driving.config import check_episodes, to_dict
+from driving.config import EVAL_SEED, check_episodes, to_dict
 from driving.envpool import EnvPool, probe_env
 from driving.executors import check_executor
 from driving.folder_lock import writing
@@ -32,7 +32,6 @@ from sim import UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
 from sim.metrics import METRICS_VERSION, aggregate, episode_metrics, paired_differences
 
-EVAL_SEED = 1_000_000  # evaluation seeds start here; collection seeds (from 0) never reach them
 
 
 @dataclass
@@ -285,6 +284,14 @@ def _run_of(checkpoint: str) -> str | None:
         return checkpoint
     path = Path(checkpoint)
     return str(path.resolve().parent.parent) if path.exists() else None
+
+
+def probe_eval_env(cfg: EvalConfig) -> None:
+    """A bad `env.*` of an evaluation that runs later (a DAgger round's, a scoreboard's) refused now, in
+    the scenario's own camera, not after the collection and training before it."""
+    if cfg.env:
+        for name in cfg.scenarios:
+            probe_env(name, None, cfg.max_steps, cfg.env, {"perception": cfg.expert_perception})
 
 
 def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dict | None:

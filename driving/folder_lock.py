@@ -46,6 +46,8 @@ OUTPUTS = {
     "an evaluation": lambda f: (f / "eval.json").is_file(),
     "a DAgger run": lambda f: (f / "rounds.json").is_file() or (f / "round0").is_dir(),
     "a scoreboard": lambda f: (f / "scoreboard.json").is_file(),
+    # nothing is written into one (a run nested in its own checkpoint took over its `last` pointer)
+    "a checkpoint": lambda f: (f / "policy.json").is_file() and (f / "weights.pt").is_file(),
 }
 
 

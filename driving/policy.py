@@ -214,6 +214,11 @@ def load_policy(path: str | Path, device: str = "auto", plan_threshold: float | 
     ckpt = checkpoint.resolve(path)
     meta = checkpoint.load_meta(ckpt)
     dev = pick_device(device)
+    fix = "retrain, or pass a checkpoint that `driving train` wrote"
+    bad = [k for k, kind in (("model", str), ("net", dict), ("input", dict), ("camera", dict), ("action", dict))
+           if not isinstance(meta.get(k), kind)]
+    if bad:  # a hand-edited or foreign policy.json (without checksums.json nothing else catches it)
+        raise UserError(f"{ckpt}/policy.json lacks {', '.join(bad)} (or holds another kind of value): {fix}")
     net = dict(meta["net"])
     if plan_threshold is not None:
         if not net.get("plan_head"):
@@ -224,9 +229,12 @@ def load_policy(path: str | Path, device: str = "auto", plan_threshold: float | 
     try:
         # weights.pt holds every weight: the backbone file it was initialised from is not needed
         cfg = ModelConfig(**{**net, "weights": None})
+        spec = InputSpec(**meta["input"])
     except ValueError as e:
         raise UserError(str(e).replace("net.plan_threshold", "plan_threshold")) from None
-    model = build_model(meta["model"], cfg, InputSpec(**meta["input"]))
+    except TypeError as e:  # keys this version does not know
+        raise UserError(f"{ckpt}/policy.json: {e}: {fix}") from None
+    model = build_model(meta["model"], cfg, spec)
     try:
         model.load_state_dict(checkpoint.load_tensors(ckpt, "weights.pt"))
     except RuntimeError as e:

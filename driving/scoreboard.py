@@ -175,7 +175,7 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
     from driving.dagger import DaggerConfig, refuse_round_keys
     from driving.data.collect import CollectConfig
     from driving.demo import sizes_for
-    from driving.evaluate import EvalConfig, check_scenarios
+    from driving.evaluate import EvalConfig, check_scenarios, probe_eval_env
     from driving.policy import pick_device
     from driving.train import TrainConfig
 
@@ -204,6 +204,8 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
             e = load_config(EvalConfig, None, [f"scenario={name}", f"out={run / 'eval'}", *sizes["eval"],
                                                *keys["eval"], *shared])
             pick_device(t.device), pick_device(e.device)  # refused now, not after the collection
+            if i == 0:
+                probe_eval_env(e)
             d = None
             if cfg.rounds:  # the same BC run as round 0, then the rounds, all under run/
                 refuse_round_keys(t)

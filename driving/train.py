@@ -498,9 +498,6 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
             height=cam["height"], width=cam["width"], channels=3 if cam["rgb"] else 1,
             frame_mean=stats["frame_mean"], frame_std=stats["frame_std"],
             speed_mean=stats["speed_mean"], speed_std=stats["speed_std"])
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(run_dir / "config.yaml", _yaml(cfg).encode())
 
     # -- model, optimiser, schedule ----------------------------------------------------------
     torch.manual_seed(cfg.seed)
@@ -553,7 +550,6 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
     net = DistributedDataParallel(model) if distributed else model
     fwd = torch.compile(net) if cfg.compile else net
 
-    log = MetricsLog(run_dir, cfg, rank == 0, start, run_id)
     policy_meta = {
         "model": cfg.model, "net": asdict(cfg.net), "input": asdict(spec), "camera": cam,
         # datasets from before perception existed were labelled by the privileged expert
@@ -604,6 +600,11 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
     best = resumed_best(ckpt_root, ckpt_meta) if resume else -1.0
     if best > -1.0:  # every checkpoint saved from here carries it, so a second resume finds it too
         policy_meta["best_score"] = best
+
+    if rank == 0:  # written once every key is checked (a refused run leaves no folder that looks like a run)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(run_dir / "config.yaml", _yaml(cfg).encode())
+    log = MetricsLog(run_dir, cfg, rank == 0, start, run_id)
 
     # -- loop --------------------------------------------------------------------------------
     per_rank = cfg.batch_size // world

@@ -128,6 +128,14 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["dagger", "train.dataset=/tmp/y", "out=/tmp/never"], "train.dataset is set by driving dagger itself"),
     (["dagger", "collect.scenario=merge", "out=/tmp/never"], "collect.scenario is set by driving dagger itself"),
     (["dagger", "device=bogus", "out=/tmp/never"], "unknown device 'bogus'"),
+    # a count whose seed list filled the memory (a silent hang), seeds past gymnasium's, and a collection
+    # on the held-out evaluation seeds
+    (["collect", "episodes=99999999999999", "out=/tmp/never"], "episodes must be in 1..1,000,000"),
+    (["eval", "expert", "seed=2147483000", "episodes=1000", "out=/tmp/never"], "(the last episode's seed) must be"),
+    (["collect", "seed=999990", "episodes=20", "out=/tmp/never"], "seeds 999990..1000009 reach the held-out"),
+    # config files and interpolations: what is wrong, not "not found" or "unknown key"
+    (["collect", "out=${oc.env:DRIVING_TEST_UNSET_VARIABLE}"], "Environment variable 'DRIVING_TEST_UNSET_VARIABLE'"),
+    (["train", "/tmp", "dataset=/tmp/never"], "config file /tmp is a folder, not a YAML file"),
     # devices torch knows but this project does not run on (were tracebacks deep in training)
     (["train", "dataset=/tmp/never", "device=mps"], "device 'mps' is not supported: use auto, cpu, cuda"),
     (["eval", "expert", "device=meta", "out=/tmp/never"], "device 'meta' is not supported"),
@@ -158,7 +166,7 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["train", "dataset=/tmp/never", "optim.weight_decay=-1"], "optim.weight_decay must be a number >= 0"),
     (["train", "dataset=/tmp/never", "net.dropout=2"], "net.dropout is a probability"),
     (["train", "dataset=/tmp/never", "threads=-1"], "threads must be >= 0"),
-    (["train", "dataset=/tmp/never", "eval.every=2", "eval.episodes=0"], "eval.episodes must be >= 1"),
+    (["train", "dataset=/tmp/never", "eval.every=2", "eval.episodes=0"], "eval.episodes must be in 1..1,000,000"),
     (["train", "dataset=[/tmp/a,/tmp/b]", "dataset_weights=[1,.nan]"], "dataset_weights must be shares >= 0"),
     (["train", "dataset=/tmp/never", "loss_weights=[.nan,1]"], "loss_weights must be weights >= 0"),
     (["collect", "noise.steer=.nan", "out=/tmp/never"], "finite values >= 0"),
@@ -191,7 +199,44 @@ def test_bad_keys_are_refused_before_any_work(cli_dataset, tmp_path, capsys):
         assert main([*args, f"out={out}"]) == 2
     assert main(["dagger", f"dataset={cli_dataset}", "collect.bogus=1", f"out={out}"]) == 2
     assert "unknown config key 'bogus'" in capsys.readouterr().err
-    assert not out.exists()
+    # refused where they are used, after round 0 had trained or a run's config.yaml was written (a folder
+    # that looks like a run)
+    for args, words in ((["dagger", f"dataset={cli_dataset}", "eval.env.bogus=1"], "unknown highway-env config key"),
+                        (["train", f"dataset={cli_dataset}", "batch_size=4", "net.stack=0"],
+                         "net.stack must be within 1..32"),
+                        (["train", f"dataset={cli_dataset}", "batch_size=4", "eval.every=1", "eval.scenario=moon"],
+                         "eval.scenario")):
+        assert main([*args, f"out={out}", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+        assert not out.exists(), args
+
+
+def test_a_checkpoint_is_no_output_folder_and_a_foreign_policy_json_is_one_line(cli_dataset, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    assert main(["train", f"dataset={cli_dataset}", f"out={run}", "steps=1", "batch_size=4", "device=cpu",
+                 "threads=1", "wandb.mode=disabled", "-q"]) == 0
+    last = run / "checkpoints" / "last"
+    before = sorted(p.name for p in last.resolve().iterdir())
+    for args in (["train", f"dataset={cli_dataset}", "steps=1", "batch_size=4", "device=cpu", "wandb.mode=disabled"],
+                 ["eval", "expert", "episodes=1", "max_steps=2", "videos=0", "workers=1"]):
+        assert main([*args, f"out={last}", "-q"]) == 2  # was: a run nested in the checkpoint took over `last`
+        err = capsys.readouterr().err
+        assert "holds a checkpoint, and this command writes" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in last.resolve().iterdir()) == before
+    foreign = tmp_path / "foreign"
+    shutil.copytree(last.resolve(), foreign)
+    (foreign / "checksums.json").unlink()
+    for text, words in (("{}", "lacks model, net, input, camera, action"),
+                        (json.dumps({**json.loads((last / "policy.json").read_text()), "net": {"bogus": 1}}),
+                         "unexpected keyword argument 'bogus'")):
+        (foreign / "policy.json").write_text(text)
+        assert main(["eval", str(foreign), "episodes=1", "max_steps=2", "videos=0", "workers=1",
+                     f"out={tmp_path / 'e'}", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
 
 
 def test_an_interrupt_says_whether_a_rerun_resumes_or_starts_again(monkeypatch, capsys):

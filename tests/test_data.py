@@ -178,7 +178,7 @@ def test_stock_road_collects_the_same_dataset_and_may_extend_it(dataset, tmp_pat
 
 
 def test_collect_needs_at_least_one_episode(tmp_path):
-    with pytest.raises(UserError, match="episodes must be >= 1"):
+    with pytest.raises(UserError, match="episodes must be in 1..1,000,000"):
         small_cfg(tmp_path / "x", "episodes=0")
 
 

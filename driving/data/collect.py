@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from driving import atomic
-from driving.config import check_episodes, config_diff, to_dict
+from driving.config import EVAL_SEED, MAX_EPISODES, check_episodes, config_diff, to_dict
 from driving.data.format import (
     FORMAT_VERSION,
     INDEX_KEYS,
@@ -97,6 +97,10 @@ class CollectConfig:
         parse_shard(self.shard)
         check_executor(self.executor)
         check_episodes("", self.episodes, self.seed, self.workers, self.max_steps)
+        if self.seed < EVAL_SEED + MAX_EPISODES and self.seed + self.episodes > EVAL_SEED:
+            raise ValueError(f"seeds {self.seed}..{self.seed + self.episodes - 1} reach the held-out evaluation seeds "
+                             f"({EVAL_SEED:,} to {EVAL_SEED + MAX_EPISODES - 1:,}): a policy trained on them would be "
+                             "scored on its own demonstrations; collect below or above them (seed=, episodes=)")
 
 
 # Keys that may differ between runs writing the same dataset (resume, extend, re-parallelise).
