@@ -29,10 +29,22 @@ def _known_keys(schema, prefix: str = "") -> list[str]:
     return keys
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
+def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] = (),
+                group: str | None = None) -> T:
     """Schema defaults <- the scenario's own defaults <- YAML file <- `key=value` overrides, validated
     against the schema. The scenario's layer is `schema.scenario_defaults(name)` where the schema
-    has one (e.g. the intersection's camera), so a user's `camera.width=...` still wins over it."""
+    has one (e.g. the intersection's camera), so a user's `camera.width=...` still wins over it.
+    `group`: where the user gave these keys (a pipeline's `eval`), named in an error, whose keys are
+    the stage's own (`episodes` there is `eval.episodes` to the user)."""
+    try:
+        return _load_config(schema, path, overrides)
+    except UserError as e:
+        if group:
+            raise UserError(f"in {group}.*: {e}") from None
+        raise
+
+
+def _load_config(schema: type[T], path: str | Path | None, overrides: list[str]) -> T:
     try:
         base = OmegaConf.structured(schema)
         layers = []
@@ -111,8 +123,8 @@ def _groups(schema, prefix: str = "") -> set[str]:
 def _shape_problem(schema, key, msg: str, overrides) -> str | None:
     """OmegaConf's words for a value of the wrong shape (a list for one value, one value for a list, a
     value for a group of keys), as what the key takes."""
-    if "is not a ListConfig" in msg:
-        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")
+    if "is not a ListConfig" in msg:  # the last of a key given twice is the one that counts
+        value = next((o.split("=", 1)[1] for o in reversed(overrides) if o.split("=", 1)[0] == key), "...")
         return f"{key} takes a list: {key}=[{value}]"
     if "Cannot convert 'ListConfig'" in msg or "Cannot convert 'DictConfig'" in msg:
         return (f"{key} takes one value, not a list or group (a comma list where it names several, "

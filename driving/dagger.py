@@ -216,7 +216,7 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
     collect_cfg = None
     if cfg.dataset is not None:
         # round 0 does not collect: its keys are still checked (a recipe file's noise keys are welcome)
-        load_config(CollectConfig, None, ["out=unused", *as_overrides(cfg.collect)])
+        load_config(CollectConfig, None, ["out=unused", *as_overrides(cfg.collect)], group="collect")
         base = Dataset.open(cfg.dataset)
         if len(base) == 0:
             raise UserError(f"dataset {cfg.dataset} has no episodes: collect some with `driving collect`")
@@ -231,15 +231,16 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
         check_scenarios([scenario])
         data0 = out / "round0" / "data"
         collect_cfg = load_config(CollectConfig, None, [f"scenario={scenario}", f"out={data0}", *sizes["collect"],
-                                                        *as_overrides(cfg.collect)])
+                                                        *as_overrides(cfg.collect)], group="collect")
         collected = collect_cfg.episodes
     train_over = ["wandb.mode=offline", *sizes["train"], *as_overrides(cfg.train)]
-    train0 = load_config(TrainConfig, None, [f"dataset={data0}", f"out={out / 'round0' / 'run'}", *train_over])
+    train0 = load_config(TrainConfig, None, [f"dataset={data0}", f"out={out / 'round0' / 'run'}", *train_over],
+                         group="train")
     refuse_round_keys(train0)
     steps = cfg.round_steps or max(1, train0.steps // 2)
     episodes = cfg.episodes or max(1, collected // 2)
     ev = load_config(EvalConfig, None, [f"scenario={scenario}", f"device={cfg.device}", *sizes["eval"],
-                                        *as_overrides(cfg.eval)])
+                                        *as_overrides(cfg.eval)], group="eval")
     if ev.scenarios != [scenario]:
         raise UserError(f"eval.scenario must be the rounds' scenario {scenario}: drop eval.scenario")
     probe_eval_env(ev)

@@ -190,8 +190,11 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
     for name in [*cfg.scenarios, *unused]:
         own = cfg.per_scenario.get(name) or {}
         keys = {k: [*as_overrides(getattr(cfg, k)), *as_overrides(own.get(k) or {})] for k in STAGES}
+        # where a stage's keys come from, named in an error about them
+        group = {k: k + (f".* or per_scenario.{name}.{k}" if own.get(k) else "") for k in STAGES}
         data = out / name / "data"
-        c = load_config(CollectConfig, None, [f"scenario={name}", f"out={data}", *sizes["collect"], *keys["collect"]])
+        c = load_config(CollectConfig, None, [f"scenario={name}", f"out={data}", *sizes["collect"], *keys["collect"]],
+                        group=group["collect"])
         # every training seed is scored on the same seeds beside the same expert: the first seed's
         # evaluation drives it, the others take its episodes (evaluate's expert_from)
         first = out / name / f"seed{cfg.seeds[0]}" / ("round0" if cfg.rounds else "") / "eval"
@@ -200,9 +203,10 @@ def resolve_stages(cfg: ScoreboardConfig) -> tuple[str, dict, dict]:
             run = out / name / f"seed{seed}"
             shared = [f"expert_from={first}"] if i else []
             t = load_config(TrainConfig, None, [f"dataset={data}", f"out={run / 'run'}", f"seed={seed}",
-                                                "wandb.mode=offline", *sizes["train"], *keys["train"]])
+                                                "wandb.mode=offline", *sizes["train"], *keys["train"]],
+                            group=group["train"])
             e = load_config(EvalConfig, None, [f"scenario={name}", f"out={run / 'eval'}", *sizes["eval"],
-                                               *keys["eval"], *shared])
+                                               *keys["eval"], *shared], group=group["eval"])
             pick_device(t.device), pick_device(e.device)  # refused now, not after the collection
             if i == 0:
                 probe_eval_env(e)

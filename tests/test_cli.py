@@ -136,6 +136,13 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     # config files and interpolations: what is wrong, not "not found" or "unknown key"
     (["collect", "out=${oc.env:DRIVING_TEST_UNSET_VARIABLE}"], "Environment variable 'DRIVING_TEST_UNSET_VARIABLE'"),
     (["train", "/tmp", "dataset=/tmp/never"], "config file /tmp is a folder, not a YAML file"),
+    # a pipeline's stage keys are named with their group (was "episodes must be ..." where dagger's own
+    # episodes=0 is fine), and a key given twice is suggested as its last value
+    (["dagger", "eval.episodes=0", "out=/tmp/never"], "in eval.*: bad config: episodes must be in 1.."),
+    (["scoreboard", "scenario=highway", "per_scenario.highway.eval.seed=-1", "out=/tmp/never"],
+     "in eval.* or per_scenario.highway.eval.*: bad config: seed must be in 0.."),
+    (["dagger", "train.net.bogus=1", "out=/tmp/never"], "in train.*: unknown config key 'net.bogus'"),
+    (["train", "dataset=/tmp/never", "loss_weights=[1,1]", "loss_weights=3"], "loss_weights=[3]"),
     # devices torch knows but this project does not run on (were tracebacks deep in training)
     (["train", "dataset=/tmp/never", "device=mps"], "device 'mps' is not supported: use auto, cpu, cuda"),
     (["eval", "expert", "device=meta", "out=/tmp/never"], "device 'meta' is not supported"),
