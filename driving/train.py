@@ -541,8 +541,7 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
             if rank == 0:
                 print(f"note: {run_dir} resumes at step {start} with steps={cfg.steps} (planned {planned}): its "
                       f"learning-rate schedule is recomputed for {cfg.steps} steps from here, so it is not the run "
-                      f"a fresh steps={cfg.steps} would give (recorded as schedule_changes in its checkpoints)",
-                      file=sys.stderr)
+                      f"a fresh steps={cfg.steps} would give (recorded as schedule_changes in its checkpoints)")
         rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one per rank that saved it
         _set_rng_state(rngs[min(rank, len(rngs) - 1)], gen, start)
         if rank >= len(rngs):  # resumed on more processes than saved it: this rank draws batches of its own

@@ -86,7 +86,7 @@ def test_a_run_resumed_with_more_steps_follows_the_new_schedule_from_its_first_s
     assert len(extended) == 4 and extended == pytest.approx(used[6:], rel=1e-12)
     meta = json.loads((tmp_path / "run" / "checkpoints" / "last" / "policy.json").read_text())
     assert meta["schedule_changes"] == [{"step": 6, "steps_before": 6, "steps": 10}]
-    assert "resumes at step 6 with steps=10 (planned 6)" in capsys.readouterr().err
+    assert "resumes at step 6 with steps=10 (planned 6)" in capsys.readouterr().out
     fresh = json.loads((tmp_path / "fresh" / "checkpoints" / "last" / "policy.json").read_text())
     assert fresh["schedule_changes"] == []
 
