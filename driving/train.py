@@ -536,8 +536,7 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
                 else:
                     g["lr"] = lr
             sched._last_lr = [float(g["lr"]) for g in opt.param_groups]
-            restarts = [*(ckpt_meta.get("schedule_changes") or []),
-                        {"step": start, "steps_before": planned, "steps": cfg.steps}]
+            restarts = [*restarts, {"step": start, "steps_before": planned, "steps": cfg.steps}]
             if rank == 0:
                 print(f"note: {run_dir} resumes at step {start} with steps={cfg.steps} (planned {planned}): its "
                       f"learning-rate schedule is recomputed for {cfg.steps} steps from here, so it is not the run "
