@@ -76,6 +76,7 @@ def writing(folder: str | Path, what: str, sweep: bool = True, holds: str | None
             _HELD[key] -= 1
         return
     created = not folder.exists()
+    made = [p for p in folder.parents if not p.exists()]  # parents mkdir makes too (runs/ of runs/demo)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -105,6 +106,8 @@ def writing(folder: str | Path, what: str, sweep: bool = True, holds: str | None
                 with contextlib.suppress(OSError):
                     (folder / LOCK).unlink()
                     folder.rmdir()
+                    for parent in made:  # deepest first; one that something else wrote into stays
+                        parent.rmdir()
     finally:
         os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
 

@@ -217,6 +217,9 @@ def test_bad_keys_are_refused_before_any_work(cli_dataset, tmp_path, capsys):
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
         assert not out.exists(), args
+    # a command refused inside its folder lock leaves none of the parents it made (was an empty runs/)
+    assert main(["demo", "dataset=/nonexistent", f"out={out / 'runs' / 'demo'}", "-q"]) == 2
+    assert "dataset /nonexistent not found" in capsys.readouterr().err and not out.exists()
 
 
 def test_a_checkpoint_is_no_output_folder_and_a_foreign_policy_json_is_one_line(cli_dataset, tmp_path, capsys):
