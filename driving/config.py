@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from driving.errors import UserError
 
 T = TypeVar("T")
+_ABSENT = object()  # a key a YAML file does not have (None is one it leaves empty)
 
 
 def _known_keys(schema, prefix: str = "") -> list[str]:
@@ -70,8 +71,11 @@ def _load_config(schema: type[T], path: str | Path | None, overrides: list[str])
                 raise UserError(f"config file {path} must hold `key: value` lines at its top level, not a list or "
                                 "a single value")
             for group in sorted(_groups(schema)):
-                value = OmegaConf.select(layer, group, default=None)
-                if value is not None and not isinstance(value, DictConfig):
+                value = OmegaConf.select(layer, group, default=_ABSENT)
+                if value is None:  # `camera:` with nothing under it
+                    raise UserError(f"{group} in {path} is empty: give its keys indented under it, e.g. `{group}:` "
+                                    "then `  KEY: VALUE`, or drop the line")
+                if value is not _ABSENT and not isinstance(value, DictConfig):
                     raise UserError(f"{group} in {path} is a group of keys, not one value: give its keys "
                                     f"indented under it, e.g. `{group}:` then `  KEY: VALUE` (--print-config "
                                     "lists them)")

@@ -265,6 +265,13 @@ def test_an_interrupt_says_whether_a_rerun_resumes_or_starts_again(monkeypatch, 
     assert "interrupted: re-run the same command to resume" in capsys.readouterr().err
 
 
+def test_an_empty_group_in_a_config_file_is_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "empty.yaml").write_text("camera:\nepisodes: 3\n")  # was "field 'camera' is not Optional"
+    assert main(["collect", str(tmp_path / "empty.yaml"), f"out={tmp_path / 'never'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"camera in {tmp_path / 'empty.yaml'} is empty" in err and err.count("\n") == 1
+
+
 def test_a_config_file_that_is_not_yaml_is_one_line_naming_it_and_where(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("episodes: [1,\nscenario: highway\n")
