@@ -320,11 +320,11 @@ def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dic
                   "max_steps": then.get("max_steps"), "env": then.get("env"),
                   "expert_perception": old.get("expert_perception")}
         differ = [k for k in mine if mine[k] != theirs[k]]
-        by_seed = {r.get("seed"): r for r in (old.get("scenarios", {}).get(name) or {}).get("episodes", {})
-                   .get("expert", [])} if isinstance(old.get("scenarios"), dict) else {}
+        scenarios = old.get("scenarios") if isinstance(old.get("scenarios"), dict) else {}
+        by_seed = {r.get("seed"): r for r in ((scenarios.get(name) or {}).get("episodes") or {}).get("expert") or []}
         if not differ and any(s not in by_seed for s in seeds):
             differ = ["seeds"]
-        if differ or name not in old.get("scenarios", {}):
+        if differ or name not in scenarios:
             raise UserError(f"expert_from={cfg.expert_from}: its expert drove {name} with other "
                             f"{differ[0] if differ else 'scenarios'} than this evaluation: {fix}")
         rows = [{**by_seed[s], "episode": k} for k, s in zip(episodes, seeds)]
