@@ -17,6 +17,8 @@ from driving.errors import UserError
 
 T = TypeVar("T")
 _ABSENT = object()  # a key a YAML file does not have (None is one it leaves empty)
+MAX_EPISODES = 1_000_000  # episodes of one run: collection seeds from 0 then stay below evaluation's
+EVAL_SEED = 1_000_000  # evaluation seeds start here; collection seeds (from 0) never reach them
 
 
 def _known_keys(schema, prefix: str = "") -> list[str]:
@@ -181,10 +183,6 @@ def check_episodes(prefix: str, episodes: int, seed: int, workers: int | None, m
         raise ValueError(f"{prefix}workers must be >= 0 (0 = one per core)")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"{prefix}max_steps must be >= 1 (or null for the scenario's own length)")
-
-
-MAX_EPISODES = 1_000_000  # episodes of one run: collection seeds from 0 then stay below evaluation's
-EVAL_SEED = 1_000_000  # evaluation seeds start here; collection seeds (from 0) never reach them
 
 
 def check_seed(name: str, seed: int) -> None:
