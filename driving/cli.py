@@ -284,8 +284,19 @@ def _config_command(sub, name: str, func, help: str, description: str):
     return c
 
 
+class _Parser(argparse.ArgumentParser):
+    """A command-line mistake is one line naming it and where the usage is, like every other error
+    (argparse's default prints the whole usage block first). Subcommands inherit the class."""
+
+    def error(self, message: str):
+        subs = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if subs is not None and message.endswith(f"required: {subs.dest}"):
+            message = f"give a command: {', '.join(subs.choices)}"
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists what it takes)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="driving", description="End-to-end driving: collect demonstrations, inspect data.")
+    p = _Parser(prog="driving", description="End-to-end driving: collect demonstrations, inspect data.")
     sub = p.add_subparsers(dest="command", required=True)
 
     _config_command(sub, "collect", cmd_collect, "expert demonstrations -> a dataset folder",
@@ -405,8 +416,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if extra:
         listed = next((k for k in ("args", "overrides") if isinstance(getattr(ns, k, None), list)), None)
         stray = [e for e in extra if listed is None or e.startswith("-") or "=" not in e]
-        if stray:
-            parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        if stray:  # named by the subcommand that was given them
+            words = [w for w in (ns.command, getattr(ns, "data_command", None)) if w]
+            _Parser(prog=" ".join(["driving", *words])).error(f"unrecognized arguments: {' '.join(stray)}")
         getattr(ns, listed).extend(extra)
     return ns
 

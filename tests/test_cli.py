@@ -620,7 +620,20 @@ def test_options_may_come_anywhere_on_the_line(capsys):
     assert "steps: 3" in out and "batch_size: 5" in out and "seed: 7" in out
     with pytest.raises(SystemExit):
         main(["train", "steps=3", "-q", "--no-such-flag"])
-    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "driving train: error: unrecognized arguments: --no-such-flag" in err and err.count("\n") == 1, err
+
+
+def test_a_command_line_mistake_is_one_line_with_the_help_to_read(capsys):
+    for argv, words in (([], "give a command: collect, train,"),
+                        (["data"], "driving data: error: give a command: info, show,"),
+                        (["nosuch"], "invalid choice: 'nosuch'"),
+                        (["collect", "--bogus"], "driving collect: error: unrecognized arguments: --bogus"),
+                        (["eval"], "driving eval: error: the following arguments are required: checkpoint")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.count("\n") == 1 and words in err and "--help` lists" in err, (argv, err)
 
 
 def test_every_command_with_keys_prints_its_config(capsys):
