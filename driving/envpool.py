@@ -63,8 +63,11 @@ def probe_env(scenario: str, camera, max_steps: int | None = None, env: dict | N
             raise UserError(f"bad config for scenario {scenario}: {e}") from None
         if not (env or expert or isinstance(e, ValueError)):  # nothing of the user's to blame: a bug
             raise
+        given = ", ".join([f"env.{k}={v!r}" for k, v in (env or {}).items()]
+                          + [f"expert.{k}={v!r}" for k, v in (expert or {}).items()])
+        check = f"the values given: {given}, and any camera.* values" if given else "the camera.* values"
         raise UserError(f"bad config for scenario {scenario}: {type(e).__name__}: {e}{where_raised(e.__traceback__)} "
-                        "(check the env.*, expert.* and camera.* values)") from None
+                        f"(check {check})") from None
 
 
 def worker_setup() -> None:

@@ -69,6 +69,9 @@ class Scenario:
                     f"unknown highway-env config key {key!r} for scenario {self.name!r} "
                     f"({self.env_id}); known keys: {sorted(_stock_config_keys(self.env_id) | _OWN_KEYS)}"
                 )
+            if key in _COUNTS and not (isinstance(value, int) and not isinstance(value, bool)
+                                       and value >= _COUNTS[key]):
+                raise ValueError(f"env.{key}={value!r} must be a whole number >= {_COUNTS[key]}")
             cfg[key] = value
         return cfg
 
@@ -219,6 +222,10 @@ _FIXED = {
     "action": "the action space is steering and acceleration in the scenario's ranges (its ActionSpec)",
     "offroad_terminal": "off-road never ends an episode; the metrics count off-road time",
 }
+
+# highway-env's counts, least values it builds a world with: with fewer lanes than one its road
+# generator fails deep in numpy, and a negative count behaves as zero without saying so.
+_COUNTS = {"lanes_count": 1, "vehicles_count": 0, "initial_vehicle_count": 0, "controlled_vehicles": 1}
 
 
 @lru_cache(maxsize=None)

@@ -152,10 +152,11 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     # cannot use are one line before any worker starts, in every command that builds envs
     (["eval", "expert", "env.policy_frequency=10", "out=/tmp/never"], "env.policy_frequency is fixed by scenario"),
     (["collect", "env.duration=5", "out=/tmp/never"], "env.duration is fixed by scenario 'highway': use max_steps="),
-    (["collect", "env.vehicles_count=abc", "workers=2", "out=/tmp/never"], "bad config for scenario highway: TypeError"),
+    (["collect", "env.vehicles_count=abc", "workers=2", "out=/tmp/never"],
+     "env.vehicles_count='abc' must be a whole number >= 0"),
     (["eval", "expert", "env.other_vehicles_type=foo.Bar", "workers=2", "out=/tmp/never"],
      "ModuleNotFoundError: No module named 'foo'"),
-    (["gap", "env.lanes_count=abc", "episodes=1", "workers=2"], "bad config for scenario highway: TypeError"),
+    (["gap", "env.lanes_count=abc", "episodes=1", "workers=2"], "env.lanes_count='abc' must be a whole number >= 1"),
     # a value of the wrong shape: what the key takes, not OmegaConf's words
     (["scoreboard", "seeds=0", "--print-config"], "seeds takes a list: seeds=[0]"),
     (["eval", "expert", "scenario=[highway,merge]", "out=/tmp/never"], "scenario takes one value"),
@@ -301,10 +302,17 @@ def test_a_key_where_eval_expects_its_checkpoint_says_so(capsys):
 
 
 def test_a_library_error_on_a_bad_env_value_names_where_and_what_to_check(capsys):
-    # numpy's "a cannot be empty" from inside highway-env names neither the key nor the fix by itself
-    assert main(["collect", "env.lanes_count=0", "episodes=1", "out=/tmp/never"]) == 2
+    # highway-env's IndexError names neither the key nor the fix by itself: the line names the values given
+    assert main(["collect", "env.initial_lane_id=7", "expert.target_speed=20", "episodes=1", "out=/tmp/never"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "bad config for scenario highway: ValueError:" in err and "check the env.*" in err and "\n" not in err
+    assert "bad config for scenario highway: IndexError:" in err and "\n" not in err, err
+    assert "check the values given: env.initial_lane_id=7, expert.target_speed=20" in err, err
+    # counts its road and traffic generators take without a word (a negative count) or fail on deep in numpy
+    for kv in ("env.lanes_count=0", "env.vehicles_count=-1", "env.lanes_count=2.5"):
+        assert main(["collect", kv, "episodes=1", "out=/tmp/never"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{kv} must be a whole number >=" in err and "\n" not in err, err
+    assert not Path("/tmp/never").exists()
 
 
 def test_demo_out_key_names_the_demo_folder_and_the_rest_are_dagger_keys():
