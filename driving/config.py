@@ -19,6 +19,9 @@ T = TypeVar("T")
 _ABSENT = object()  # a key a YAML file does not have (None is one it leaves empty)
 MAX_EPISODES = 1_000_000  # episodes of one run: collection seeds from 0 then stay below evaluation's
 EVAL_SEED = 1_000_000  # evaluation seeds start here; collection seeds (from 0) never reach them
+# An episode's frames stay in memory until it ends (~10 kB a step at 96x96x1): 100,000 steps (5.6 h at
+# 5 Hz, ~1 GB) is far past every scenario's own length (<= 1,000) and still fits a machine.
+MAX_STEPS = 100_000
 
 
 def _known_keys(schema, prefix: str = "") -> list[str]:
@@ -181,8 +184,9 @@ def check_episodes(prefix: str, episodes: int, seed: int, workers: int | None, m
     check_seed(f"{prefix}seed + {prefix}episodes - 1 (the last episode's seed)", seed + episodes - 1)
     if workers is not None and workers < 0:
         raise ValueError(f"{prefix}workers must be >= 0 (0 = one per core)")
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"{prefix}max_steps must be >= 1 (or null for the scenario's own length)")
+    if max_steps is not None and not 1 <= max_steps <= MAX_STEPS:
+        raise ValueError(f"{prefix}max_steps must be in 1..{MAX_STEPS:,}, got {max_steps} "
+                         "(or null for the scenario's own length)")
 
 
 def check_seed(name: str, seed: int) -> None:

@@ -100,7 +100,8 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["data", "info", "/nonexistent/ds", "--json"], "not --json: driving data info DATASET json=true"),
     (["data", "show", "/nonexistent/ds", "--frames", "6"], "not --frames: driving data show DATASET frames=N"),
     (["eval", "expert", "scenario=roundabout", "env.vehicles_count=lots", "out=/tmp/never"], "bad config"),
-    (["eval", "expert", "max_steps=0", "out=/tmp/never"], "max_steps must be >= 1"),
+    (["eval", "expert", "max_steps=0", "out=/tmp/never"], "max_steps must be in 1..100,000, got 0"),
+    (["collect", "max_steps=100000001", "out=/tmp/never"], "max_steps must be in 1..100,000, got 100000001"),
     (["eval", "expert", "workers=-1", "out=/tmp/never"], "workers and videos must be >= 0"),
     (["eval", "expert", "videos=-1", "out=/tmp/never"], "workers and videos must be >= 0"),
     # a value YAML cannot parse is named, whichever command it was given to
