@@ -61,6 +61,18 @@ def test_route_completion_is_capped_and_scenario_end_counts_as_success():
     assert not m["success"]  # neither time limit nor scenario end: cut short
 
 
+def test_waiting_out_the_time_limit_short_of_the_expert_is_no_success():
+    """An ego that stops before the junction and stands to the time limit: no crash, on the road and
+    the route, truncated, yet it did not do the task the expert did on the same seed."""
+    stands = traj([5.0] * 3 + [0.0] * 8)  # 2 m, then still
+    m = episode_metrics(stands, dt=0.2, truncated=True, terminated=False, reference_distance=40.0)
+    assert not m["crashed"] and m["route_completion"] == pytest.approx(0.05) and not m["success"]
+    # a little slower than the expert is still a success; the threshold sits between
+    for distance, success in ((40.0 / 0.85, True), (40.0 / 0.75, False)):
+        m = episode_metrics(traj([20.0] * 11), dt=0.2, truncated=True, terminated=False, reference_distance=distance)
+        assert m["success"] == success, (m["route_completion"], success)
+
+
 def test_confidence_intervals():
     assert _normal_quantile(0.975) == pytest.approx(1.959964, abs=1e-6)
     assert _t_quantile(0.975, 9) == pytest.approx(2.262, abs=2e-3)
