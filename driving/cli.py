@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from driving.errors import UserError
+from driving.interrupts import Terminated, restore_signals, stop_on_signals
 
 
 def _config_from_args(schema, ns):
@@ -445,6 +446,14 @@ def _os_error_line(e: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse(argv)
+    previous = stop_on_signals()  # SIGTERM takes Ctrl-C's path below
+    try:
+        return _run(ns)
+    finally:
+        restore_signals(previous)
+
+
+def _run(ns: argparse.Namespace) -> int:
     try:
         return ns.func(ns)
     except UserError as e:
@@ -460,14 +469,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {_os_error_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         # an evaluation (and a video) does not resume: run again, it starts over (a kill while filming
         # leaves eval.json marked videos_done: false, which dagger and scoreboard evaluate again)
         again = ns.func in (cmd_eval, cmd_video)
         print("interrupted: " + ("re-run the same command to start it again (an evaluation does not resume; "
                                  "what it wrote so far is replaced)" if again
                                  else "re-run the same command to resume"), file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130  # 128 + the signal, as a shell reports it
 
 
 if __name__ == "__main__":
