@@ -541,6 +541,11 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
                 print(f"note: {run_dir} resumes at step {start} with steps={cfg.steps} (planned {planned}): its "
                       f"learning-rate schedule is recomputed for {cfg.steps} steps from here, so it is not the run "
                       f"a fresh steps={cfg.steps} would give (recorded as schedule_changes in its checkpoints)")
+        was, now = ckpt_meta.get("precision"), precision.precision_name(device, cfg.amp)
+        if was and was != now and rank == 0:  # another machine, device or amp: the arithmetic changes
+            print(f"note: {run_dir} resumes at step {start} in {now}; its steps so far ran in {was}, so it is not "
+                  f"the run an uninterrupted one would give (amp={'true' if now == 'fp32' else 'false'} to "
+                  "match where this machine allows)")
         rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one per rank that saved it
         _set_rng_state(rngs[min(rank, len(rngs) - 1)], gen, start)
         if rank >= len(rngs):  # resumed on more processes than saved it: this rank draws batches of its own
@@ -562,6 +567,7 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         "label_std": label_std.tolist(), "run_id": run_id, "train_identity": _identity(cfg),
         # resumes with another `steps` (each recomputed the learning-rate schedule from its step)
         "schedule_changes": restarts,
+        "precision": precision.precision_name(device, cfg.amp),  # a resume in another one says so
         "train_config": to_dict(cfg),
     }
 

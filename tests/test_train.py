@@ -91,6 +91,26 @@ def test_a_run_resumed_with_more_steps_follows_the_new_schedule_from_its_first_s
     assert fresh["schedule_changes"] == []
 
 
+def test_a_run_resumed_in_another_precision_says_so(ds, tmp_path, monkeypatch, capsys):
+    """bf16 where the first machine had it, fp32 on one without (or amp changed): the resumed run cannot
+    equal an uninterrupted one, and the note says which precision each part ran in."""
+    import driving.precision as precision
+
+    monkeypatch.setattr(precision, "uses_bf16", lambda device, amp: amp)  # as on a CPU with native bf16
+    train(cfg_for(ds, tmp_path / "run"), progress=False, stop_at=4)
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "last" / "policy.json").read_text())
+    assert meta["precision"] == "bf16 autocast"
+    capsys.readouterr()
+    monkeypatch.setattr(precision, "uses_bf16", lambda device, amp: False)  # resumed on a CPU without it
+    train(cfg_for(ds, tmp_path / "run"), progress=False)
+    out = capsys.readouterr().out
+    assert "resumes at step 4 in fp32; its steps so far ran in bf16 autocast" in out and "amp=true" in out, out
+    train(cfg_for(ds, tmp_path / "same"), progress=False, stop_at=4)
+    capsys.readouterr()
+    train(cfg_for(ds, tmp_path / "same"), progress=False)
+    assert "its steps so far ran in" not in capsys.readouterr().out
+
+
 def test_same_seed_same_weights_other_seed_other_weights(ds, tmp_path):
     train(cfg_for(ds, tmp_path / "a", "steps=4"), progress=False)
     train(cfg_for(ds, tmp_path / "b", "steps=4"), progress=False)
