@@ -42,11 +42,12 @@ def build_env(scenario: str, camera, max_steps: int | None = None, scene_camera=
 
 
 def probe_env(scenario: str, camera, max_steps: int | None = None, env: dict | None = None,
-              expert: dict | None = None) -> None:
+              expert: dict | None = None, expert_key: str = "expert.") -> None:
     """Build, reset and step the env once in this process, so that a bad `env.*`, `expert.*` or
     `camera.*` value is one UserError here rather than a traceback inside a worker. Any error counts:
     a value of the wrong type, a vehicle class that does not import, an action space that does not
-    take two numbers."""
+    take two numbers. `expert_key`: how the command's own keys name the `expert` values (eval's
+    `expert_perception`)."""
     import numpy as np
 
     from driving.errors import UserError
@@ -64,7 +65,7 @@ def probe_env(scenario: str, camera, max_steps: int | None = None, env: dict | N
         if not (env or expert or isinstance(e, ValueError)):  # nothing of the user's to blame: a bug
             raise
         given = ", ".join([f"env.{k}={v!r}" for k, v in (env or {}).items()]
-                          + [f"expert.{k}={v!r}" for k, v in (expert or {}).items()])
+                          + [f"{expert_key}{k}={v!r}" for k, v in (expert or {}).items()])
         check = f"the values given: {given}, and any camera.* values" if given else "the camera.* values"
         raise UserError(f"bad config for scenario {scenario}: {type(e).__name__}: {e}{where_raised(e.__traceback__)} "
                         f"(check {check})") from None

@@ -244,7 +244,8 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
     seeds = [all_seeds[k] for k in shard_episodes(cfg)]
     is_expert = checkpoint == "expert"
     for name in cfg.scenarios:  # every user error before any work starts
-        probe_env(name, camera, cfg.max_steps, cfg.env, {"perception": cfg.expert_perception})
+        probe_env(name, camera, cfg.max_steps, cfg.env, {"perception": cfg.expert_perception},
+                  expert_key="expert_")
         if not is_expert:
             policy.for_scenario(get_scenario(name))  # action ranges it cannot drive are refused
     reused = reused_expert(cfg, camera, seeds)
@@ -291,7 +292,8 @@ def probe_eval_env(cfg: EvalConfig) -> None:
     the scenario's own camera, not after the collection and training before it."""
     if cfg.env:
         for name in cfg.scenarios:
-            probe_env(name, None, cfg.max_steps, cfg.env, {"perception": cfg.expert_perception})
+            probe_env(name, None, cfg.max_steps, cfg.env, {"perception": cfg.expert_perception},
+                      expert_key="expert_")
 
 
 def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dict | None:

@@ -88,12 +88,21 @@ def connect(address: str | None = None):
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         _check_answers(address)
+    import signal
+    import threading
+
+    # ray.init sets a SIGTERM handler of its own (sys.exit(15): no message, no pools stopped); the
+    # command's (driving.interrupts) stays
+    term = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = address or "a local Ray"
         raise UserError(f"cannot start or reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                         " -- fix ray_address= / RAY_ADDRESS, or use executor=process") from None
+    finally:
+        if term is not None:
+            signal.signal(signal.SIGTERM, term)
     return ray
 
 
