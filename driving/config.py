@@ -19,8 +19,9 @@ T = TypeVar("T")
 _ABSENT = object()  # a key a YAML file does not have (None is one it leaves empty)
 MAX_EPISODES = 1_000_000  # episodes of one run: collection seeds from 0 then stay below evaluation's
 EVAL_SEED = 1_000_000  # evaluation seeds start here; collection seeds (from 0) never reach them
-# An episode's frames stay in memory until it ends (~10 kB a step at 96x96x1): 100,000 steps (5.6 h at
-# 5 Hz, ~1 GB) is far past every scenario's own length (<= 1,000) and still fits a machine.
+# An episode's frames stay in memory until it ends (~10 kB a step with a 96x96 grey camera): 100,000
+# steps (5.6 h at 5 Hz, ~1 GB there) is far past every scenario's own length (<= 200); an unbounded
+# value ran on until the memory was full.
 MAX_STEPS = 100_000
 
 

@@ -221,11 +221,13 @@ _FIXED = {
     "duration": "use max_steps= for the episode length",
     "action": "the action space is steering and acceleration in the scenario's ranges (its ActionSpec)",
     "offroad_terminal": "off-road never ends an episode; the metrics count off-road time",
+    "controlled_vehicles": "the stack drives one ego; highway-env's others would stand unsteered, and a "
+                           "crash of theirs ends the ego's episode",
 }
 
 # highway-env's counts, least values it builds a world with: with fewer lanes than one its road
 # generator fails deep in numpy, and a negative count behaves as zero without saying so.
-_COUNTS = {"lanes_count": 1, "vehicles_count": 0, "initial_vehicle_count": 0, "controlled_vehicles": 1}
+_COUNTS = {"lanes_count": 1, "vehicles_count": 0, "initial_vehicle_count": 0, "other_vehicles": 0}
 
 
 @lru_cache(maxsize=None)

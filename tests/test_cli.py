@@ -153,6 +153,9 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     # cannot use are one line before any worker starts, in every command that builds envs
     (["eval", "expert", "env.policy_frequency=10", "out=/tmp/never"], "env.policy_frequency is fixed by scenario"),
     (["collect", "env.duration=5", "out=/tmp/never"], "env.duration is fixed by scenario 'highway': use max_steps="),
+    (["collect", "env.controlled_vehicles=2", "out=/tmp/never"], "the stack drives one ego"),
+    (["collect", "scenario=racetrack", "env.other_vehicles=-1", "out=/tmp/never"],
+     "env.other_vehicles=-1 must be a whole number >= 0"),
     (["collect", "env.vehicles_count=abc", "workers=2", "out=/tmp/never"],
      "env.vehicles_count='abc' must be a whole number >= 0"),
     (["eval", "expert", "env.other_vehicles_type=foo.Bar", "workers=2", "out=/tmp/never"],
