@@ -1,7 +1,7 @@
 """Stopping a command from outside: Ctrl-C (SIGINT) and SIGTERM (`kill`, `timeout`, a batch
 scheduler's pre-emption) take one path, an interrupt. Writes are atomic either way and a re-run
 resumes; what this adds is a one-line message instead of a silent death, and process pools that stop
-rather than start their next jobs."""
+rather than start their next jobs (run_stoppable)."""
 from __future__ import annotations
 
 import os
@@ -46,16 +46,72 @@ def restore_signals(previous: dict) -> None:
 
 def stop_pool(pool, grace_s: float = 60.0) -> None:
     """On an interrupt: cancel a ProcessPoolExecutor's jobs not started (leaving it would start them,
-    and wait for all of them), and stop the running ones. SIGTERM reaches each process, which set
-    stop_on_signals((SIGINT, SIGTERM)) at start: it stops once, as on Ctrl-C, whether or not the signal
-    that stopped this process reached it too; one still running after `grace_s` is killed."""
+    and wait for all of them), and stop the running ones. SIGTERM reaches each process, which runs
+    its jobs under stop_on_signals((SIGINT, SIGTERM)) and ignores both while idle: a job stops once,
+    as on Ctrl-C, whether or not the signal that stopped this process reached it too; a process still
+    running after `grace_s` is killed."""
     procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:
         if p.is_alive():
             p.terminate()
     deadline = time.monotonic() + grace_s
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            p.kill()
+    try:
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+    finally:  # also on a second Ctrl-C while waiting: nothing is left to run on unbounded
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+
+
+def run_stoppable(func, jobs: list[tuple], parallel: int) -> list:
+    """func(*job) for every job, `parallel` at a time, each in a spawned process that dies with this
+    one; the results in the order the jobs finish. A job that fails: those running finish, the rest
+    do not start, and its exception is raised here. An interrupt (Ctrl-C, SIGTERM, also while the
+    running ones finish after a failure): the running jobs stop as on Ctrl-C and none starts."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pool = ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn"), initializer=_stoppable_process,
+                               initargs=(os.getpid(),))
+    # one job per free process: a job handed to the pool ahead would start after an interrupt (the pool
+    # queues one more than it has processes, beyond reach of cancelling)
+    todo, running, results = list(jobs), set(), []
+    try:
+        try:
+            while todo or running:
+                while todo and len(running) < parallel:
+                    running.add(pool.submit(_stoppable_job, func, *todo.pop(0)))
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                results += [job.result() for job in done]
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            pool.shutdown(wait=True)
+            raise
+        pool.shutdown(wait=True)
+    except KeyboardInterrupt:
+        stop_pool(pool)
+        raise
+    return results
+
+
+def _stoppable_process(parent: int) -> None:
+    """First thing in a run_stoppable process: die with the command, and ignore Ctrl-C and SIGTERM
+    while idle (a stop there prints the pool's traceback; the command ends idle processes itself)."""
+    from driving.parent_death import die_with_parent
+
+    die_with_parent(parent)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+
+
+def _stoppable_job(func, *args):
+    """A job of run_stoppable: Ctrl-C or SIGTERM (the command forwards its own, stop_pool) stops it
+    once, as on Ctrl-C."""
+    previous = stop_on_signals((signal.SIGINT, signal.SIGTERM))
+    try:
+        return func(*args)
+    finally:
+        restore_signals(previous)

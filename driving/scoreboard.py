@@ -244,30 +244,13 @@ def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str |
             for k, v in run_scenario(name, c, runs, progress).items():
                 spent[k] += v
     else:
-        import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-        from driving.interrupts import stop_pool
+        from driving.interrupts import run_stoppable
 
         # the slowest scenarios first, so none of them starts last (the order of the table stays)
         order = sorted(stages, key=lambda n: -_COST.get(n, 1.0))
-        with ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn"), initializer=_scenario_process,
-                                 initargs=(os.getpid(),)) as pool:
-            # one job per free process: a job handed to the pool ahead would start after an interrupt
-            # (the pool queues one more than it has processes, beyond reach of cancelling)
-            todo, running = list(order), set()
-            try:
-                while todo or running:
-                    while todo and len(running) < parallel:
-                        name = todo.pop(0)
-                        running.add(pool.submit(run_scenario, name, *stages[name], False))
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    for job in done:  # an error: the scenarios running finish, the rest do not start
-                        for k, v in job.result().items():
-                            spent[k] += v
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the scenarios running
-                stop_pool(pool)
-                raise
+        for times in run_stoppable(run_scenario, [(n, *stages[n], False) for n in order], parallel):
+            for k, v in times.items():
+                spent[k] += v
     board = summarise(cfg, stages, found, command, time.perf_counter() - t0)
     board["parallel"] = parallel
     kinds = ("collect", "dagger") if cfg.rounds else ("collect", "train", "eval")
@@ -275,18 +258,6 @@ def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str |
     atomic.write_json(out / "scoreboard.json", board)
     atomic.write_bytes(out / "scoreboard.md", markdown(board).encode())
     return board
-
-
-def _scenario_process(parent: int) -> None:
-    """First thing in a process that runs scenarios for a parallel scoreboard: die with the command,
-    and stop once, as on Ctrl-C, on Ctrl-C or SIGTERM (the command forwards its own; stop_pool)."""
-    import signal
-
-    from driving.interrupts import stop_on_signals
-    from driving.parent_death import die_with_parent
-
-    die_with_parent(parent)
-    stop_on_signals((signal.SIGINT, signal.SIGTERM))
 
 
 # Relative wall time of a scenario's pipeline (measured on 16 cores + H100, docs/FIGURES.md): the

@@ -109,3 +109,11 @@ def sleep_job(seconds: float) -> float:
 
     time.sleep(seconds)
     return seconds
+
+
+def sleep_or_fail_job(seconds: float, fails: bool) -> float:
+    """A job that takes `seconds`, then fails or returns them (importable, picklable)."""
+    sleep_job(seconds)
+    if fails:
+        raise ValueError(f"failed after {seconds} s")
+    return seconds

@@ -2,6 +2,7 @@
 stopped either way stops its scenarios rather than start the next ones (driving.interrupts)."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -45,6 +46,59 @@ def test_main_in_process_leaves_the_callers_signal_handlers_as_they_were():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+_STOP_LATER = """
+import os, signal, sys, threading, time
+from driving.interrupts import restore_signals, run_stoppable, stop_on_signals
+from tests.helpers import sleep_or_fail_job
+
+jobs, after, group = eval(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "group"
+previous = stop_on_signals()
+t0 = time.time()
+
+def stop():
+    time.sleep(after)
+    if group:  # Ctrl-C: the terminal signals the whole process group
+        os.killpg(0, signal.SIGINT)
+    else:  # `kill PID`
+        os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=stop, daemon=True).start()
+try:
+    print(run_stoppable(sleep_or_fail_job, jobs, 2))
+except BaseException as e:
+    print(type(e).__name__, round(time.time() - t0))
+finally:
+    restore_signals(previous)
+"""
+
+
+@pytest.mark.parametrize("jobs, to", [
+    # one process idle (its short job done) when the stop comes: it printed the pool's traceback
+    ("[(60.0, False), (0.5, False)]", "self"),
+    ("[(60.0, False), (0.5, False)]", "group"),
+    # a job fails at 1 s: the running one (60 s) is waited for and the queued one not started; a stop
+    # during that wait had no effect (the command hung to the end of the running job, and on)
+    ("[(60.0, False), (1.0, True), (0.1, False)]", "self"),
+])
+def test_run_stoppable_stops_busy_and_idle_processes_without_a_word(jobs, to):
+    t0 = time.time()
+    done = subprocess.run([sys.executable, "-c", _STOP_LATER, jobs, "4", to], capture_output=True, text=True,
+                          timeout=120, start_new_session=True)
+    kind, seconds = done.stdout.split()
+    assert kind == ("Terminated" if to == "self" else "KeyboardInterrupt") and int(seconds) < 14, done
+    assert time.time() - t0 < 40 and done.stderr == "", done.stderr
+
+
+def test_run_stoppable_returns_results_as_jobs_finish_and_raises_a_jobs_error():
+    from driving.interrupts import run_stoppable
+    from tests.helpers import sleep_or_fail_job
+
+    assert run_stoppable(sleep_or_fail_job, [(3.0, False), (0.0, False), (0.2, False)], 2) == [0.0, 0.2, 3.0]
+    with pytest.raises(ValueError, match="failed after 0.1 s"):
+        run_stoppable(sleep_or_fail_job, [(0.1, True), (0.3, False)], 2)
+    assert run_stoppable(sleep_or_fail_job, [], 2) == []
+
+
 @pytest.mark.parametrize("how", ["TERM to the command", "Ctrl-C to its process group"])
 def test_a_stopped_parallel_scoreboard_stops_its_scenarios_and_starts_no_more(tmp_path, how):
     """Three scenarios, two at a time, each training for far longer than the test: the stop comes
@@ -55,7 +109,11 @@ def test_a_stopped_parallel_scoreboard_stops_its_scenarios_and_starts_no_more(tm
            "parallel=2", f"out={out}", "collect.episodes=2", "collect.max_steps=5", "collect.workers=1",
            "train.steps=1000000", "train.batch_size=4", "train.device=cpu", "train.threads=1", "eval.episodes=2",
            "eval.max_steps=5", "eval.videos=0", "eval.workers=1", "-q"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    from driving.parent_death import die_with_parent
+
+    me = os.getpid()  # the command dies with this test process, also when it is killed mid-test
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: die_with_parent(me))
     try:
         deadline = time.time() + 180
         while time.time() < deadline and len(list(out.glob("*/seed0/run/metrics.jsonl"))) < 2:
