@@ -520,6 +520,7 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
     if init_meta is not None:
         model.load_state_dict(checkpoint.load_tensors(init_ckpt, "weights.pt", device))
     restarts = (ckpt_meta or {}).get("schedule_changes") or []
+    precision_changes = (ckpt_meta or {}).get("precision_changes") or []
     if resume:
         model.load_state_dict(checkpoint.load_tensors(ckpt, "weights.pt", device, resume_fix))
         state = checkpoint.load_tensors(ckpt, "train_state.pt", "cpu", resume_fix)
@@ -542,10 +543,12 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
                       f"learning-rate schedule is recomputed for {cfg.steps} steps from here, so it is not the run "
                       f"a fresh steps={cfg.steps} would give (recorded as schedule_changes in its checkpoints)")
         was, now = ckpt_meta.get("precision"), precision.precision_name(device, cfg.amp)
-        if was and was != now and rank == 0:  # another machine, device or amp: the arithmetic changes
-            print(f"note: {run_dir} resumes at step {start} in {now}; its steps so far ran in {was}, so it is not "
-                  f"the run an uninterrupted one would give (amp={'true' if now == 'fp32' else 'false'} to "
-                  "match where this machine allows)")
+        if was and was != now:  # another device, or a CPU with(out) native bf16 (amp is the run's identity)
+            precision_changes = [*precision_changes, {"step": start, "from": was, "to": now}]
+            if rank == 0:
+                print(f"note: {run_dir} resumes at step {start} in {now} where its steps before ran in {was} (another "
+                      "device or CPU): it is not the run an uninterrupted one gives; resume where it ran to keep "
+                      "it so (recorded as precision_changes in its checkpoints)")
         rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one per rank that saved it
         _set_rng_state(rngs[min(rank, len(rngs) - 1)], gen, start)
         if rank >= len(rngs):  # resumed on more processes than saved it: this rank draws batches of its own
@@ -568,6 +571,7 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         # resumes with another `steps` (each recomputed the learning-rate schedule from its step)
         "schedule_changes": restarts,
         "precision": precision.precision_name(device, cfg.amp),  # a resume in another one says so
+        "precision_changes": precision_changes,
         "train_config": to_dict(cfg),
     }
 

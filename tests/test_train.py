@@ -104,11 +104,16 @@ def test_a_run_resumed_in_another_precision_says_so(ds, tmp_path, monkeypatch, c
     monkeypatch.setattr(precision, "uses_bf16", lambda device, amp: False)  # resumed on a CPU without it
     train(cfg_for(ds, tmp_path / "run"), progress=False)
     out = capsys.readouterr().out
-    assert "resumes at step 4 in fp32; its steps so far ran in bf16 autocast" in out and "amp=true" in out, out
+    assert "resumes at step 4 in fp32 where its steps before ran in bf16 autocast" in out, out
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "last" / "policy.json").read_text())
+    assert meta["precision"] == "fp32"
+    assert meta["precision_changes"] == [{"step": 4, "from": "bf16 autocast", "to": "fp32"}]
     train(cfg_for(ds, tmp_path / "same"), progress=False, stop_at=4)
     capsys.readouterr()
     train(cfg_for(ds, tmp_path / "same"), progress=False)
-    assert "its steps so far ran in" not in capsys.readouterr().out
+    assert "where its steps before ran in" not in capsys.readouterr().out
+    meta = json.loads((tmp_path / "same" / "checkpoints" / "last" / "policy.json").read_text())
+    assert meta["precision_changes"] == []
 
 
 def test_same_seed_same_weights_other_seed_other_weights(ds, tmp_path):
