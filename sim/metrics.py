@@ -14,8 +14,10 @@ Driving score (per episode), in [0, 1]:
                 completion alone cannot tell, as the reference is where the expert got to in time)
 
 success = no collision, never off-road, never off the route, the episode ran to its time limit or to
-the scenario's own end (merge passed, intersection crossed), and RC >= SUCCESS_COMPLETION: an ego that
-waits out the clock before the junction, or crawls, has not done the task.
+the scenario's own end (merge passed, intersection crossed), and not short of the expert's distance on
+the same seed by more than 20% (SUCCESS_COMPLETION) and 10 m (SUCCESS_SLACK_M): an ego that waits out
+the clock before the junction, or crawls, has not done the task. The expert's own rows have no
+reference (their RC is 1 by definition), as for the driving score.
 
 collision_with: what the ego hit (COLLISION_KINDS: a moving vehicle, a stopped one, a wreck
 of an earlier collision, an object), "" without a collision; its rates split the collision rate.
@@ -37,6 +39,7 @@ OFF_ROUTE_PENALTY = 0.7
 # CARLA's success needs the whole route; ours is the expert's distance in the same time, so a margin
 # below it: 80% is a student ~20% slower than the expert (timid, but driving), not one that stopped.
 SUCCESS_COMPLETION = 0.8
+SUCCESS_SLACK_M = 10.0  # where the expert itself barely moved, a few metres less is not stopping short
 LANE_HOLD_S = 1.0  # a lane change counts when the new lane is kept this long (or to the episode's end)
 LANE_CHANGE_WINDOW_S = 2.0  # a lane change's manoeuvre: this long before and after the lane index switches
 
@@ -96,7 +99,7 @@ def episode_metrics(steps: dict, dt: float, truncated: bool, terminated: bool,
         "max_abs_jerk": _max_abs(jerk),
         "route_completion": completion,
         "success": bool(not crashed and offroad_fraction == 0.0 and left is None and ended_properly
-                        and completion >= SUCCESS_COMPLETION),
+                        and ref - route_distance <= max((1 - SUCCESS_COMPLETION) * ref, SUCCESS_SLACK_M)),
         "driving_score": float(score),
     }
 

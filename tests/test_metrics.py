@@ -68,9 +68,12 @@ def test_waiting_out_the_time_limit_short_of_the_expert_is_no_success():
     m = episode_metrics(stands, dt=0.2, truncated=True, terminated=False, reference_distance=40.0)
     assert not m["crashed"] and m["route_completion"] == pytest.approx(0.05) and not m["success"]
     # a little slower than the expert is still a success; the threshold sits between
-    for distance, success in ((40.0 / 0.85, True), (40.0 / 0.75, False)):
+    for distance, success in ((40.0 / 0.85, True), (40.0 / 0.75, False), (200.0, False)):
         m = episode_metrics(traj([20.0] * 11), dt=0.2, truncated=True, terminated=False, reference_distance=distance)
         assert m["success"] == success, (m["route_completion"], success)
+    # where the expert itself waited (12 m), 2 m is a few metres short, not stopping short
+    m = episode_metrics(stands, dt=0.2, truncated=True, terminated=False, reference_distance=12.0)
+    assert m["route_completion"] == pytest.approx(2 / 12) and m["success"]
 
 
 def test_confidence_intervals():
