@@ -31,6 +31,31 @@ def test_executor_ray_without_ray_installed_is_one_line(tmp_path, capsys, monkey
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'driving[ray]' to test executor=ray")
 
 
+_TERM_AFTER_RAY = """
+import os, signal, subprocess, sys
+from driving.executors import connect
+from driving.interrupts import Terminated, stop_on_signals
+
+stop_on_signals()  # as `driving ...` does
+connect()  # a local Ray
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(10 ** 7):
+        pass
+except Terminated:
+    print("interrupted")
+"""
+
+
+def test_a_command_on_ray_keeps_its_sigterm_handler():
+    """ray.init installs its own (sys.exit(15)): the command then died without its one line."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", _TERM_AFTER_RAY], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "RAY_ADDRESS": ""})
+    assert done.stdout.strip() == "interrupted", (done.returncode, done.stdout, done.stderr[-2000:])
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
