@@ -31,8 +31,9 @@ import numpy as np
 # Raised whenever a metric's definition changes, so that stored results of another definition are
 # scored again rather than mixed with new ones (driving.evaluate). 2: the route (off_route, P_route),
 # lane changes kept 1 s, lane keeping None without such steps (2026-12-07). 3: the route ends where
-# roads turn back; the leader is searched beyond the ego's road segment (2026-12-07). 4: success asks
-# for route completion >= SUCCESS_COMPLETION (2026-12-07: standing still to the time limit was one).
+# roads turn back; the leader is searched beyond the ego's road segment (2026-12-07). 4: a success is
+# not short of the expert's distance by more than 20% and 10 m (2026-12-07: standing still to the
+# time limit was one).
 METRICS_VERSION = 4
 CRASH_PENALTY = 0.6
 OFF_ROUTE_PENALTY = 0.7
