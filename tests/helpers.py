@@ -117,3 +117,14 @@ def sleep_or_fail_job(seconds: float, fails: bool) -> float:
     if fails:
         raise ValueError(f"failed after {seconds} s")
     return seconds
+
+
+def sigterm_self() -> None:
+    """SIGTERM to this process, and time for its handler to act (Python runs it between bytecodes): a
+    handler that raises ends the wait, one that does not leaves the caller going on after it."""
+    import os
+    import signal
+    import time
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)

@@ -10,17 +10,16 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="signals and /proc as on Linux")
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="signals and process groups as on Linux")
 
 _TWICE = """
 import os, signal
 from driving.interrupts import Terminated, restore_signals, stop_on_signals
+from tests.helpers import sigterm_self
 
 previous = stop_on_signals((signal.SIGINT, signal.SIGTERM))
 try:
-    os.kill(os.getpid(), signal.SIGTERM)
-    for _ in range(10 ** 6):
-        pass
+    sigterm_self()
 except Terminated:
     print("terminated")
 os.kill(os.getpid(), signal.SIGINT)  # the tidy-up after the first is not interrupted by a second

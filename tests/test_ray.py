@@ -32,16 +32,14 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'driv
 
 
 _TERM_AFTER_RAY = """
-import os, signal, subprocess, sys
 from driving.executors import connect
 from driving.interrupts import Terminated, stop_on_signals
+from tests.helpers import sigterm_self
 
 stop_on_signals()  # as `driving ...` does
 connect()  # a local Ray
 try:
-    os.kill(os.getpid(), signal.SIGTERM)
-    for _ in range(10 ** 7):
-        pass
+    sigterm_self()
 except Terminated:
     print("interrupted")
 """

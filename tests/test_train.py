@@ -92,8 +92,8 @@ def test_a_run_resumed_with_more_steps_follows_the_new_schedule_from_its_first_s
 
 
 def test_a_run_resumed_in_another_precision_says_so(ds, tmp_path, monkeypatch, capsys):
-    """bf16 where the first machine had it, fp32 on one without (or amp changed): the resumed run cannot
-    equal an uninterrupted one, and the note says which precision each part ran in."""
+    """bf16 where the first machine had it, fp32 on one without (amp itself is the run's identity): the
+    resumed run cannot equal an uninterrupted one, and the note says which precision each part ran in."""
     import driving.precision as precision
 
     monkeypatch.setattr(precision, "uses_bf16", lambda device, amp: amp)  # as on a CPU with native bf16
