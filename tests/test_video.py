@@ -221,6 +221,16 @@ def test_dataset_replay_errors(dataset, tmp_path):
     with pytest.raises(DatasetError, match="driving collect"):
         video.replay_episode(syn, 0, scene_camera=SCENE)
 
+    # a value a later version refuses (episodes longer than its max_steps cap) is named as such
+    old = tmp_path / "old"
+    shutil.copytree(dataset, old)
+    meta = json.loads((old / "meta.json").read_text())
+    meta["config"]["max_steps"] = 200_000
+    (old / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="config this version refuses .*max_steps must be in 1..100,000") as e:
+        video.replay_episode(old, 0, scene_camera=SCENE)
+    assert "only datasets made by" not in str(e.value)
+
 
 def test_a_long_title_is_wrapped_within_the_scene_and_keeps_the_checkpoints_step():
     import cv2
