@@ -42,6 +42,7 @@ from driving.models import InputSpec, ModelConfig, build_model
 from driving.models.base import plan_classes
 from driving.policy import pick_device
 from driving.step_graph import Stepper, load_optimiser_state, lr_as_tensor, plain_lr_state
+from sim.metrics import METRICS_VERSION
 
 
 @dataclass
@@ -442,8 +443,6 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         if d.unfinished and rank == 0:
             print(f"warning: {d.unfinished}", file=sys.stderr)
     ds = datasets[0]  # all agree on scenario, camera, action spec and expert
-    # episodes split per dataset, by episode (the first with the run's seed: one dataset splits as before)
-    splits = [split_episodes(len(d), cfg.val_fraction, cfg.seed + k) for k, d in enumerate(datasets)]
     cam = ds.meta["camera"]
     data_fingerprint = fingerprint(datasets)
     what = cfg.datasets[0] if len(datasets) == 1 else f"datasets {cfg.datasets}"
@@ -485,6 +484,8 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
             return {"run_dir": run_dir, "step": start, "param_digest": None, "ranks_agree": True}
     elif cfg.init_from:
         init_ckpt, init_meta = warm_start_meta(cfg, cam)
+    seeds = split_seeds(cfg, datasets, ckpt_meta if resume else None, init_meta, rank == 0)
+    splits = [split_episodes(len(d), cfg.val_fraction, s) for d, s in zip(datasets, seeds)]
     data = DeviceData(datasets, cfg.net.stack, device, [t for t, _ in splits], cfg.disagree_threshold,
                       cfg.net.plan_head)
     val = (DeviceData(datasets, cfg.net.stack, device, [v for _, v in splits], cfg.disagree_threshold)
@@ -493,7 +494,8 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         raise UserError(f"batch_size {cfg.batch_size} is larger than the {data.n} training frames of {what}: use "
                         f"batch_size <= {data.n}, or collect more episodes")
     if not resume:
-        stats = data.stats()  # label spread (and, unless warm-started, normalisation) from the training episodes
+        # label spread (and, unless warm-started, normalisation) from the training episodes, as batches draw them
+        stats = data.stats(cfg.dataset_weights)
         spec = InputSpec(**init_meta["input"]) if init_meta is not None else InputSpec(
             height=cam["height"], width=cam["width"], channels=3 if cam["rgb"] else 1,
             frame_mean=stats["frame_mean"], frame_std=stats["frame_std"],
@@ -568,6 +570,9 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         "init_from_run": ({"run_id": init_meta.get("run_id"), "step": init_meta.get("step")} if init_meta is not None
                           else (ckpt_meta or {}).get("init_from_run")),
         "label_std": label_std.tolist(), "run_id": run_id, "train_identity": _identity(cfg),
+        # each dataset's split by episode: a warm start from this checkpoint holds out the same episodes
+        "splits": [{"fingerprint": fingerprint(d), "seed": s, "val_fraction": cfg.val_fraction}
+                   for d, s in zip(datasets, seeds)],
         # resumes with another `steps` (each recomputed the learning-rate schedule from its step)
         "schedule_changes": restarts,
         "precision": precision.precision_name(device, cfg.amp),  # a resume in another one says so
@@ -608,6 +613,13 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
     best = resumed_best(ckpt_root, ckpt_meta) if resume else -1.0
     if best > -1.0:  # every checkpoint saved from here carries it, so a second resume finds it too
         policy_meta["best_score"] = best
+        scored_by = ckpt_meta.get("best_metrics_version")
+        policy_meta["best_metrics_version"] = scored_by
+        if scored_by != METRICS_VERSION and closed_loop is not None and rank == 0:
+            was = scored_by or f"{METRICS_VERSION} or earlier (not recorded)"
+            print(f"note: {run_dir}'s best so far ({best:.3f}) was scored by metrics version {was}, its "
+                  f"evaluations from here by version {METRICS_VERSION}: `best` moves where a new score beats that "
+                  "one", file=sys.stderr)
 
     if rank == 0:  # written once every key is checked (a refused run leaves no folder that looks like a run)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -668,6 +680,7 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
             last.update(row)
             if row["eval_driving_score"] > best:  # best by closed-loop score, never by validation loss
                 best = policy_meta["best_score"] = row["eval_driving_score"]
+                policy_meta["best_metrics_version"] = row.get("eval_metrics_version", METRICS_VERSION)
                 pointers.append("best")
         if distributed and cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.steps):
             # the other ranks wait for rank 0's evaluation and take its decision: a new `best` is saved
@@ -710,6 +723,30 @@ def resumed_best(ckpt_root: Path, last_meta: dict) -> float:
         if score is not None:
             return float(score)
     return -1.0
+
+
+def split_seeds(cfg: TrainConfig, datasets: list, resumed: dict | None, init: dict | None,
+                talk: bool = True) -> list[int]:
+    """The seed of each dataset's train/validation split. A fresh run's dataset k splits with seed + k (one
+    dataset as ever); a resumed run keeps its recorded seeds; a warm start splits every dataset its init
+    checkpoint trained on as that checkpoint did, so validation never scores episodes the initial weights
+    were fitted to (a warm start with another seed did, before splits were recorded)."""
+    seeds = [cfg.seed + k for k in range(len(datasets))]
+    if resumed is not None:
+        return [int(x["seed"]) for x in resumed["splits"]] if resumed.get("splits") else seeds
+    if init is None or not init.get("splits"):
+        return seeds
+    theirs = {x["fingerprint"]: x for x in init["splits"]}
+    for k, d in enumerate(datasets):
+        x = theirs.get(fingerprint(d))
+        if x is None:
+            continue
+        seeds[k] = int(x["seed"])
+        if talk and cfg.val_fraction > x["val_fraction"]:
+            print(f"note: {cfg.datasets[k]} is validated on a larger share ({cfg.val_fraction:g}) than init_from "
+                  f"held out ({x['val_fraction']:g}): part of its validation episodes trained the initial weights; "
+                  f"val_fraction={x['val_fraction']:g} keeps validation unseen", file=sys.stderr)
+    return seeds
 
 
 def warm_start_meta(cfg: TrainConfig, camera: dict) -> tuple[Path, dict]:
@@ -802,7 +839,8 @@ class ClosedLoopMonitor:
         finally:
             model.train(was_training)
         agg = aggregate(rows)
-        row = {"step": step, "eval_scenario": self.scenario}
+        # the version of sim/metrics.py that scored it: a resumed run's rows may come from two
+        row = {"step": step, "eval_scenario": self.scenario, "eval_metrics_version": METRICS_VERSION}
         for k in ("driving_score", "success_rate", "collision_rate", "mean_speed", "route_completion",
                   "offroad_fraction"):
             row[f"eval_{k}"] = agg[k]["mean"]

@@ -11,9 +11,9 @@ import torch
 from driving.cli import main
 from driving.config import load_config
 from driving.data.format import Dataset, DatasetError
-from driving.data.tensors import DeviceData, check_compatible, fingerprint
+from driving.data.tensors import DeviceData, check_compatible, fingerprint, split_episodes
 from driving.errors import UserError
-from driving.train import TrainConfig, sample_weights, train
+from driving.train import TrainConfig, sample_weights, split_seeds, train
 from tests.helpers import synthetic_dataset
 
 BASE = ["batch_size=8", "device=cpu", "wandb.mode=disabled", "log_every=2", "val_every=4",
@@ -89,6 +89,58 @@ def test_warm_start_begins_from_the_checkpoint_and_refuses_another_model(two, tm
                                            f"init_from={first}", *BASE])
     with pytest.raises(UserError, match="init_from .* different model .*net.width"):
         train(wide, progress=False)
+
+
+def test_a_warm_start_with_another_seed_holds_out_the_episodes_its_init_held_out(two, tmp_path, capsys):
+    """Validation of a warm start never scores episodes the initial weights were fitted to: each dataset
+    its init checkpoint trained on is split as there (seed 7 alone would hold out another episode), a
+    new dataset by the run's own seed; an interrupted warm start resumes to the uninterrupted one."""
+    first = tmp_path / "first"
+    train(load_config(TrainConfig, None, [f"dataset={two[0]}", f"out={first}", "steps=4", "seed=0", *BASE]),
+          progress=False)
+    assert split_episodes(3, 0.25, 0)[1].tolist() != split_episodes(3, 0.25, 7)[1].tolist()  # the test can fail
+
+    def warm(out, **kw):
+        return train(load_config(TrainConfig, None, [f"dataset=[{two[1]},{two[0]}]", f"out={tmp_path / out}",
+                                                     "steps=8", "seed=7", f"init_from={first}", *BASE]), **kw)
+
+    full = warm("warm", progress=False)
+    meta = json.loads((tmp_path / "warm" / "checkpoints" / "last" / "policy.json").read_text())
+    base = json.loads((first / "checkpoints" / "last" / "policy.json").read_text())
+    assert base["splits"] == [{"fingerprint": fingerprint(Dataset.open(two[0])), "seed": 0, "val_fraction": 0.25}]
+    # two[1] is new (first in the list: the run's seed), two[0] keeps its split though listed second
+    assert [x["seed"] for x in meta["splits"]] == [7, 0]
+    warm("split", progress=False, stop_at=4)
+    assert warm("split", progress=False)["param_digest"] == full["param_digest"]
+    # a larger validation share than the init held out says which episodes it cannot keep unseen
+    more = load_config(TrainConfig, None, [f"dataset={two[0]}", f"out={tmp_path / 'more'}", "steps=1",
+                                           f"init_from={first}", *BASE, "val_fraction=0.6"])
+    capsys.readouterr()
+    assert split_seeds(more, [Dataset.open(two[0])], None, base) == [0]
+    assert "larger share (0.6) than init_from held out (0.25)" in capsys.readouterr().err
+
+
+def test_label_spread_follows_the_dataset_shares(two):
+    """Under dataset_weights the loss is standardised by the spread of the labels training draws: a
+    dataset with no share does not count, and equal shares of unequal datasets weigh their frames apart."""
+    a, b = (Dataset.open(p) for p in two)
+    data = DeviceData([a, b], stack=2, device=CPU)
+    only_a = DeviceData([a], stack=2, device=CPU)
+    got = data.stats([1.0, 0.0])
+    want = only_a.actions.double().std(dim=0, unbiased=False)
+    assert np.allclose(got["action_std"], want.tolist(), rtol=1e-6)
+    assert np.isclose(got["speed_mean"], float(only_a.speed.double().mean()))
+    # shares proportional to the frame counts (18, 14) draw every frame alike: the plain statistics
+    alike = data.stats([18.0, 14.0])
+    plain = data.stats()
+    assert np.allclose(alike["action_std"], plain["action_std"], rtol=0.05)
+    assert np.isclose(alike["speed_mean"], plain["speed_mean"]) and np.isclose(alike["frame_mean"], plain["frame_mean"])
+    assert np.isclose(alike["frame_std"], plain["frame_std"], rtol=0.02)
+    equal = data.stats([1.0, 1.0])
+    w = torch.cat([torch.full((18,), 0.5 / 18), torch.full((14,), 0.5 / 14)]).double()
+    mean = (w * data.speed.double()).sum()
+    assert np.isclose(equal["speed_std"], float((w * (data.speed.double() - mean) ** 2).sum().sqrt()))
+    assert not np.isclose(equal["speed_std"], plain["speed_std"], rtol=1e-4)
 
 
 def test_frames_where_the_student_disagreed_weigh_more(tmp_path, two):

@@ -14,6 +14,7 @@ from driving import load_policy
 from driving.config import load_config
 from driving.errors import UserError
 from driving.train import TrainConfig, train
+from sim.metrics import METRICS_VERSION
 from tests.helpers import synthetic_dataset
 
 BASE = ["steps=8", "batch_size=8", "device=cpu", "wandb.mode=disabled", "log_every=2", "val_every=4",
@@ -214,6 +215,7 @@ def test_closed_loop_evaluation_during_training_keeps_best(tmp_path):
     evals = [r for r in rows if "eval_driving_score" in r]
     assert [r["step"] for r in evals] == [2, 4]
     assert all(0 <= r["eval_driving_score"] <= 1 and r["eval_scenario"] == "highway" for r in evals)
+    assert all(r["eval_metrics_version"] == METRICS_VERSION for r in evals)
     best_step = max(evals, key=lambda r: (r["eval_driving_score"], -r["step"]))["step"]
     assert os.readlink(out / "checkpoints" / "best") == f"{best_step:08d}"
     assert (out / "checkpoints" / "best" / "weights.pt").is_file()
@@ -327,6 +329,25 @@ def test_best_survives_resuming_twice(tmp_path, monkeypatch):
             train(cfg_for(ds, out, *keys), progress=False, stop_at=stop)
         assert os.readlink(out / "checkpoints" / "best") == "00000002"
         assert json.loads((out / "checkpoints" / "00000008" / "policy.json").read_text())["best_score"] == 0.9
+
+
+def test_a_best_scored_by_older_metrics_is_named_on_resume(tmp_path, monkeypatch, capsys):
+    """A run interrupted under one version of the metrics and resumed under another compares new scores
+    with the old best: it says so, and the checkpoints record which version scored the best."""
+    ds, keys = scripted_closed_loop(monkeypatch, tmp_path, {2: 0.9, 4: 0.5, 6: 0.4, 8: 0.3})
+    import driving.train as T
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as older:  # the first part ran code of the version before
+        older.setattr(T, "METRICS_VERSION", METRICS_VERSION - 1)
+        train(cfg_for(ds, out, *keys), progress=False, stop_at=4)
+    assert json.loads((out / "checkpoints" / "00000004" / "policy.json").read_text())["best_metrics_version"] \
+        == METRICS_VERSION - 1
+    capsys.readouterr()
+    train(cfg_for(ds, out, *keys), progress=False)
+    assert f"scored by metrics version {METRICS_VERSION - 1}" in capsys.readouterr().err
+    last = json.loads((out / "checkpoints" / "00000008" / "policy.json").read_text())
+    assert (last["best_score"], last["best_metrics_version"]) == (0.9, METRICS_VERSION - 1)
 
 
 def test_a_run_stopped_between_evaluations_resumes_to_the_uninterrupted_runs_best_and_metrics(tmp_path, monkeypatch):

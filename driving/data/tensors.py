@@ -171,13 +171,34 @@ class DeviceData:
         idx = idx.to(self.device)
         return self.stacks(idx), self.speed[idx], self.actions[idx]
 
-    def stats(self) -> dict:
-        """Normalisation statistics, from a strided subsample of frames (cheap, deterministic)."""
+    def stats(self, shares=None) -> dict:
+        """Normalisation statistics, from a strided subsample of frames (cheap, deterministic). With
+        `shares` (as `sample` takes them) every frame counts as often as batches draw it, so the label
+        spread that standardises the loss is the spread of what training sees."""
         step = max(1, self.n // 2048)
-        f = self.frames[::step].float()
-        return {"frame_mean": float(f.mean()), "frame_std": float(f.std().clamp_min(1.0)),
-                "speed_mean": float(self.speed.mean()), "speed_std": float(self.speed.std().clamp_min(0.1)),
-                "action_std": self.actions.std(dim=0).clamp_min(1e-3).tolist()}
+        if shares is None:
+            f = self.frames[::step].float()
+            return {"frame_mean": float(f.mean()), "frame_std": float(f.std().clamp_min(1.0)),
+                    "speed_mean": float(self.speed.mean()), "speed_std": float(self.speed.std().clamp_min(0.1)),
+                    "action_std": self.actions.std(dim=0).clamp_min(1e-3).tolist()}
+        p = torch.tensor([float(s) for s in shares], dtype=torch.float64, device=self.device)
+        p = p * (self.source_count > 0)
+        w = (p / p.sum() / self.source_count.clamp_min(1))[self.source]  # a frame's chance per draw
+        f = self.frames[::step].float().flatten(1)  # per frame: mean and mean square, then weighted
+        fw = w[::step] / w[::step].sum()
+        frame_mean = float((fw * f.mean(dim=1).double()).sum())
+        frame_std = max(float((fw * (f * f).mean(dim=1).double()).sum()) - frame_mean ** 2, 0.0) ** 0.5
+        speed_mean, speed_std = _weighted(self.speed.double(), w)
+        action_std = [_weighted(self.actions[:, j].double(), w)[1] for j in range(self.actions.shape[1])]
+        return {"frame_mean": frame_mean, "frame_std": max(frame_std, 1.0), "speed_mean": speed_mean,
+                "speed_std": max(speed_std, 0.1), "action_std": [max(a, 1e-3) for a in action_std]}
+
+
+def _weighted(x: torch.Tensor, w: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard deviation of x with weights w (summing to anything > 0)."""
+    w = w / w.sum()
+    mean = (w * x).sum()
+    return float(mean), float((w * (x - mean) ** 2).sum().sqrt())
 
 
 def _place(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
