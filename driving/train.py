@@ -33,6 +33,7 @@ from driving.data.tensors import (
     augment,
     check_compatible,
     check_distinct,
+    config_fingerprint,
     fingerprint,
     split_episodes,
 )
@@ -571,8 +572,8 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
                           else (ckpt_meta or {}).get("init_from_run")),
         "label_std": label_std.tolist(), "run_id": run_id, "train_identity": _identity(cfg),
         # each dataset's split by episode: a warm start from this checkpoint holds out the same episodes
-        "splits": [{"fingerprint": fingerprint(d), "seed": s, "val_fraction": cfg.val_fraction}
-                   for d, s in zip(datasets, seeds)],
+        "splits": [{"fingerprint": fingerprint(d), "config": config_fingerprint(d), "seed": s,
+                    "val_fraction": cfg.val_fraction} for d, s in zip(datasets, seeds)],
         # resumes with another `steps` (each recomputed the learning-rate schedule from its step)
         "schedule_changes": restarts,
         "precision": precision.precision_name(device, cfg.amp),  # a resume in another one says so
@@ -737,15 +738,22 @@ def split_seeds(cfg: TrainConfig, datasets: list, resumed: dict | None, init: di
     if init is None or not init.get("splits"):
         return seeds
     theirs = {x["fingerprint"]: x for x in init["splits"]}
+    collected = {x.get("config") for x in init["splits"]}
     for k, d in enumerate(datasets):
         x = theirs.get(fingerprint(d))
         if x is None:
+            if talk and config_fingerprint(d) in collected:
+                print(f"note: {cfg.datasets[k]} holds other episodes than when init_from trained on it (extended "
+                      "since?): it is split afresh, so its validation episodes may include some the initial "
+                      "weights were fitted to", file=sys.stderr)
             continue
         seeds[k] = int(x["seed"])
         if talk and cfg.val_fraction > x["val_fraction"]:
+            kept = (f"val_fraction <= {x['val_fraction']:g} keeps validation unseen" if x["val_fraction"] > 0
+                    else "it held out none")
             print(f"note: {cfg.datasets[k]} is validated on a larger share ({cfg.val_fraction:g}) than init_from "
-                  f"held out ({x['val_fraction']:g}): part of its validation episodes trained the initial weights; "
-                  f"val_fraction={x['val_fraction']:g} keeps validation unseen", file=sys.stderr)
+                  f"held out ({x['val_fraction']:g}): part of its validation episodes trained the initial weights "
+                  f"({kept})", file=sys.stderr)
     return seeds
 
 

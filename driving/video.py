@@ -486,14 +486,14 @@ def _collect_config(ds: Dataset):
 
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(CollectConfig), ds.meta["config"]))
+    except (OmegaConfBaseException, TypeError) as e:  # (OmegaConf's errors are ValueErrors too: first)
+        raise DatasetError(f"{ds.root}/meta.json holds no collect config this version can rebuild the "
+                           f"simulation from ({str(e).splitlines()[0]}): only datasets made by "
+                           "`driving collect` can be replayed") from None
     except ValueError as e:  # the config's own checks: a value this version refuses (e.g. a newer limit)
         raise DatasetError(f"{ds.root}/meta.json records a collect config this version refuses "
                            f"({str(e).splitlines()[0]}), so its episodes cannot be re-simulated: collect it "
                            "again with this version to watch it") from None
-    except (OmegaConfBaseException, TypeError) as e:
-        raise DatasetError(f"{ds.root}/meta.json holds no collect config this version can rebuild the "
-                           f"simulation from ({str(e).splitlines()[0]}): only datasets made by "
-                           "`driving collect` can be replayed") from None
 
 
 def _episode_row(ds: Dataset, episode: int) -> tuple[int, dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -107,7 +108,8 @@ def test_a_warm_start_with_another_seed_holds_out_the_episodes_its_init_held_out
     full = warm("warm", progress=False)
     meta = json.loads((tmp_path / "warm" / "checkpoints" / "last" / "policy.json").read_text())
     base = json.loads((first / "checkpoints" / "last" / "policy.json").read_text())
-    assert base["splits"] == [{"fingerprint": fingerprint(Dataset.open(two[0])), "seed": 0, "val_fraction": 0.25}]
+    assert [{k: x[k] for k in ("fingerprint", "seed", "val_fraction")} for x in base["splits"]] == [
+        {"fingerprint": fingerprint(Dataset.open(two[0])), "seed": 0, "val_fraction": 0.25}]
     # two[1] is new (first in the list: the run's seed), two[0] keeps its split though listed second
     assert [x["seed"] for x in meta["splits"]] == [7, 0]
     warm("split", progress=False, stop_at=4)
@@ -118,29 +120,42 @@ def test_a_warm_start_with_another_seed_holds_out_the_episodes_its_init_held_out
     capsys.readouterr()
     assert split_seeds(more, [Dataset.open(two[0])], None, base) == [0]
     assert "larger share (0.6) than init_from held out (0.25)" in capsys.readouterr().err
+    # the same collection with other episodes (extended since) is split afresh, and the run says so
+    extended = tmp_path / "extended"
+    shutil.copytree(two[0], extended)
+    index = json.loads((extended / "index.json").read_text())
+    (extended / "index.json").write_text(json.dumps(index[:2]))
+    fresh = load_config(TrainConfig, None, [f"dataset={extended}", "seed=5", *BASE])
+    assert split_seeds(fresh, [Dataset.open(extended)], None, base) == [5]
+    assert "holds other episodes than when init_from trained on it" in capsys.readouterr().err
 
 
-def test_label_spread_follows_the_dataset_shares(two):
+def test_label_spread_follows_the_dataset_shares(two, tmp_path):
     """Under dataset_weights the loss is standardised by the spread of the labels training draws: a
     dataset with no share does not count, and equal shares of unequal datasets weigh their frames apart."""
     a, b = (Dataset.open(p) for p in two)
     data = DeviceData([a, b], stack=2, device=CPU)
     only_a = DeviceData([a], stack=2, device=CPU)
-    got = data.stats([1.0, 0.0])
-    want = only_a.actions.double().std(dim=0, unbiased=False)
-    assert np.allclose(got["action_std"], want.tolist(), rtol=1e-6)
-    assert np.isclose(got["speed_mean"], float(only_a.speed.double().mean()))
-    # shares proportional to the frame counts (18, 14) draw every frame alike: the plain statistics
-    alike = data.stats([18.0, 14.0])
-    plain = data.stats()
-    assert np.allclose(alike["action_std"], plain["action_std"], rtol=0.05)
-    assert np.isclose(alike["speed_mean"], plain["speed_mean"]) and np.isclose(alike["frame_mean"], plain["frame_mean"])
-    assert np.isclose(alike["frame_std"], plain["frame_std"], rtol=0.02)
+    for got, want in ((data.stats([1.0, 0.0]), only_a.stats()), (data.stats([18.0, 14.0]), data.stats())):
+        # no share for b: a's own statistics; shares as the frame counts (18, 14): every frame alike
+        for k in ("frame_mean", "frame_std", "speed_mean", "speed_std"):
+            assert np.isclose(got[k], want[k], rtol=1e-5), k
+        assert np.allclose(got["action_std"], want["action_std"], rtol=1e-5)
     equal = data.stats([1.0, 1.0])
     w = torch.cat([torch.full((18,), 0.5 / 18), torch.full((14,), 0.5 / 14)]).double()
     mean = (w * data.speed.double()).sum()
-    assert np.isclose(equal["speed_std"], float((w * (data.speed.double() - mean) ** 2).sum().sqrt()))
-    assert not np.isclose(equal["speed_std"], plain["speed_std"], rtol=1e-4)
+    assert np.isclose(equal["speed_mean"], float(mean))
+    spread = (w * (data.speed.double() - mean) ** 2).sum().sqrt() * (32 / 31) ** 0.5  # unbiased over 32 frames
+    assert np.isclose(equal["speed_std"], float(spread))
+    assert not np.isclose(equal["speed_std"], data.stats()["speed_std"], rtol=1e-4)
+    # a one-frame dataset beside 4,199 frames (the subsample takes every 2nd): its share is measured on
+    # its own frame, not left to the stride of a subsample that skips it (was: NaN with all the share on it)
+    big = Dataset.open(synthetic_dataset(tmp_path / "big", lengths=(200,) * 20 + (199,), seed=3))
+    one = Dataset.open(synthetic_dataset(tmp_path / "one", lengths=(1,), seed=4))
+    pair = DeviceData([big, one], stack=2, device=CPU)
+    alone = pair.stats([0.0, 1.0])
+    assert np.isclose(alone["frame_mean"], float(pair.frames[-1].double().mean()))
+    assert alone["frame_std"] > 1.0 and np.isfinite(alone["frame_std"])
 
 
 def test_frames_where_the_student_disagreed_weigh_more(tmp_path, two):

@@ -230,6 +230,10 @@ def test_dataset_replay_errors(dataset, tmp_path):
     with pytest.raises(DatasetError, match="config this version refuses .*max_steps must be in 1..100,000") as e:
         video.replay_episode(old, 0, scene_camera=SCENE)
     assert "only datasets made by" not in str(e.value)
+    meta["config"]["max_steps"], meta["config"]["episodes"] = 5, "many"  # not a collect config: as before
+    (old / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="holds no collect config .* only datasets made by"):
+        video.replay_episode(old, 0, scene_camera=SCENE)
 
 
 def test_a_long_title_is_wrapped_within_the_scene_and_keeps_the_checkpoints_step():

@@ -43,6 +43,12 @@ def fingerprint(ds: "Dataset | list[Dataset]") -> str:
     return h.hexdigest()[:16]
 
 
+def config_fingerprint(ds: "Dataset") -> str:
+    """Identifies how a dataset was collected, whatever its episodes: one collection before and after
+    it was extended (`episodes` raised) shares it."""
+    return hashlib.sha256(json.dumps(ds.meta["config"], sort_keys=True).encode()).hexdigest()[:16]
+
+
 def check_distinct(paths: list, datasets: list[Dataset]) -> None:
     """One DatasetError where two datasets hold the same episodes (one collection config, a seed in
     both: a copy, or a larger collection beside a smaller one): each would hold out validation episodes
@@ -181,24 +187,41 @@ class DeviceData:
             return {"frame_mean": float(f.mean()), "frame_std": float(f.std().clamp_min(1.0)),
                     "speed_mean": float(self.speed.mean()), "speed_std": float(self.speed.std().clamp_min(0.1)),
                     "action_std": self.actions.std(dim=0).clamp_min(1e-3).tolist()}
-        p = torch.tensor([float(s) for s in shares], dtype=torch.float64, device=self.device)
-        p = p * (self.source_count > 0)
-        w = (p / p.sum() / self.source_count.clamp_min(1))[self.source]  # a frame's chance per draw
-        f = self.frames[::step].float().flatten(1)  # per frame: mean and mean square, then weighted
-        fw = w[::step] / w[::step].sum()
-        frame_mean = float((fw * f.mean(dim=1).double()).sum())
-        frame_std = max(float((fw * (f * f).mean(dim=1).double()).sum()) - frame_mean ** 2, 0.0) ** 0.5
-        speed_mean, speed_std = _weighted(self.speed.double(), w)
-        action_std = [_weighted(self.actions[:, j].double(), w)[1] for j in range(self.actions.shape[1])]
+        # per source: exact label and speed moments, frame moments from a strided subsample of its own
+        # frames (a small source with a large share is not left to the whole dataset's stride), combined by
+        # the share each source gets of a batch; second moments are made unbiased over all frames
+        p = [float(x) if c else 0.0 for x, c in zip(shares, self.source_count.tolist())]
+        if sum(p) <= 0:  # no share on any frame here (sampling refuses it first): the frames as they are
+            return self.stats()
+        moments = {"frame": [0.0, 0.0], "speed": [0.0, 0.0], "steer": [0.0, 0.0], "accel": [0.0, 0.0]}
+        pixels = 0
+        for k, share in enumerate(p):
+            if share <= 0:
+                continue
+            lo, n = int(self.source_offset[k]), int(self.source_count[k])
+            weight = share / sum(p)
+            f = self.frames[lo:lo + n:max(1, n // 2048)].float().flatten(1)
+            var, mean = torch.var_mean(f, dim=1, unbiased=False)  # per frame, no second copy of f
+            pixels += f.numel()
+            parts = {"frame": (mean.double(), (var + mean * mean).double()),
+                     "speed": (self.speed[lo:lo + n].double(), self.speed[lo:lo + n].double() ** 2)}
+            for j, name in enumerate(("steer", "accel")):
+                a = self.actions[lo:lo + n, j].double()
+                parts[name] = (a, a * a)
+            for name, (x, x2) in parts.items():
+                moments[name][0] += weight * float(x.mean())
+                moments[name][1] += weight * float(x2.mean())
+
+        def mean_std(name: str, n: int) -> tuple[float, float]:
+            m, m2 = moments[name]
+            return m, (max(m2 - m * m, 0.0) * n / max(n - 1, 1)) ** 0.5
+
+        frame_mean, frame_std = mean_std("frame", pixels)
+        drawn = sum(c for c, x in zip(self.source_count.tolist(), p) if x > 0)  # frames batches draw from
+        speed_mean, speed_std = mean_std("speed", drawn)
         return {"frame_mean": frame_mean, "frame_std": max(frame_std, 1.0), "speed_mean": speed_mean,
-                "speed_std": max(speed_std, 0.1), "action_std": [max(a, 1e-3) for a in action_std]}
-
-
-def _weighted(x: torch.Tensor, w: torch.Tensor) -> tuple[float, float]:
-    """Mean and standard deviation of x with weights w (summing to anything > 0)."""
-    w = w / w.sum()
-    mean = (w * x).sum()
-    return float(mean), float((w * (x - mean) ** 2).sum().sqrt())
+                "speed_std": max(speed_std, 0.1),
+                "action_std": [max(mean_std(name, drawn)[1], 1e-3) for name in ("steer", "accel")]}
 
 
 def _place(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
