@@ -38,7 +38,7 @@ def fingerprint(ds: "Dataset | list[Dataset]") -> str:
         if len(ds) == 1:
             return fingerprint(ds[0])
         return hashlib.sha256(" ".join(fingerprint(d) for d in ds).encode()).hexdigest()[:16]
-    h = hashlib.sha256(json.dumps(ds.meta["config"], sort_keys=True).encode())
+    h = hashlib.sha256(_config_bytes(ds))
     h.update(json.dumps([(r["seed"], r["length"]) for r in ds.index]).encode())
     return h.hexdigest()[:16]
 
@@ -46,7 +46,11 @@ def fingerprint(ds: "Dataset | list[Dataset]") -> str:
 def config_fingerprint(ds: "Dataset") -> str:
     """Identifies how a dataset was collected, whatever its episodes: one collection before and after
     it was extended (`episodes` raised) shares it."""
-    return hashlib.sha256(json.dumps(ds.meta["config"], sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(_config_bytes(ds)).hexdigest()[:16]
+
+
+def _config_bytes(ds: "Dataset") -> bytes:
+    return json.dumps(ds.meta["config"], sort_keys=True).encode()
 
 
 def check_distinct(paths: list, datasets: list[Dataset]) -> None:
