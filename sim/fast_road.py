@@ -288,9 +288,10 @@ class FastRegulatedRoadMixin(RegulatedRoad):
         vehicles = self.vehicles
         times = np.arange(0.25, 3, 0.25)  # the stock is_conflict_possible horizon and step
         predictions = [v.predict_trajectory_constant_speed(times) for v in vehicles]
+        near = _may_conflict(vehicles, predictions)
         for i in range(len(vehicles) - 1):
             for j in range(i + 1, len(vehicles)):
-                if _conflict_possible(vehicles[i], vehicles[j], predictions[i], predictions[j]):
+                if near[i, j] and _conflict_possible(vehicles[i], vehicles[j], predictions[i], predictions[j]):
                     yielding = self.respect_priorities(vehicles[i], vehicles[j])
                     if (yielding is not None and isinstance(yielding, ControlledVehicle)
                             and not isinstance(yielding, MDPVehicle)):
@@ -298,6 +299,27 @@ class FastRegulatedRoadMixin(RegulatedRoad):
                         yielding.target_speed = 0
                         yielding.is_yielding = True
                         yielding.yield_timer = 0
+
+
+def _may_conflict(vehicles, predictions) -> np.ndarray:
+    """near[i, j]: whether the stock pair check can find a conflict between vehicles i and j.
+
+    The stock check skips every predicted time at which the two are more than v_i.LENGTH apart
+    (its spherical pre-check), as most pairs are at every time: one array computation rules those
+    pairs out, within _TOL of the stock norm, and the others go through the stock code."""
+    n = len(vehicles)
+    try:
+        points = np.array([prediction[0] for prediction in predictions], dtype=np.float64)
+    except ValueError:  # predictions of different lengths: every pair the stock way
+        points = None
+    if points is None or points.ndim != 3 or points.shape[2:] != (2,) \
+            or any(len(prediction[1]) != points.shape[1] for prediction in predictions):
+        return np.ones((n, n), dtype=bool)
+    delta = points[None, :, :, :] - points[:, None, :, :]  # [i, j]: position_2 - position_1
+    distance = np.sqrt(delta[..., 0] ** 2 + delta[..., 1] ** 2)
+    lengths = np.array([v.LENGTH for v in vehicles], dtype=np.float64)
+    # NaN stays near: the stock pre-check does not skip it
+    return ~(distance > lengths[:, None, None] + _TOL).all(axis=2)
 
 
 def _conflict_possible(v1, v2, prediction_1, prediction_2) -> bool:
@@ -318,11 +340,17 @@ def _conflict_possible(v1, v2, prediction_1, prediction_2) -> bool:
 class FastRoadNetwork(RoadNetwork):
     """`get_closest_lane_index` evaluating the stock distance only for lanes that may be closest."""
 
+    def add_lane(self, _from, _to, lane) -> None:
+        super().add_lane(_from, _to, lane)
+        self.__dict__.pop("_fast_lane_table", None)
+
     def get_closest_lane_index(self, position, heading=None):
+        # Built once per network: lanes are added through add_lane (highway-env builds its networks
+        # so), which drops it. Counting the lanes at every call instead cost a fifth of this call.
         table = self.__dict__.get("_fast_lane_table")
-        if table is None or table[0] != _lane_count(self.graph):
-            table = self._fast_lane_table = (_lane_count(self.graph), *_lane_table(self.graph))
-        _, indexes, lanes, shapes, headings = table
+        if table is None:
+            table = self._fast_lane_table = _lane_table(self.graph)
+        indexes, lanes, shapes, headings = table
         x, y = float(position[0]), float(position[1])
         if None not in headings:  # all straight: bounds inlined (runs per vehicle per substep)
             bounds = []
@@ -333,7 +361,7 @@ class FastRoadNetwork(RoadNetwork):
                               + (-s if s < 0.0 else 0.0))
             tight = None
         else:
-            bounds, tight = zip(*[_distance_bound(shape, x, y) for shape in shapes])
+            bounds, tight = _distance_bounds(shapes, x, y)
         return indexes[_closest(position, heading, lanes, bounds, tight, headings)]
 
 
@@ -361,10 +389,6 @@ def _closest(position, heading, lanes, bounds, tight, headings) -> int:
     return best_k
 
 
-def _lane_count(graph) -> int:
-    return sum(len(lanes) for to_dict in graph.values() for lanes in to_dict.values())
-
-
 def _lane_table(graph):
     indexes, lanes, shapes, headings = [], [], [], []
     for _from, to_dict in graph.items():
@@ -390,27 +414,45 @@ def _lane_shape(lane):
     return None
 
 
-def _distance_bound(shape, x: float, y: float) -> tuple[float, bool]:
-    """(b, tight): b <= lane.distance(position) up to rounding; tight when b is that distance
-    itself (straight and circular lanes) rather than a looser bound (sine lanes; 0 if unknown)."""
-    if shape is None:
-        return 0.0, False
-    if shape[0] == "line":
-        _, sx, sy, dx, dy, length, slack = shape
-        s = (x - sx) * dx + (y - sy) * dy
-        lat = (y - sy) * dx - (x - sx) * dy
-        return max(abs(lat) - slack, 0.0) + max(s - length, 0.0) + max(-s, 0.0), slack == 0.0
-    _, cx, cy, phase, direction, radius, length = shape
-    wrapped = (math.atan2(y - cy, x - cx) - phase + math.pi) % (2 * math.pi) - math.pi
-    if abs(wrapped) > math.pi - 1e-9:  # the scalar code may wrap the other way
-        return 0.0, False
-    s = direction * wrapped * radius
-    return abs(radius - math.hypot(x - cx, y - cy)) + max(s - length, 0.0) + max(-s, 0.0), True
+def _distance_bounds(shapes, x: float, y: float) -> tuple[list[float], list[bool]]:
+    """Per lane shape (b, tight): b <= lane.distance(position) up to rounding; tight when b is that
+    distance itself (straight and circular lanes) rather than a looser bound (sine lanes; 0 if
+    unknown). One loop with the arithmetic inline: it runs per vehicle per substep."""
+    bounds, tight = [], []
+    for shape in shapes:
+        kind = None if shape is None else shape[0]
+        if kind == "line":
+            _, sx, sy, dx, dy, length, slack = shape
+            s = (x - sx) * dx + (y - sy) * dy
+            lat = abs((y - sy) * dx - (x - sx) * dy) - slack
+            past = s - length
+            # `0.0 if a < 0.0 else a` is max(a, 0.0), NaN and -0.0 included, without the call
+            bounds.append((0.0 if lat < 0.0 else lat) + (0.0 if past < 0.0 else past) + (0.0 if s > 0.0 else -s))
+            tight.append(slack == 0.0)
+        elif kind == "arc":
+            _, cx, cy, phase, direction, radius, length = shape
+            wrapped = (math.atan2(y - cy, x - cx) - phase + math.pi) % (2 * math.pi) - math.pi
+            if abs(wrapped) > math.pi - 1e-9:  # the scalar code may wrap the other way
+                bounds.append(0.0)
+                tight.append(False)
+                continue
+            s = direction * wrapped * radius
+            past = s - length
+            bounds.append(abs(radius - math.hypot(x - cx, y - cy)) + (0.0 if past < 0.0 else past)
+                          + (0.0 if s > 0.0 else -s))
+            tight.append(True)
+        else:
+            bounds.append(0.0)
+            tight.append(False)
+    return bounds, tight
 
 
 def install(road: Road) -> Road:
-    """Switch `road` and its network to the fast code in place (their state is untouched)."""
+    """Switch `road` and its network to the fast code in place (their state is untouched); on a
+    road already switched, switch the vehicles added since."""
     if isinstance(road, FastRoadMixin):
+        for vehicle in road.vehicles:
+            fasten_vehicle(vehicle)
         return road
     cls = type(road)
     mixins = (FastRegulatedRoadMixin, FastRoadMixin) if isinstance(road, RegulatedRoad) else (FastRoadMixin,)

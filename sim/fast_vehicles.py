@@ -91,7 +91,8 @@ class FastVehicleMixin(_CachedMotion):
     def predict_trajectory_constant_speed(self, times):
         # Vehicle's own code, except that its deep copy of self no longer copies the whole road
         # (~10 ms at an intersection, once per vehicle pair in RegulatedRoad): the copy only
-        # reads the road's lanes, which it now shares.
+        # reads the road's lanes, which it now shares, its current lane included (that lane's
+        # memo of projections would otherwise be copied with it: thousands of entries).
         if self.prediction_type == "zero_steering":
             action = {"acceleration": 0.0, "steering": 0.0}
         elif self.prediction_type == "constant_steering":
@@ -100,7 +101,7 @@ class FastVehicleMixin(_CachedMotion):
             raise ValueError("Unknown predition type")
         dt = np.diff(np.concatenate(([0.0], times)))
         positions, headings = [], []
-        v = copy.deepcopy(self, {id(self.road): self.road})
+        v = copy.deepcopy(self, {id(self.road): self.road, id(self.lane): self.lane})
         v.act(action)
         for t in dt:
             v.step(t)

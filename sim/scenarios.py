@@ -6,7 +6,8 @@ raises on a 2-D array; and their stock observation types (pandas-backed kinemati
 cost more than the simulation. `make_core_env` therefore builds a subclass of the stock env whose
 reward, reward-info and observation are inert: this stack computes its own camera frames and metrics.
 Its simulation loop calls `substep_callback` (if set) after every simulation substep, and its road
-is `sim.fast_road`'s (the stock results, faster) unless the config sets `fast_road: false`.
+is `sim.fast_road`'s (the stock results, faster; from before the reset places traffic) unless the
+config sets `fast_road: false`.
 """
 from __future__ import annotations
 
@@ -261,6 +262,13 @@ def _continuous_class(env_id: str):
         if self.config["fast_road"]:
             install_fast_road(self.road)
 
+    def _make_vehicles(self, *args, **kwargs):
+        # Intersection's reset runs 45 substeps of traffic before the ego is placed: on the fast
+        # road too (a sixth of an intersection episode's simulation time was this warm-up).
+        if self.config["fast_road"]:
+            install_fast_road(self.road)
+        return stock._make_vehicles(self, *args, **kwargs)
+
     def _simulate(self, action=None):
         # highway-env's own loop (AbstractEnv._simulate) minus its pygame viewer hook, plus a
         # callback after every simulation substep so that videos can show every substep.
@@ -281,6 +289,7 @@ def _continuous_class(env_id: str):
         (stock,),
         {
             "_reset": _reset,
+            **({"_make_vehicles": _make_vehicles} if hasattr(stock, "_make_vehicles") else {}),
             "_simulate": _simulate,
             "define_spaces": define_spaces,
             "_reward": lambda self, action: 0.0,

@@ -154,6 +154,17 @@ def test_closest_lane_matches_stock(make_core, scenario):
         assert net.get_closest_lane_index(point, heading) == RoadNetwork.get_closest_lane_index(net, point, heading)
 
 
+def test_closest_lane_sees_a_lane_added_later(make_core):
+    """The fast search keeps a table of the network's lanes: a lane added after a query is found."""
+    from highway_env.road.lane import StraightLane
+
+    net = make_core("roundabout").road.network
+    point = np.array([500.0, 500.0])
+    assert net.get_closest_lane_index(point) == RoadNetwork.get_closest_lane_index(net, point)
+    net.add_lane("far", "away", StraightLane([400.0, 500.0], [600.0, 500.0]))
+    assert net.get_closest_lane_index(point) == ("far", "away", 0)
+
+
 @pytest.mark.parametrize("scenario", ["highway-dense", "merge", "roundabout", "intersection"])
 def test_collision_checks_match_stock_on_overlapping_vehicles(make_core, scenario):
     core = make_core(scenario, seed=2)
@@ -179,6 +190,55 @@ def test_collision_checks_match_stock_on_overlapping_vehicles(make_core, scenari
             np.testing.assert_array_equal(a.position, b.position)
         crashes += sum(v.crashed for v in road.vehicles)
     assert crashes > 0
+
+
+def test_road_rules_match_stock_on_crowded_junctions(make_core):
+    """Who yields to whom at an intersection: the fast rules (pairs ruled out on arrays) decide as
+    the stock rules, with vehicles packed onto the junction's lanes so that many pairs are close
+    and many are not."""
+    from highway_env.road.regulation import RegulatedRoad
+
+    from sim import fast_road
+
+    core = make_core("intersection", seed=4)
+    rng = np.random.default_rng(5)
+    lanes = [lane for lane in core.road.network.lanes_list() if lane.length < 60]  # inside the junction
+    yields = conflicts = checked = ruled_out = 0
+    for _ in range(30):
+        road = core.road
+        for k, v in enumerate(road.vehicles):
+            if k % 2 and rng.random() < 0.8:  # just behind or ahead of the previous one, often near LENGTH
+                s = float(np.clip(s + rng.choice([-1, 1]) * rng.uniform(3.0, 7.0), 0.0, lane.length))
+            else:
+                lane = lanes[rng.integers(len(lanes))]
+                s = rng.uniform(0.0, lane.length)
+            v.position = np.asarray(lane.position(s, rng.uniform(-1, 1)), dtype=np.float64)
+            v.heading = float(lane.heading_at(s))
+            v.speed = float(rng.uniform(0, 12))
+            v.lane_index = road.network.get_closest_lane_index(v.position, v.heading)
+            v.lane = road.network.get_lane(v.lane_index)
+            for name in ("is_yielding", "color"):
+                v.__dict__.pop(name, None)
+        stock = copy.deepcopy(road)
+        road.enforce_road_rules()
+        RegulatedRoad.enforce_road_rules(stock)
+        for a, b in zip(road.vehicles, stock.vehicles):
+            assert getattr(a, "is_yielding", False) == getattr(b, "is_yielding", False)
+            assert getattr(a, "target_speed", None) == getattr(b, "target_speed", None)
+            yields += bool(getattr(a, "is_yielding", False))
+        # pair by pair: a pair ruled out is one the stock check finds no conflict for
+        vehicles = road.vehicles
+        predictions = [v.predict_trajectory_constant_speed(np.arange(0.25, 3, 0.25)) for v in vehicles]
+        near = fast_road._may_conflict(vehicles, predictions)
+        for i, j in zip(*np.triu_indices(len(vehicles), 1)):
+            stock_conflict = bool(RegulatedRoad.is_conflict_possible(vehicles[i], vehicles[j]))  # None: no
+            assert bool(near[i, j] and fast_road._conflict_possible(
+                vehicles[i], vehicles[j], predictions[i], predictions[j])) == stock_conflict
+            conflicts += stock_conflict
+            ruled_out += not near[i, j]
+            checked += 1
+    # the comparison saw yields and conflicts, and the pruning did something
+    assert yields > 0 and conflicts > 0 and 0 < ruled_out < checked
 
 
 def test_memoised_lane_coordinates_are_the_stock_ones(make_core):
