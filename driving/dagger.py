@@ -1,7 +1,8 @@
 """`driving dagger`: the student drives, the expert (round 0's dataset's, seeing what the camera shows by
 default) labels every state it reaches.
 
-Round 0 is behaviour cloning with DART noise on a collected dataset (given, or collected here).
+Round 0 is behaviour cloning with DART noise on a collected dataset (given, or collected here), or
+a BC run trained before (`round0=RUN`: scored beside the expert, not trained again).
 In round r = 1..R the checkpoint of round r-1 drives `episodes` episodes with the expert's share
 beta_r (per step, the expert's action is executed with probability beta_r; `takeover` > 0 also hands
 the expert the wheel while the two disagree by more than it). The expert labels every step and the
@@ -51,6 +52,9 @@ class DaggerConfig:
     scenario: Optional[str] = None  # default: the dataset's, or highway when round 0 collects
     out: str = "runs/dagger"
     dataset: Optional[str] = None  # round 0's demonstrations; None: collected into OUT/round0/data
+    # a finished `driving train` run (its folder) to be round 0: scored, not trained again; its dataset
+    # is round 0's data and its config the rounds' training keys (train.* on top)
+    round0: Optional[str] = None
     rounds: int = 2  # DAgger rounds after round 0
     beta: list[float] = field(default_factory=lambda: [0.5, 0.0])  # expert share in rounds 1, 2, ...; last repeats
     takeover: float = 0.0  # > 0: the expert drives while |student - expert| exceeds it (normalised units)
@@ -214,7 +218,16 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
     pick_device(cfg.device)  # a bad device is refused now, not at round 0's evaluation
     out = Path(cfg.out)
     collect_cfg = None
-    if cfg.dataset is not None:
+    run0 = _trained_round0(cfg) if cfg.round0 is not None else None
+    if run0 is not None:
+        load_config(CollectConfig, None, ["out=unused", *as_overrides(cfg.collect)], group="collect")
+        data0, base = run0["data"], run0["dataset"]
+        scenario = base.meta["scenario"]["name"]
+        if cfg.scenario is not None and cfg.scenario != scenario:
+            raise UserError(f"round0 {cfg.round0} was trained on {scenario} data, scenario={cfg.scenario}: leave "
+                            "scenario unset or pass a run of that scenario")
+        collected = len(base)
+    elif cfg.dataset is not None:
         # round 0 does not collect: its keys are still checked (a recipe file's noise keys are welcome)
         load_config(CollectConfig, None, ["out=unused", *as_overrides(cfg.collect)], group="collect")
         base = Dataset.open(cfg.dataset)
@@ -234,9 +247,15 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
                                                         *as_overrides(cfg.collect)], group="collect")
         collected = collect_cfg.episodes
     train_over = ["wandb.mode=offline", *sizes["train"], *as_overrides(cfg.train)]
-    train0 = load_config(TrainConfig, None, [f"dataset={data0}", f"out={out / 'round0' / 'run'}", *train_over],
-                         group="train")
-    refuse_round_keys(train0)
+    if run0 is not None:  # the rounds fine-tune with the run's own keys, train.* on top
+        train0 = load_config(TrainConfig, run0["config"], [f"dataset={data0}", f"out={run0['run']}",
+                                                           "wandb.mode=offline", *as_overrides(cfg.train)],
+                             group="train")
+        refuse_round_keys(load_config(TrainConfig, None, [f"dataset={data0}", "out=unused", *as_overrides(cfg.train)]))
+    else:
+        train0 = load_config(TrainConfig, None, [f"dataset={data0}", f"out={out / 'round0' / 'run'}", *train_over],
+                             group="train")
+        refuse_round_keys(train0)
     steps = cfg.round_steps or max(1, train0.steps // 2)
     episodes = cfg.episodes or max(1, collected // 2)
     ev = load_config(EvalConfig, None, [f"scenario={scenario}", f"device={cfg.device}", *sizes["eval"],
@@ -257,15 +276,53 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
         x["train"] = train0 if r == 0 else replace(
             train0, dataset=datasets[:r + 1], steps=steps, out=str(out / f"round{r}" / "run"),
             dataset_weights=[1.0] * (r + 1) if cfg.shares == "rounds" else None)
+    if run0 is not None:
+        rounds[0]["train"] = None  # trained before: only scored here
+        rounds[0]["run"] = run0["run"]
+        found = f"round 0 from {cfg.round0}; {found}"
     return {"found": found, "scenario": scenario, "collect": collect_cfg, "data0": data0, "rounds": rounds,
             "episodes": episodes, "round_steps": steps}
 
 
-def chosen_path(out: Path, r: int) -> Path:
-    """The checkpoint round r hands on (its training run's `best`, else `last`), as a stable path."""
+def _trained_round0(cfg: DaggerConfig) -> dict:
+    """The `round0` run: its folder, config file, last checkpoint and dataset, refused unless it finished
+    training and its dataset is found (where `dataset=` is given, the one the run was trained on)."""
+    from driving import checkpoint
+    from driving.data.format import Dataset
+    from driving.data.tensors import fingerprint
+    from driving.train import TrainConfig
+
+    run = Path(cfg.round0)
+    config = run / "config.yaml"
+    if not (run / "checkpoints" / "last").exists() or not config.is_file():
+        raise UserError(f"round0 {run} is not a `driving train` run folder (no checkpoints/last and config.yaml): "
+                        "pass the out= folder of a finished `driving train`, or drop round0")
+    last = checkpoint.resolve(run / "checkpoints" / "last")
+    meta = checkpoint.load_meta(last, checkpoint.resume_fix(last))
+    trained = load_config(TrainConfig, config, [], group="round0's config.yaml")
+    if meta["step"] < trained.steps:
+        raise UserError(f"round0 {run} stopped at step {meta['step']} of its {trained.steps}: finish it first "
+                        f"(`driving train {config}` resumes it), or drop round0")
+    if len(trained.datasets) != 1:
+        raise UserError(f"round0 {run} was trained on {len(trained.datasets)} datasets: DAgger's round 0 is one "
+                        "dataset of demonstrations; pass a run trained on one, or drop round0")
+    data = Path(cfg.dataset if cfg.dataset is not None else trained.datasets[0])
+    if not (data / "meta.json").is_file():
+        raise UserError(f"round0 {run} was trained on {trained.datasets[0]}, not found from here: run from the "
+                        "folder it was trained in, or pass dataset=PATH where that dataset is now")
+    base = Dataset.open(data)
+    if fingerprint(base) != meta["dataset"]["fingerprint"]:
+        raise UserError(f"dataset {data} holds other episodes than round0 {run} was trained on "
+                        f"({meta['dataset']['path']}): pass that dataset, or drop dataset= to use it")
+    return {"run": run, "config": config, "checkpoint": last, "data": data, "dataset": base}
+
+
+def chosen_path(out: Path, r: int, round0: str | None = None) -> Path:
+    """The checkpoint round r hands on (its training run's `best`, else `last`), as a stable path;
+    round 0's is the `round0` run's where one is given."""
     from driving.checkpoint import chosen
 
-    return chosen(out / f"round{r}" / "run")
+    return chosen(round0 if r == 0 and round0 is not None else out / f"round{r}" / "run")
 
 
 def run_dagger(cfg: DaggerConfig, progress: bool = True, command: str | None = None, keys: str = "") -> dict:
@@ -284,7 +341,7 @@ def refuse_smaller_rerun(plan: dict, keys: str = "") -> None:
     refuse_smaller(
         datasets=([(c.out, c.episodes, "collect.episodes")] if c is not None and not c.shard else [])
         + [(x["data"], plan["episodes"], f"{keys}episodes") for x in later],
-        runs=[(plan["rounds"][0]["train"].out, plan["rounds"][0]["train"].steps, "train.steps")]
+        runs=[(x["train"].out, x["train"].steps, "train.steps") for x in plan["rounds"][:1] if x["train"]]
         + [(x["train"].out, x["train"].steps, f"{keys}round_steps") for x in later])
 
 
@@ -312,17 +369,22 @@ def _run_dagger(cfg: DaggerConfig, progress: bool = True, command: str | None = 
         if r > 0:
             print(f"== round {r}: the round {r - 1} policy drives {len(x['seeds'])} episodes, "
                   f"expert share {x['beta']:g}; the expert labels every step")
-            drive_round(chosen_path(out, r - 1), base_meta, Path(x["data"]), r, x["beta"], x["seeds"], cfg, progress)
-        t = x["train"] if r == 0 else replace(x["train"], init_from=str(chosen_path(out, r - 1)))
-        print(f"== round {r}: train {t.steps} steps on {len(t.datasets)} dataset(s)"
-              + (f", warm start from round {r - 1}" if r else ""))
-        train(t, progress=progress)
-        ckpt = chosen_path(out, r)
+            drive_round(chosen_path(out, r - 1, cfg.round0), base_meta, Path(x["data"]), r, x["beta"], x["seeds"],
+                        cfg, progress)
+        if x["train"] is None:
+            t = None
+            print(f"== round 0: the BC run {x['run']}, trained before")
+        else:
+            t = x["train"] if r == 0 else replace(x["train"], init_from=str(chosen_path(out, r - 1, cfg.round0)))
+            print(f"== round {r}: train {t.steps} steps on {len(t.datasets)} dataset(s)"
+                  + (f", warm start from round {r - 1}" if r else ""))
+            train(t, progress=progress)
+        ckpt = chosen_path(out, r, cfg.round0)
         result = finished_evaluation(ckpt, x["eval"])
         if result is None:
             print(f"== round {r}: evaluate on {x['eval'].episodes} fixed seeds beside the expert")
             result = evaluate(str(ckpt), x["eval"], progress=progress)["result"]
-        table.append(round_row(x, result, [Dataset.open(d) for d in t.datasets]))
+        table.append(round_row(x, result, [Dataset.open(d) for d in (t.datasets if t else [plan["data0"]])]))
         board = summary(cfg, plan, table, command, time.perf_counter() - t0)
         atomic.write_json(out / "rounds.json", board)
         atomic.write_bytes(out / "rounds.md", markdown(board).encode())
@@ -358,7 +420,8 @@ def summary(cfg: DaggerConfig, plan: dict, table: list[dict], command: str | Non
                        # collisions as a paired difference of the per-episode flag (a rate difference)
                        "gain_over_bc": {("collision_rate" if k == "crashed" else k): gain[k]
                                         for k in (*TABLE, "crashed") if k in gain}})
-    return {"config": to_dict(cfg), "scenario": plan["scenario"], "sizes": plan["found"], "hardware": hardware(),
+    return {"config": to_dict(cfg), "scenario": plan["scenario"], "dataset0": str(plan["data0"]),
+            "sizes": plan["found"], "hardware": hardware(),
             "eval_episodes": plan["rounds"][0]["eval"].episodes, "wall_s": wall_s,
             "command": command or "driving dagger " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
             # written after every round: a table of a killed run says it is not the whole run
@@ -398,6 +461,8 @@ def markdown(board: dict) -> str:
                       ("mean_abs_lat_accel", "{:+.2f}"))]
             lines.append(f"| {r['round']} | " + " | ".join(cells) + " |")
     hw = board["hardware"]
+    if board["config"].get("round0"):
+        lines += ["", f"Round 0 is the BC run {board['config']['round0']}, trained before this command."]
     lines += ["", f"{board['scenario']}: every round evaluated on the same {board['eval_episodes']} held-out seeds "
                   f"beside the expert (95% intervals). Sizes: {board['sizes']}. Hardware: {hw['cpu_cores']} CPU "
                   f"cores, GPU {hw['gpu'] or 'none'}. Wall {board['wall_s'] / 60:.1f} min (this invocation: "

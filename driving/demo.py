@@ -106,7 +106,7 @@ def _run_demo(cfg, progress: bool, command: str) -> dict:
           "eval.episodes=N rounds=N)")
     board = run_dagger(cfg, progress=progress, command=command)
     last = board["rounds"][-1]
-    ds = Dataset.open(cfg.dataset or out / "round0" / "data")
+    ds = Dataset.open(board["dataset0"])
     print("\n" + format_stats(dataset_stats(ds)))
     sheet = write_contact_sheet(ds, out / "data_contact_sheet.png")
     eval_dir = Path(last["eval_dir"])
@@ -115,7 +115,7 @@ def _run_demo(cfg, progress: bool, command: str) -> dict:
     print(text_table(result))
     print("\n" + markdown(board))
     videos = [eval_dir / v["file"] for v in result["videos"]]
-    ckpt = chosen_path(out, last["round"])
+    ckpt = chosen_path(out, last["round"], cfg.round0)
     print(f"dataset {ds.root}\ncontact sheet {sheet}\ncheckpoint {ckpt}\nrounds {out / 'rounds.md'}\n"
           f"report {eval_dir / 'report.html'}")
     for v in videos:

@@ -36,7 +36,8 @@ SCENARIO_KEYS = (*STAGES, "recipe", "rounds")
 # `driving dagger` keys the scoreboard sets for every run, and where a user sets them instead
 _OWNED = {"rounds": "the scoreboard's own key", "size": "the scoreboard's own key", "out": "out=",
           "scenario": "scenario=", "dataset": "collect.* (the scoreboard collects each scenario's dataset)",
-          "collect": "collect.*", "train": "train.*", "eval": "eval.*"}
+          "collect": "collect.*", "train": "train.*", "eval": "eval.*",
+          "round0": "`driving dagger round0=RUN` for one run (a scoreboard trains every seed's round 0)"}
 # `driving dagger` keys a recipe file does not carry into the scoreboard: sizes and the machine's
 _SIZES = ("episodes", "round_steps", "workers", "device")
 # stage keys the scoreboard sets for every run, and where a user sets them instead

@@ -299,3 +299,54 @@ def test_rounds_share_batches_equally_or_by_frames(tmp_path, two):
     assert abs(src.float().mean().item() - 0.5) < 0.02
     src = data.source[data.sample(20000, torch.Generator().manual_seed(0), None)]
     assert abs(src.float().mean().item() - 14 / 32) < 0.02
+
+
+def test_a_bc_run_trained_before_is_round_0(tmp_path, capsys):
+    """round0=RUN: the rounds go on from a BC run trained elsewhere, exactly as if this command had
+    trained it (the same student episodes, the same fine-tuned weights), and RUN is not trained again."""
+    whole, reuse = tmp_path / "whole", tmp_path / "reuse"
+    assert main(["dagger", f"out={whole}", "rounds=1", *TINY]) == 0
+    run0 = whole / "round0" / "run"
+    def files(run):  # wandb's own service may still append to its logs: not this command's writing
+        return {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and "wandb" not in p.parts}
+
+    before = files(run0)
+    assert main(["dagger", f"out={reuse}", f"round0={run0}", "rounds=1", *TINY]) == 0
+    assert "== round 0: the BC run" in capsys.readouterr().out
+    assert not (reuse / "round0" / "run").exists() and not (reuse / "round0" / "data").exists()
+    assert files(run0) == before  # untouched
+
+    a, b = Dataset.open(whole / "round1" / "data"), Dataset.open(reuse / "round1" / "data")
+    last = str((run0 / "checkpoints" / "last").resolve())
+    assert a.meta["dagger"]["checkpoint"] == b.meta["dagger"]["checkpoint"] == last
+    assert np.array_equal(a.episode(0)["frames"], b.episode(0)["frames"])
+    assert np.array_equal(a.episode(1)["action"], b.episode(1)["action"])
+    wa, wb = (torch.load(d / "round1" / "run" / "checkpoints" / "last" / "weights.pt", weights_only=False)
+              for d in (whole, reuse))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    boards = [json.loads((d / "rounds.json").read_text()) for d in (whole, reuse)]
+    assert [r["policy"] for r in boards[0]["rounds"]] == [r["policy"] for r in boards[1]["rounds"]]
+    assert boards[1]["dataset0"] == str(whole / "round0" / "data")
+    assert f"Round 0 is the BC run {run0}" in (reuse / "rounds.md").read_text()
+
+
+def test_a_round0_run_that_cannot_be_round_0_is_one_line(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["dagger", f"out={out}", "rounds=0", *TINY]) == 0
+    run0 = out / "round0" / "run"
+    other = synthetic_dataset(tmp_path / "other", lengths=(6, 5), seed=3)
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run0, unfinished)
+    text = (unfinished / "config.yaml").read_text()
+    assert "steps: 4\n" in text
+    (unfinished / "config.yaml").write_text(text.replace("steps: 4\n", "steps: 8\n"))  # stopped at 4 of 8
+    capsys.readouterr()
+    for extra, needle in [([f"round0={tmp_path}"], "is not a `driving train` run folder"),
+                          ([f"round0={unfinished}"], "stopped at step 4 of its 8: finish it first"),
+                          ([f"round0={run0}", f"dataset={other}"], "holds other episodes than round0"),
+                          ([f"round0={run0}", "scenario=merge"], "was trained on highway data, scenario=merge")]:
+        assert main(["dagger", f"out={tmp_path / 'x'}", "rounds=1", *TINY, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err, err
+    assert main(["scoreboard", f"out={tmp_path / 's'}", "rounds=1", f"dagger.round0={run0}", "size=cpu"]) == 2
+    assert "dagger.round0 is set by the scoreboard itself" in capsys.readouterr().err
