@@ -21,6 +21,8 @@ same command goes on where it stopped without redoing finished rounds.
 from __future__ import annotations
 
 import math
+import os
+import re
 
 import shlex
 import sys
@@ -53,7 +55,8 @@ class DaggerConfig:
     out: str = "runs/dagger"
     dataset: Optional[str] = None  # round 0's demonstrations; None: collected into OUT/round0/data
     # a finished `driving train` run (its folder) to be round 0: scored, not trained again; its dataset
-    # is round 0's data and its config the rounds' training keys (train.* on top)
+    # is round 0's data and its config the rounds' training keys (device and threads this machine's
+    # defaults; train.* on top)
     round0: Optional[str] = None
     rounds: int = 2  # DAgger rounds after round 0
     beta: list[float] = field(default_factory=lambda: [0.5, 0.0])  # expert share in rounds 1, 2, ...; last repeats
@@ -218,14 +221,15 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
     pick_device(cfg.device)  # a bad device is refused now, not at round 0's evaluation
     out = Path(cfg.out)
     collect_cfg = None
+    _refuse_another_round0(cfg)
     run0 = _trained_round0(cfg) if cfg.round0 is not None else None
     if run0 is not None:
         load_config(CollectConfig, None, ["out=unused", *as_overrides(cfg.collect)], group="collect")
         data0, base = run0["data"], run0["dataset"]
         scenario = base.meta["scenario"]["name"]
         if cfg.scenario is not None and cfg.scenario != scenario:
-            raise UserError(f"round0 {cfg.round0} was trained on {scenario} data, scenario={cfg.scenario}: leave "
-                            "scenario unset or pass a run of that scenario")
+            raise UserError(f"round0 {cfg.round0} was trained on {scenario} data, scenario={cfg.scenario}: set "
+                            f"scenario={scenario} (or leave it unset), or pass a run of {cfg.scenario}")
         collected = len(base)
     elif cfg.dataset is not None:
         # round 0 does not collect: its keys are still checked (a recipe file's noise keys are welcome)
@@ -247,11 +251,15 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
                                                         *as_overrides(cfg.collect)], group="collect")
         collected = collect_cfg.episodes
     train_over = ["wandb.mode=offline", *sizes["train"], *as_overrides(cfg.train)]
-    if run0 is not None:  # the rounds fine-tune with the run's own keys, train.* on top
-        train0 = load_config(TrainConfig, run0["config"], [f"dataset={data0}", f"out={run0['run']}",
-                                                           "wandb.mode=offline", *as_overrides(cfg.train)],
+    if run0 is not None:
+        # the rounds fine-tune with the run's own keys; the machine's (device, threads) are this command's
+        # defaults, not those of the machine that trained it; train.* on top
+        train0 = load_config(TrainConfig, run0["config"], [f"dataset={data0}", f"out={run0['run']}", "device=auto",
+                                                           "threads=0", "wandb.mode=offline", *as_overrides(cfg.train)],
                              group="train")
         refuse_round_keys(load_config(TrainConfig, None, [f"dataset={data0}", "out=unused", *as_overrides(cfg.train)]))
+        pick_device(train0.device)
+        _refuse_other_model(cfg, train0)
     else:
         train0 = load_config(TrainConfig, None, [f"dataset={data0}", f"out={out / 'round0' / 'run'}", *train_over],
                              group="train")
@@ -284,6 +292,36 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
             "episodes": episodes, "round_steps": steps}
 
 
+def _refuse_other_model(cfg: DaggerConfig, train0) -> None:
+    """Round 1 fine-tunes round 0's checkpoint: a model the train.* keys change is refused now, not
+    after round 0's evaluation and round 1's episodes."""
+    from driving import checkpoint
+    from driving.train import model_diff
+
+    diff = model_diff(train0, checkpoint.load_meta(checkpoint.resolve(checkpoint.chosen(cfg.round0))))
+    if diff:
+        raise UserError(f"the rounds fine-tune round0 {cfg.round0}, whose model differs from the rounds' train keys "
+                        f"({diff}): set train.model and train.net.* as it was trained (or drop them)")
+
+
+def _refuse_another_round0(cfg: DaggerConfig) -> None:
+    """A DAgger folder re-run with round0 where it trained its own round 0, or the reverse, is refused
+    before anything is collected or trained (its rounds went on from the other round 0)."""
+    from omegaconf import OmegaConf
+
+    recorded = Path(cfg.out) / "config.yaml"
+    if not recorded.is_file():
+        return
+    try:
+        before = OmegaConf.to_container(OmegaConf.load(recorded)).get("round0")
+    except Exception:  # an unreadable record: the stages' own checks still apply
+        return
+    if (before is None) != (cfg.round0 is None):
+        was = f"round0={before}" if before is not None else "its own round 0 (no round0)"
+        raise UserError(f"{cfg.out} holds a DAgger run that went on from {was}: re-run it the same way to go on, "
+                        "or use another out= folder")
+
+
 def _trained_round0(cfg: DaggerConfig) -> dict:
     """The `round0` run: its folder, config file, last checkpoint and dataset, refused unless it finished
     training and its dataset is found (where `dataset=` is given, the one the run was trained on)."""
@@ -294,12 +332,20 @@ def _trained_round0(cfg: DaggerConfig) -> dict:
 
     run = Path(cfg.round0)
     config = run / "config.yaml"
-    if not (run / "checkpoints" / "last").exists() or not config.is_file():
+    last = run / "checkpoints" / "last"
+    if not (last.exists() or last.is_symlink()) or not config.is_file():
         raise UserError(f"round0 {run} is not a `driving train` run folder (no checkpoints/last and config.yaml): "
                         "pass the out= folder of a finished `driving train`, or drop round0")
-    last = checkpoint.resolve(run / "checkpoints" / "last")
-    meta = checkpoint.load_meta(last, checkpoint.resume_fix(last))
-    trained = load_config(TrainConfig, config, [], group="round0's config.yaml")
+    inside = _nested(run, Path(cfg.out))
+    if inside:
+        raise UserError(f"round0 {run} and out={cfg.out} {inside}: the rounds write under out=, so give them a "
+                        "folder apart from the run")
+    repair = f"`driving train {config}` repairs it (and resumes the run), or drop round0"
+    if last.is_symlink() and not last.exists():
+        raise UserError(f"round0 {run}: checkpoints/last points to {os.readlink(last)}, which is missing: {repair}")
+    last = checkpoint.resolve(last)
+    meta = checkpoint.load_meta(last, f"round0 {run}'s last checkpoint cannot be read: {repair}")
+    trained = load_config(TrainConfig, config, [], group=str(config))
     if meta["step"] < trained.steps:
         raise UserError(f"round0 {run} stopped at step {meta['step']} of its {trained.steps}: finish it first "
                         f"(`driving train {config}` resumes it), or drop round0")
@@ -312,9 +358,26 @@ def _trained_round0(cfg: DaggerConfig) -> dict:
                         "folder it was trained in, or pass dataset=PATH where that dataset is now")
     base = Dataset.open(data)
     if fingerprint(base) != meta["dataset"]["fingerprint"]:
+        if cfg.dataset is None:
+            raise UserError(f"round0 {run} was trained on {data}, which holds other episodes now (extended or "
+                            "collected again since): pass dataset=PATH of the episodes it was trained on, or drop "
+                            "round0")
         raise UserError(f"dataset {data} holds other episodes than round0 {run} was trained on "
                         f"({meta['dataset']['path']}): pass that dataset, or drop dataset= to use it")
     return {"run": run, "config": config, "checkpoint": last, "data": data, "dataset": base}
+
+
+def _nested(run: Path, out: Path) -> str:
+    """How the folders `run` and `out` overlap where the rounds would write into the run ("" where
+    they do not): one folder, out= inside the run, or the run inside a round's folder OUT/roundR."""
+    run, out = run.resolve(), out.resolve()
+    if run == out:
+        return "are one folder"
+    if run in out.parents:
+        return "overlap (out= lies inside the run)"
+    if out in run.parents and re.fullmatch(r"round\d+", run.relative_to(out).parts[0]):
+        return f"overlap (the run lies in {out.name}/{run.relative_to(out).parts[0]}, where a round writes)"
+    return ""
 
 
 def chosen_path(out: Path, r: int, round0: str | None = None) -> Path:

@@ -757,17 +757,24 @@ def split_seeds(cfg: TrainConfig, datasets: list, resumed: dict | None, init: di
     return seeds
 
 
+def model_diff(cfg: TrainConfig, meta: dict) -> str:
+    """How `cfg`'s model differs from a checkpoint's (its meta), "" where a warm start can load it: the
+    same network; its lane-change threshold is a driving rule, not weights, and may differ; so may the
+    backbone file that initialised it (a warm start loads every weight from the checkpoint)."""
+    theirs = {**asdict(ModelConfig(**meta["net"])), "plan_threshold": cfg.net.plan_threshold,
+              "weights": cfg.net.weights}
+    if meta["model"] == cfg.model and theirs == asdict(cfg.net):
+        return ""
+    return config_diff({"model": meta["model"], "net": theirs}, {"model": cfg.model, "net": asdict(cfg.net)})
+
+
 def warm_start_meta(cfg: TrainConfig, camera: dict) -> tuple[Path, dict]:
     """(checkpoint folder, its meta) for `init_from`, refused unless it builds the same model for the
     same camera as this run."""
     ckpt = checkpoint.resolve(cfg.init_from)
     meta = checkpoint.load_meta(ckpt)
-    # the same network; its lane-change threshold is a driving rule, not weights, and may differ; so may
-    # the backbone file that initialised it (a warm start loads every weight from the checkpoint)
-    theirs = {**asdict(ModelConfig(**meta["net"])), "plan_threshold": cfg.net.plan_threshold,
-              "weights": cfg.net.weights}
-    if meta["model"] != cfg.model or theirs != asdict(cfg.net):
-        diff = config_diff({"model": meta["model"], "net": theirs}, {"model": cfg.model, "net": asdict(cfg.net)})
+    diff = model_diff(cfg, meta)
+    if diff:
         raise UserError(f"init_from {cfg.init_from} holds a different model ({diff}): set model and net.* as "
                         "it was trained, or drop init_from")
     diff = [f"{k}: {meta['camera'].get(k)!r} there, {camera.get(k)!r} in the data" for k in

@@ -17,7 +17,9 @@ differ by rounding, ~1e-12 m), and every decision that close to a boundary is le
 - Regulated roads (intersection): `enforce_road_rules` predicts every vehicle's trajectory once
   per call instead of once per pair; the predictions depend on nothing but the vehicle.
 - The lane a vehicle is on (`get_closest_lane_index`, after every substep) skips lanes whose
-  distance is surely not the minimum.
+  distance is surely not the minimum. The network's lanes are tabled once; `add_lane` drops the
+  table (highway-env builds every network through it): a graph edited directly, or shared with a
+  shallow copy that adds lanes, must drop `_fast_lane_table` itself.
 
 Lane shapes without a vectorised form here (poly-lanes) fall back to the stock code. The
 per-vehicle side (IDM, steering, kinematics, memoised lane projections) is sim.fast_vehicles.

@@ -328,6 +328,10 @@ def test_a_bc_run_trained_before_is_round_0(tmp_path, capsys):
     assert [r["policy"] for r in boards[0]["rounds"]] == [r["policy"] for r in boards[1]["rounds"]]
     assert boards[1]["dataset0"] == str(whole / "round0" / "data")
     assert f"Round 0 is the BC run {run0}" in (reuse / "rounds.md").read_text()
+    # re-run without round0, it would collect and train a round 0 of its own: refused before it starts
+    assert main(["dagger", f"out={reuse}", "rounds=1", *TINY]) == 2
+    assert f"went on from round0={run0}" in capsys.readouterr().err
+    assert not (reuse / "round0" / "data").exists()
 
 
 def test_a_round0_run_that_cannot_be_round_0_is_one_line(tmp_path, capsys):
@@ -341,12 +345,38 @@ def test_a_round0_run_that_cannot_be_round_0_is_one_line(tmp_path, capsys):
     assert "steps: 4\n" in text
     (unfinished / "config.yaml").write_text(text.replace("steps: 4\n", "steps: 8\n"))  # stopped at 4 of 8
     capsys.readouterr()
+    dangling = tmp_path / "dangling"
+    shutil.copytree(run0, dangling, symlinks=True)
+    target = (dangling / "checkpoints" / "last").readlink()
+    shutil.rmtree(dangling / "checkpoints" / target)
+    extended = tmp_path / "extended"  # the run's own dataset collected further since
+    shutil.copytree(out / "round0", extended)
+    assert main(["collect", "scenario=highway", f"out={extended / 'data'}", "episodes=4", "max_steps=12",
+                 "workers=1", "camera.height=48", "camera.width=24", "-q"]) == 0
+    (extended / "run" / "config.yaml").write_text(
+        (extended / "run" / "config.yaml").read_text().replace(str(out / "round0" / "data"), str(extended / "data")))
+    capsys.readouterr()
     for extra, needle in [([f"round0={tmp_path}"], "is not a `driving train` run folder"),
                           ([f"round0={unfinished}"], "stopped at step 4 of its 8: finish it first"),
+                          ([f"round0={dangling}"], "checkpoints/last points to"),
                           ([f"round0={run0}", f"dataset={other}"], "holds other episodes than round0"),
-                          ([f"round0={run0}", "scenario=merge"], "was trained on highway data, scenario=merge")]:
+                          ([f"round0={extended / 'run'}"], "which holds other episodes now (extended or collected"),
+                          ([f"round0={run0}", "scenario=merge"], "was trained on highway data, scenario=merge: set "
+                                                                 "scenario=highway"),
+                          # the rounds would fine-tune another model: refused before round 0 is scored
+                          ([f"round0={run0}", "train.net.plan_head=true"], "whose model differs from the rounds' "
+                                                                           "train keys (net.plan_head")]:
         assert main(["dagger", f"out={tmp_path / 'x'}", "rounds=1", *TINY, *extra]) == 2, extra
         err = capsys.readouterr().err.strip()
         assert needle in err and "\n" not in err, err
+        assert not (tmp_path / "x" / "round0").exists()
+    # the rounds would write into the run: refused
+    inside = tmp_path / "y" / "round0"
+    shutil.copytree(run0, inside)
+    assert main(["dagger", f"out={tmp_path / 'y'}", f"round0={inside}", "rounds=0", *TINY]) == 2
+    assert "overlap (the run lies in y/round0, where a round writes)" in capsys.readouterr().err
+    # a folder whose rounds went on from its own round 0, re-run with round0 (and the reverse): refused at once
+    assert main(["dagger", f"out={out}", f"round0={unfinished}", "rounds=0", *TINY]) == 2
+    assert "went on from its own round 0 (no round0)" in capsys.readouterr().err
     assert main(["scoreboard", f"out={tmp_path / 's'}", "rounds=1", f"dagger.round0={run0}", "size=cpu"]) == 2
     assert "dagger.round0 is set by the scoreboard itself" in capsys.readouterr().err

@@ -215,6 +215,8 @@ def test_road_rules_match_stock_on_crowded_junctions(make_core):
             v.position = np.asarray(lane.position(s, rng.uniform(-1, 1)), dtype=np.float64)
             v.heading = float(lane.heading_at(s))
             v.speed = float(rng.uniform(0, 12))
+            # lengths differ (a truck beside a car): the stock pre-check takes the first one's
+            v.LENGTH = float(rng.choice([5.0, rng.uniform(3.0, 10.0)]))
             v.lane_index = road.network.get_closest_lane_index(v.position, v.heading)
             v.lane = road.network.get_lane(v.lane_index)
             for name in ("is_yielding", "color"):
