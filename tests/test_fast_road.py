@@ -206,6 +206,7 @@ def test_road_rules_match_stock_on_crowded_junctions(make_core):
     yields = conflicts = checked = ruled_out = 0
     for _ in range(30):
         road = core.road
+        lane, s = lanes[0], 0.0  # the first vehicle always gets a lane of its own (k = 0)
         for k, v in enumerate(road.vehicles):
             if k % 2 and rng.random() < 0.8:  # just behind or ahead of the previous one, often near LENGTH
                 s = float(np.clip(s + rng.choice([-1, 1]) * rng.uniform(3.0, 7.0), 0.0, lane.length))
