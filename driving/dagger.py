@@ -323,7 +323,7 @@ def _refuse_another_round0(cfg: DaggerConfig) -> None:
 
 
 def _trained_round0(cfg: DaggerConfig) -> dict:
-    """The `round0` run: its folder, config file, last checkpoint and dataset, refused unless it finished
+    """The `round0` run: its folder, config file and dataset, refused unless it finished
     training and its dataset is found (where `dataset=` is given, the one the run was trained on)."""
     from driving import checkpoint
     from driving.data.format import Dataset
@@ -364,7 +364,7 @@ def _trained_round0(cfg: DaggerConfig) -> dict:
                             "round0")
         raise UserError(f"dataset {data} holds other episodes than round0 {run} was trained on "
                         f"({meta['dataset']['path']}): pass that dataset, or drop dataset= to use it")
-    return {"run": run, "config": config, "checkpoint": last, "data": data, "dataset": base}
+    return {"run": run, "config": config, "data": data, "dataset": base}
 
 
 def _nested(run: Path, out: Path) -> str:

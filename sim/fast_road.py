@@ -353,23 +353,13 @@ class FastRoadNetwork(RoadNetwork):
         if table is None:
             table = self._fast_lane_table = _lane_table(self.graph)
         indexes, lanes, shapes, headings = table
-        x, y = float(position[0]), float(position[1])
-        if None not in headings:  # all straight: bounds inlined (runs per vehicle per substep)
-            bounds = []
-            for _, sx, sy, dx, dy, length, _ in shapes:
-                s = (x - sx) * dx + (y - sy) * dy
-                lat = (y - sy) * dx - (x - sx) * dy
-                bounds.append((lat if lat >= 0.0 else -lat) + (s - length if s > length else 0.0)
-                              + (-s if s < 0.0 else 0.0))
-            tight = None
-        else:
-            bounds, tight = _distance_bounds(shapes, x, y)
+        bounds, tight = _distance_bounds(shapes, float(position[0]), float(position[1]))
         return indexes[_closest(position, heading, lanes, bounds, tight, headings)]
 
 
 def _closest(position, heading, lanes, bounds, tight, headings) -> int:
     """The index k of the (first) minimum of lanes[k].distance_with_heading(position, heading),
-    given bounds[k] <= the positional part of that distance (tight[k]: equal to it; None: all tight).
+    given bounds[k] <= the positional part of that distance (tight[k]: equal to it).
 
     The distance is the positional part plus a heading term in [0, pi]. Where the lowest bound is
     a lane's actual positional part, a lane whose bound exceeds it by more than pi cannot be
@@ -377,7 +367,7 @@ def _closest(position, heading, lanes, bounds, tight, headings) -> int:
     terms): when every other lane is ruled out so, no stock distance is needed at all."""
     first = min(range(len(bounds)), key=bounds.__getitem__)
     low, head = bounds[first], headings[first]
-    if tight is None or tight[first]:
+    if tight[first]:
         limit = low + math.pi + _TOL
         if not any(k != first and b <= limit and (head is None or headings[k] != head or b <= low + _TOL)
                    for k, b in enumerate(bounds)):
