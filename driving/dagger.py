@@ -223,8 +223,10 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
     collect_cfg = None
     _refuse_another_round0(cfg)
     run0 = _trained_round0(cfg) if cfg.round0 is not None else None
-    if run0 is not None:
+    if run0 is not None or cfg.dataset is not None:
+        # round 0 does not collect: its keys are still checked (a recipe file's noise keys are welcome)
         load_config(CollectConfig, None, ["out=unused", *as_overrides(cfg.collect)], group="collect")
+    if run0 is not None:
         data0, base = run0["data"], run0["dataset"]
         scenario = base.meta["scenario"]["name"]
         if cfg.scenario is not None and cfg.scenario != scenario:
@@ -232,8 +234,6 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
                             f"scenario={scenario} (or leave it unset), or pass a run of {cfg.scenario}")
         collected = len(base)
     elif cfg.dataset is not None:
-        # round 0 does not collect: its keys are still checked (a recipe file's noise keys are welcome)
-        load_config(CollectConfig, None, ["out=unused", *as_overrides(cfg.collect)], group="collect")
         base = Dataset.open(cfg.dataset)
         if len(base) == 0:
             raise UserError(f"dataset {cfg.dataset} has no episodes: collect some with `driving collect`")
