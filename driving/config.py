@@ -190,6 +190,18 @@ def check_episodes(prefix: str, episodes: int, seed: int, workers: int | None, m
                          "(or null for the scenario's own length)")
 
 
+# Environments per simulation worker process in the closed loop: with two, a worker steps one while the
+# other waits for its action (the pipe both ways, the policy's forward pass); docs/FIGURES.md.
+ENVS_PER_WORKER = 2
+MAX_ENVS_PER_WORKER = 16
+
+
+def check_envs_per_worker(prefix: str, n: int) -> None:
+    if not 1 <= n <= MAX_ENVS_PER_WORKER:
+        raise ValueError(f"{prefix}envs_per_worker must be in 1..{MAX_ENVS_PER_WORKER}, got {n} (1: one env a "
+                         f"worker, which idles while its action is computed; default {ENVS_PER_WORKER})")
+
+
 def check_seed(name: str, seed: int) -> None:
     """Episode seeds go to gymnasium, which takes none below 0."""
     if not 0 <= seed < 2**31:

@@ -34,7 +34,8 @@ from typing import Any, Optional
 import numpy as np
 
 from driving import atomic
-from driving.config import as_overrides, load_config, refuse_owned, to_dict
+from driving.config import (ENVS_PER_WORKER, as_overrides, check_envs_per_worker, load_config, refuse_owned,
+                            to_dict)
 from driving.data.collect import NoiseConfig
 from driving.errors import UserError
 from driving.folder_lock import writing
@@ -72,7 +73,8 @@ class DaggerConfig:
     # (round 0's demonstrations and every student round an equal share of a batch: where the student
     # crashes early its rounds are short, and by frames their states hardly reach the batches)
     shares: str = "frames"
-    workers: int = 0  # parallel envs for the student's episodes; 0: one per core
+    workers: int = 0  # worker processes for the student's episodes; 0: one per core
+    envs_per_worker: int = ENVS_PER_WORKER  # envs in each: a worker steps one while another waits for its action
     device: str = "auto"  # where the student drives
     size: str = "auto"  # auto | cpu | cuda: the demo's sizes for round 0 (collect, train, eval)
     collect: dict[str, Any] = field(default_factory=dict)  # extra `driving collect` keys for round 0
@@ -93,6 +95,7 @@ class DaggerConfig:
             raise ValueError("round_steps must be >= 0 (0: half of round 0's)")
         if self.workers < 0:
             raise ValueError("workers must be >= 0 (0 = one per core)")
+        check_envs_per_worker("", self.envs_per_worker)
         if self.size not in ("auto", "cpu", "cuda"):
             raise ValueError("size must be auto, cpu or cuda")
         if self.shares not in ("frames", "rounds"):
@@ -191,7 +194,8 @@ def _drive_round(ckpt: str | Path, base_meta: dict, root: Path, r: int, beta: fl
         write_index(root, rows, dmeta)
         return {k: v for k, v in record.items() if k != "frames"}  # frames are on disk now
 
-    with open_pool(scenario, run_camera, cfg.workers, len(todo), max_steps, env_over, expert) as pool:
+    with open_pool(scenario, run_camera, cfg.workers, len(todo), max_steps, env_over, expert,
+                   envs_per_worker=cfg.envs_per_worker) as pool:
         run_episodes(actor, scenario, todo, run_camera, cfg.workers, max_steps, progress,
                      f"round {r} student (beta {beta:g})", pool=pool, keep_frames=True, on_record=write)
     return root

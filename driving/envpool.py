@@ -2,8 +2,11 @@
 (`send_reset`, `send_steps`) and its answer collected whenever it is there (`recv_ready`), so a slow
 step or a reset in one env never holds up the others.
 
-Kept free of torch so that spawned workers start fast. Each worker owns one DrivingEnv; the pool
-hands it episode seeds as they come, so which worker runs which seed never changes a result.
+Kept free of torch so that spawned workers start fast. Each worker process owns one or more
+DrivingEnvs (`per_worker`); the pool hands every env episode seeds as they come, so which env runs
+which seed never changes a result. With two envs a worker steps one while the other's answer is on
+its way to the parent and back (the pipe, the policy's forward pass): with one, it idles for every
+round trip (docs/FIGURES.md).
 """
 from __future__ import annotations
 
@@ -118,21 +121,24 @@ class _Inline:
         self.env.close()
 
 
-def _worker(conn, env_kwargs: dict) -> None:
+def _worker(conn, env_kwargs: dict, slots: int) -> None:
     worker_setup()
-    inline = _Inline(env_kwargs)
+    envs = [_Inline(env_kwargs) for _ in range(slots)]
     try:
         while True:
-            cmd, arg = conn.recv()
+            cmd, slot, arg = conn.recv()  # commands of all its envs, in the order they were sent
             if cmd == "close":
                 break
+            if cmd == "step":  # sent as floats: a third of the pickling cost of an array, both ways
+                arg = np.asarray(arg, dtype=np.float64)
             try:
-                inline.send((cmd, arg))
-                conn.send(("ok", inline.recv()))
+                envs[slot].send((cmd, arg))
+                conn.send((slot, "ok", envs[slot].recv()))
             except Exception as e:  # report, don't hang the parent
-                conn.send(("error", f"{type(e).__name__}: {e}{where_raised(e.__traceback__)}"))
+                conn.send((slot, "error", f"{type(e).__name__}: {e}{where_raised(e.__traceback__)}"))
     finally:
-        inline.close()
+        for env in envs:
+            env.close()
         conn.close()
 
 
@@ -183,39 +189,67 @@ def worker_died(what: str, exitcode: int | None = None) -> UserError:
 
 
 class _Remote:
-    def __init__(self, ctx, env_kwargs: dict):
+    """A worker process with `slots` envs; each answer comes back tagged with its env's slot and waits
+    in `answers` until the parent asks for it."""
+
+    def __init__(self, ctx, env_kwargs: dict, slots: int):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, env_kwargs), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, env_kwargs, slots), daemon=True)
         self.proc.start()
         child.close()
+        self.answers: dict[int, tuple] = {}
 
     def _died(self) -> UserError:
         self.proc.join(timeout=5)
         return worker_died("simulation", self.proc.exitcode)
 
-    def send(self, msg):
+    def send(self, slot: int, msg) -> None:
         try:
-            self.conn.send(msg)
+            self.conn.send((msg[0], slot, msg[1]))
         except (BrokenPipeError, ConnectionError):
             raise self._died() from None
 
-    def recv(self):
+    def take(self) -> None:
+        """Take in the next answer (waits for it)."""
         try:
-            status, payload = self.conn.recv()
+            slot, status, payload = self.conn.recv()
         except (EOFError, ConnectionError):
             raise self._died() from None
+        self.answers[slot] = (status, payload)
+
+    def recv(self, slot: int):
+        while slot not in self.answers:
+            self.take()
+        status, payload = self.answers.pop(slot)
         if status == "error":
             raise worker_failed("simulation", payload)
         return payload
 
     def close(self):
         try:
-            self.conn.send(("close", None))
+            self.conn.send(("close", None, None))
         except (BrokenPipeError, OSError):
             pass
         self.proc.join(timeout=10)
         if self.proc.is_alive():
             self.proc.kill()
+
+
+class _Slot:
+    """One env of a worker process, with the protocol of _Inline."""
+
+    def __init__(self, remote: _Remote, slot: int):
+        self.remote, self.slot = remote, slot
+
+    def send(self, msg) -> None:
+        self.remote.send(self.slot, msg)
+
+    def recv(self):
+        return self.remote.recv(self.slot)
+
+    @property
+    def answered(self) -> bool:
+        return self.slot in self.remote.answers
 
 
 # What a simulation worker imports: a fork server imports it once, and every worker forked from it
@@ -323,18 +357,26 @@ class EnvPool:
     `recv_ready(ids)` waits until at least one of those envs has answered and returns every answer
     there is, {i: (obs, terminated, truncated, info)}."""
 
-    def __init__(self, n: int, env_kwargs: dict):
+    def __init__(self, n: int, env_kwargs: dict, per_worker: int = 1):
+        self.remotes: list[_Remote] = []
         if n <= 1:
             self.envs = [_Inline(env_kwargs)]
         else:
             ctx = worker_context()
+            procs = -(-n // max(1, per_worker))
             with single_threaded_children(ctx):
-                self.envs = [_Remote(ctx, env_kwargs) for _ in range(n)]
+                self.remotes = [_Remote(ctx, env_kwargs, len(range(p, n, procs))) for p in range(procs)]
+            # env i in process i % procs: the first envs the engine starts are in different processes
+            self.envs = [_Slot(self.remotes[i % procs], i // procs) for i in range(n)]
         # registered once: building a selector per wait cost a sixth of the parent's time at 16 envs
         self._answers = selectors.DefaultSelector()
-        for i, e in enumerate(self.envs):
-            if isinstance(e, _Remote):
-                self._answers.register(e.conn, selectors.EVENT_READ, i)
+        for p, remote in enumerate(self.remotes):
+            self._answers.register(remote.conn, selectors.EVENT_READ, p)
+
+    @property
+    def workers(self) -> int:
+        """Worker processes (0: the env runs in this process)."""
+        return len(self.remotes)
 
     def __len__(self):
         return len(self.envs)
@@ -349,11 +391,12 @@ class EnvPool:
     def send_steps(self, actions: dict[int, np.ndarray]) -> None:
         """Start stepping env i with actions[i] for every i."""
         for i, a in actions.items():
-            self._send(i, ("step", np.asarray(a, dtype=np.float64)))
+            a = np.asarray(a, dtype=np.float64)
+            self._send(i, ("step", a if isinstance(self.envs[i], _Inline) else tuple(a.tolist())))
 
     def _send(self, i: int, msg) -> None:
         env = self.envs[i]
-        if not isinstance(env, _Inline):
+        if isinstance(env, _Slot):
             return env.send(msg)  # a worker's exception comes back from recv, as one UserError
         try:
             env.send(msg)
@@ -365,15 +408,17 @@ class EnvPool:
     def recv_ready(self, ids: list[int]) -> dict[int, tuple]:
         """The answers of the envs among `ids` (each with a command in flight) that have answered,
         at least one; in-process envs answer at once."""
-        ready = [i for i in ids if isinstance(self.envs[i], _Inline)]
-        asked = set(ids)
+        envs = self.envs
+        ready = [i for i in ids if not isinstance(envs[i], _Slot) or envs[i].answered]
         while not ready:
-            ready = sorted(key.data for key, _ in self._answers.select() if key.data in asked)
-        return {i: self.envs[i].recv() for i in ready}
+            for key, _ in self._answers.select():  # one answer each: more are there at the next select
+                self.remotes[key.data].take()
+            ready = sorted(i for i in ids if envs[i].answered)
+        return {i: envs[i].recv() for i in ready}
 
     def close(self):
         self._answers.close()
-        for e in self.envs:
+        for e in self.remotes or self.envs:
             e.close()
 
     def __enter__(self):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from driving import atomic
 from driving.baselines import ExpertPolicy
-from driving.config import EVAL_SEED, check_episodes, to_dict
+from driving.config import ENVS_PER_WORKER, EVAL_SEED, check_envs_per_worker, check_episodes, to_dict
 from driving.envpool import EnvPool, probe_env
 from driving.executors import check_executor
 from driving.folder_lock import writing
@@ -39,6 +39,8 @@ class EvalConfig:
     scenario: str = "highway"  # one name, or several separated by commas
     episodes: int = 20  # per scenario
     workers: int = 0  # parallel environments (processes); 0 = one per core
+    # environments in each worker process: it steps one while another waits for its action (executor=process)
+    envs_per_worker: int = ENVS_PER_WORKER
     seed: int = EVAL_SEED  # episode i of every scenario uses seed + i
     out: Optional[str] = None  # default: RUN/eval/STEP_SCENARIOS (expert: runs/expert/eval/SCENARIOS)
     max_steps: Optional[int] = None  # None: the scenario's own episode length
@@ -64,6 +66,7 @@ class EvalConfig:
         check_episodes("", self.episodes, self.seed, None, self.max_steps)
         if self.workers < 0 or self.videos < 0:
             raise ValueError("workers and videos must be >= 0 (workers 0: one per core; videos 0: none)")
+        check_envs_per_worker("", self.envs_per_worker)
         if self.saliency not in ("vbp", "gradcam", "none"):
             raise ValueError("saliency must be vbp, gradcam or none")
         if self.expert_perception not in PERCEPTIONS:
@@ -85,15 +88,18 @@ def shard_episodes(cfg: EvalConfig) -> list[int]:
 
 def open_pool(scenario: str, camera: dict, workers: int, n_episodes: int,
               max_steps: int | None = None, env: dict | None = None, expert: dict | None = None,
-              executor: str = "process", ray_address: str | None = None):
-    """Environments for `run_episodes`: worker processes here, or (executor=ray) Ray actors."""
+              executor: str = "process", ray_address: str | None = None,
+              envs_per_worker: int = ENVS_PER_WORKER):
+    """Environments for `run_episodes`: `envs_per_worker` in each of `workers` processes here (no more
+    envs than episodes), or (executor=ray) one in each Ray actor."""
     kwargs = {"scenario": scenario, "camera": camera, "max_steps": max_steps, "env": dict(env or {}),
               "expert": dict(expert or {})}
     if executor == "ray":
         from driving.executors import RayEnvPool, cluster_cpus
 
         return RayEnvPool(max(1, min(workers or cluster_cpus(ray_address), n_episodes)), kwargs, ray_address)
-    return EnvPool(max(1, min(workers or os.cpu_count() or 1, n_episodes)), kwargs)
+    workers = workers or os.cpu_count() or 1
+    return EnvPool(max(1, min(workers * envs_per_worker, n_episodes)), kwargs, envs_per_worker)
 
 
 def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers: int,
@@ -363,7 +369,8 @@ def _evaluate(checkpoint, cfg: EvalConfig, progress, policy, camera, meta, out: 
         dt = 1.0 / sc.policy_frequency
         t = time.perf_counter()
         with open_pool(name, camera, cfg.workers, len(seeds), cfg.max_steps, cfg.env,
-                       {"perception": cfg.expert_perception}, cfg.executor, cfg.ray_address) as pool:
+                       {"perception": cfg.expert_perception}, cfg.executor, cfg.ray_address,
+                       cfg.envs_per_worker) as pool:
             if reused is not None:
                 expert_rows, expert_actions = reused[name]
             else:

@@ -25,7 +25,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from driving import atomic, checkpoint, precision
-from driving.config import check_episodes, check_number, check_seed, config_diff, to_dict
+from driving.config import (ENVS_PER_WORKER, check_envs_per_worker, check_episodes, check_number, check_seed,
+                            config_diff, to_dict)
 from driving.data.format import FRAME_KEYS, Dataset
 from driving.data.tensors import (
     AugmentConfig,
@@ -71,6 +72,7 @@ class TrainEvalConfig:
     scenario: str | None = None  # default: the dataset's scenario
     seed: int = 2_000_000  # fixed seeds, apart from collection (0..) and final evaluation (1e6..)
     workers: int = 0
+    envs_per_worker: int = ENVS_PER_WORKER
     max_steps: int | None = None
     video: bool = True  # render the worst episode and log it
 
@@ -78,6 +80,7 @@ class TrainEvalConfig:
         if self.every < 0:
             raise ValueError(f"eval.every must be >= 0 (0: never), got {self.every}")
         check_episodes("eval.", self.episodes, self.seed, self.workers, self.max_steps)
+        check_envs_per_worker("eval.", self.envs_per_worker)
 
 
 @dataclass
@@ -835,7 +838,7 @@ class ClosedLoopMonitor:
         c = self.cfg
         if self.pool is None:
             self.pool = open_pool(self.scenario, self.camera, c.workers, len(self.seeds), c.max_steps,
-                                  expert=self.expert)
+                                  expert=self.expert, envs_per_worker=c.envs_per_worker)
         run = {"scenario": self.scenario, "seeds": self.seeds, "camera": self.camera, "workers": c.workers,
                "max_steps": c.max_steps, "progress": False, "pool": self.pool}
         if self.reference is None:

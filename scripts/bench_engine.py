@@ -5,12 +5,14 @@ size. Sleeping workers take no core, so 16 or 32 of them measure on a 2-core mac
 engine's scheduling, IPC and parent-side work cost a 16-core one. The policy is the expert (free) or
 a stand-in for a GPU forward pass: a fixed time per call, whatever the batch (launch-bound).
 
-Efficiency = steps/s / (envs x the ideal per env: 1 / (mean step + mean reset / steps per episode)):
-1.0 is what the simulation allows. Also the seconds to start a pool of real workers, spawned or
+Efficiency = steps/s / (workers x the ideal per worker: 1 / (mean step + mean reset / steps per
+episode)): 1.0 is what the simulation allows. Each worker process holds 1 or more envs
+(--envs-per-worker, the product's default 2): with one, a worker idles while its env's answer goes to
+the parent and its action comes back; with two it steps the other meanwhile. Also the seconds to start a pool of real workers, spawned or
 forked from the fork server (driving.envpool.worker_context).
 
     python scripts/bench_engine.py [--scenario highway] [--workers 1,4,16,32] [--episodes-per-env 3]
-                                   [--max-steps 100] [--forward-ms 1.5]
+                                   [--max-steps 100] [--forward-ms 1.5] [--envs-per-worker 1,2]
 """
 from __future__ import annotations
 
@@ -77,11 +79,12 @@ def startup_seconds(scenario: str, n: int, how: str) -> float:
         envpool.worker_context = real
 
 
-def run(policy, n: int, env_kwargs: dict, seeds: list[int], scenario: str = "highway") -> float:
+def run(policy, n: int, env_kwargs: dict, seeds: list[int], scenario: str = "highway", per_worker: int = 1) -> float:
+    """Steps/s of `n` envs, `per_worker` to a worker process."""
     from driving.envpool import EnvPool
     from driving.evaluate import run_episodes
 
-    with EnvPool(n, env_kwargs) as pool:
+    with EnvPool(n, env_kwargs, per_worker) as pool:
         for i in range(len(pool)):  # workers started and warm before the clock
             pool.reset(i, 0)
         t = time.perf_counter()
@@ -98,6 +101,7 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=100)
     p.add_argument("--forward-ms", type=float, default=1.5, help="the stand-in GPU forward pass, per call")
     p.add_argument("--startup-workers", type=int, default=2, help="real workers for the start-up figures")
+    p.add_argument("--envs-per-worker", default="1,2", help="envs in each worker process, compared in one run")
     a = p.parse_args()
 
     from driving.baselines import ExpertPolicy
@@ -115,16 +119,18 @@ def main() -> None:
     kwargs = {"factory": SleepingEnv, "obs_shape": shape, "step_s": step_s, "reset_s": reset_s,
               "length": a.max_steps}
     counts = [int(c) for c in a.workers.split(",")]
+    per_worker = [int(k) for k in a.envs_per_worker.split(",")]
     policies = {"expert": ExpertPolicy(), f"forward {a.forward_ms:g} ms": FixedCostPolicy(a.forward_ms / 1e3)}
+    alone = 1.0 / (np.mean(step_s) + np.mean(reset_s) / a.max_steps)
     summary = []
     for name, policy in policies.items():
         for n in counts:
-            seeds = list(range(10_000, 10_000 + n * a.episodes_per_env))
-            sps = run(policy, n, kwargs, seeds, a.scenario)
-            alone = 1.0 / (np.mean(step_s) + np.mean(reset_s) / a.max_steps)
-            print(f"{name:<18} {n:3d} envs: {sps:8.0f} steps/s   efficiency {sps / n / alone:.2f} "
-                  f"(ideal: {alone:.0f} steps/s per env)")
-            summary.append(f"{name} {n}: {sps / n / alone:.2f}")
+            for k in per_worker:
+                seeds = list(range(10_000, 10_000 + n * k * a.episodes_per_env))
+                sps = run(policy, n * k, kwargs, seeds, a.scenario, k)
+                print(f"{name:<18} {n:3d} workers x {k} envs: {sps:8.0f} steps/s   efficiency {sps / n / alone:.2f} "
+                      f"(ideal: {alone:.0f} steps/s per worker)")
+                summary.append(f"{name} {n}x{k}: {sps / n / alone:.2f}")
     print(f"pool start-up, {a.startup_workers} real workers: spawn {spawn[0]:.2f} s / {spawn[1]:.2f} s; fork server "
           f"{server[0]:.2f} s (first pool: the server starts) / {server[1]:.2f} s (later pools)")
     print("engine efficiency: " + "; ".join(summary))

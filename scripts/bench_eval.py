@@ -3,11 +3,14 @@
 one batch for the envs that answered; on CUDA replayed as a graph, and again launched eagerly as
 "-eager") and for the expert (no network: the simulation alone). Pools are opened
 and warmed first, so the figures are steady-state; the one-off worker start-up is printed apart.
-Efficiency = steps/s per env relative to 1 env. The efficiency line comes last.
+Each worker process holds --envs-per-worker envs (a list compares them in one run; the product's
+default is 2: a worker steps one env while the other waits for its action; 1 worker with 1 env runs
+in this process). Efficiency = steps/s per worker relative to 1 worker with the first of those
+counts. The efficiency line comes last.
 
     python scripts/bench_eval.py [--checkpoint runs/X/checkpoints/last] [--scenario highway]
                                  [--episodes 16] [--max-steps 100] [--workers 1,2,all] [--repeats 2]
-                                 [--breakdown]
+                                 [--envs-per-worker 1,2] [--breakdown]
 
 --breakdown runs each policy once more per env count on an instrumented pool and says where the time
 goes, from the parent's side (it sends every command and receives every answer): per env, the share
@@ -161,15 +164,15 @@ def engine_breakdown(policy, pool, scenario: str, seeds: list[int], camera: dict
 
 def print_breakdown(rows: dict) -> None:
     print("\nwhere the time goes (one instrumented run per policy and env count; shares of the wall time):")
-    print(f"{'policy':<14} {'envs':>4} {'steps/s':>8} | {'env: in flight':>14} {'waits':>6} | {'parent: waits':>13} "
+    print(f"{'policy':<14} {'workers x envs':>14} {'steps/s':>8} | {'env: in flight':>14} {'waits':>6} | {'parent: waits':>13} "
           f"{'forward':>8} {'sends':>6} {'rest':>6} | {'forward ms':>10} {'rows':>5} {'round trip ms':>13}")
     for (name, n), r in rows.items():
         rest = 1 - r["parent_waiting"] - r["parent_forward"] - r["parent_sending"]
-        print(f"{name:<14} {n:>4} {r['steps_per_s']:>8.1f} | {r['env_in_flight']:>14.1%} {1 - r['env_in_flight']:>6.1%} | "
+        print(f"{name:<14} {f'{n[0]} x {n[1]}':>14} {r['steps_per_s']:>8.1f} | {r['env_in_flight']:>14.1%} {1 - r['env_in_flight']:>6.1%} | "
               f"{r['parent_waiting']:>13.1%} {r['parent_forward']:>8.1%} {r['parent_sending']:>6.1%} {rest:>6.1%} | "
               f"{r['forward_ms']:>10.2f} {r['rows_per_forward']:>5.1f} {r['round_trip_ms']:>13.2f}")
-    print("in flight: a command sent and not yet answered (the step, its reset, the pipe both ways); with 1 env "
-          "the env runs in the parent, inside `sends`")
+    print("in flight: a command sent and not yet answered (the step, its reset, the pipe both ways; with two envs "
+          "in a worker, also the other's step); with 1 worker x 1 env the env runs in the parent, inside `sends`")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=16)
     p.add_argument("--max-steps", type=int, default=100)
     p.add_argument("--workers", default="1,2,all")
+    p.add_argument("--envs-per-worker", default=None, help="envs in each worker process, e.g. 1,2 (default: the "
+                   "product's)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--breakdown", action="store_true", help="also one instrumented run per policy and env count")
@@ -193,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from driving.config import ENVS_PER_WORKER
     from driving.evaluate import open_pool
 
     policies, camera = make_policies(a.checkpoint, a.device)
@@ -202,10 +208,11 @@ def main(argv: list[str] | None = None) -> None:
         # inserted second: the table lists the product's way first, then this one
         policies = {learned: policies[learned], f"{learned}-{default_threads}thr": _TorchDefaultThreads(policies[learned]),
                     **{k: v for k, v in policies.items() if k != learned}}
-    counts = worker_counts(a.workers)
+    per_worker = [int(k) for k in (a.envs_per_worker or str(ENVS_PER_WORKER)).split(",")]
+    counts = [(n, k) for n in worker_counts(a.workers) for k in per_worker]  # (workers, envs in each)
     seeds = [3_000_000 + i for i in range(a.episodes)]
-    rates: dict[tuple[str, int], list[float]] = {}
-    startup: dict[int, float] = {}
+    rates: dict[tuple[str, tuple], list[float]] = {}
+    startup: dict[tuple, float] = {}
     pools = {}
     spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(a.busy)]
     for p in spinners:
@@ -213,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for n in counts:
             t = time.perf_counter()
-            pools[n] = open_pool(a.scenario, camera, n, len(seeds), a.max_steps)
+            pools[n] = open_pool(a.scenario, camera, n[0], len(seeds), a.max_steps, envs_per_worker=n[1])
             for i in range(len(pools[n])):
                 pools[n].reset(i, 0)
             startup[n] = time.perf_counter() - t
@@ -221,14 +228,14 @@ def main(argv: list[str] | None = None) -> None:
         # and cuBLAS set-up, a CUDA graph's capture) that are not its steady rate
         for name, policy in policies.items():
             for n in counts:
-                steady_steps_per_second(policy, pools[n], a.scenario, seeds[:n], camera, a.max_steps)
+                steady_steps_per_second(policy, pools[n], a.scenario, seeds[:len(pools[n])], camera, a.max_steps)
         for _ in range(a.repeats):
             for name, policy in policies.items():
                 for n in counts:
                     rates.setdefault((name, n), []).append(
                         steady_steps_per_second(policy, pools[n], a.scenario, seeds, camera, a.max_steps))
                     # as it comes: a run stopped at its time limit keeps what it measured
-                    print(f"measured {name} {n} env(s): {rates[name, n][-1]:.1f} steps/s", flush=True)
+                    print(f"measured {name} {label(n)}: {rates[name, n][-1]:.1f} steps/s", flush=True)
         breakdown = {(name, n): engine_breakdown(policy, pools[n], a.scenario, seeds, camera, a.max_steps)
                      for name, policy in policies.items() for n in counts} if a.breakdown else {}
     finally:
@@ -239,23 +246,29 @@ def main(argv: list[str] | None = None) -> None:
     print(f"scenario {a.scenario}, {a.episodes} episodes x <= {a.max_steps} steps, {os.cpu_count()} cores, "
           f"policy device {getattr(policies[learned], 'device', '?')}, median of {a.repeats}"
           + (f", {a.busy} other process(es) spinning" if a.busy else ""))
-    print("worker start-up (one-off): " + ", ".join(f"{n} env(s) {startup[n]:.2f} s" for n in counts))
+    print("worker start-up (one-off): " + ", ".join(f"{label(n)} {startup[n]:.2f} s" for n in counts))
     lines = []
     for name in policies:
-        one = statistics.median(rates[name, 1])
+        one = statistics.median(rates[name, (1, per_worker[0])]) if (1, per_worker[0]) in counts else None
         for n in counts:
             sps = statistics.median(rates[name, n])
-            print(f"{name:<14} {n:2d} env(s): {sps:7.1f} steps/s   efficiency {sps / n / one:.2f}")
-        lines.append(f"{name}: " + ", ".join(f"{n} envs {statistics.median(rates[name, n]) / n / one:.2f}"
-                                             for n in counts if n > 1))
+            eff = f"   efficiency {sps / n[0] / one:.2f}" if one else ""
+            print(f"{name:<14} {label(n)}: {sps:7.1f} steps/s{eff}")
+        if one:
+            lines.append(f"{name}: " + ", ".join(f"{label(n)} {statistics.median(rates[name, n]) / n[0] / one:.2f}"
+                                                 for n in counts if n != (1, per_worker[0])))
     if breakdown:
         print_breakdown(breakdown)
     many = f"{learned}-{default_threads}thr"
     if many in policies:
         print(f"one torch thread in the parent (the product's) against torch's default {default_threads}: "
-              + ", ".join(f"{n} env(s) {statistics.median(rates[learned, n]) / statistics.median(rates[many, n]):.2f}x"
+              + ", ".join(f"{label(n)} {statistics.median(rates[learned, n]) / statistics.median(rates[many, n]):.2f}x"
                           for n in counts) + " the steps/s")
-    print("scaling efficiency (steps/s per env / 1 env): " + "; ".join(lines))
+    print(f"scaling efficiency (steps/s per worker / 1 worker x {per_worker[0]}): " + "; ".join(lines))
+
+
+def label(n: tuple) -> str:
+    return f"{n[0]:2d} worker(s) x {n[1]} env(s)"
 
 
 if __name__ == "__main__":

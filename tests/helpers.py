@@ -79,6 +79,28 @@ class SlowSeedEnv:
         pass
 
 
+class SeedEchoEnv:
+    """driving.envpool.SleepingEnv whose frames hold its episode's seed (mod 256) and whose episodes last
+    3 + seed % 5 steps, so an answer given to the wrong env shows in the records (built in worker
+    processes: importable, picklable)."""
+
+    def __init__(self, obs_shape, step_s: float):
+        from driving.envpool import SleepingEnv
+
+        self.inner = SleepingEnv(obs_shape, [step_s], [0.0], 3)
+
+    def reset(self, seed: int):
+        self.inner.length = 3 + seed % 5
+        self.inner.frames = np.full_like(self.inner.frames, seed % 256)
+        return self.inner.reset(seed)
+
+    def step(self, action):
+        return self.inner.step(action)
+
+    def close(self):
+        pass
+
+
 class FailingEnv:
     """driving.envpool.SleepingEnv whose step `fail_at` raises, as a simulator bug or a value that fails
     only mid-episode would (built in worker processes: importable, picklable)."""

@@ -104,6 +104,9 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["collect", "max_steps=100000001", "out=/tmp/never"], "max_steps must be in 1..100,000, got 100000001"),
     (["eval", "expert", "workers=-1", "out=/tmp/never"], "workers and videos must be >= 0"),
     (["eval", "expert", "videos=-1", "out=/tmp/never"], "workers and videos must be >= 0"),
+    (["eval", "expert", "envs_per_worker=0", "out=/tmp/never"], "envs_per_worker must be in 1..16, got 0"),
+    (["dagger", "envs_per_worker=17", "out=/tmp/never"], "envs_per_worker must be in 1..16, got 17"),
+    (["train", "dataset=/tmp/never", "eval.envs_per_worker=0"], "eval.envs_per_worker must be in 1..16"),
     # a value YAML cannot parse is named, whichever command it was given to
     (["dagger", "beta=[0.5,", "out=/tmp/never"], "override 'beta=[0.5,': its value is not valid YAML"),
     (["scoreboard", "scenario=,", "out=/tmp/never"], "override 'scenario=,': its value is not valid YAML"),

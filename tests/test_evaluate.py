@@ -119,14 +119,15 @@ def test_envs_step_at_their_own_pace():
     assert sum(rec.batches) == sum(len(r["actions"]) for r in records) == 36
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_an_exception_while_stepping_is_one_user_error_naming_it(workers):
-    """In a worker process or in this one: one UserError with the error and where it was raised."""
+@pytest.mark.parametrize("workers, per_worker", [(1, 1), (2, 1), (2, 2)])
+def test_an_exception_while_stepping_is_one_user_error_naming_it(workers, per_worker):
+    """In a worker process (with one env or two) or in this one: one UserError with the error and where
+    it was raised."""
     from driving.envpool import EnvPool
     from tests.helpers import FailingEnv
 
     kwargs = {"factory": FailingEnv, "obs_shape": (2, 32, 16), "fail_at": 3, "length": 6}
-    with EnvPool(workers, kwargs) as pool:
+    with EnvPool(workers, kwargs, per_worker) as pool:
         with pytest.raises(UserError, match=r"a simulation step failed: ZeroDivisionError: float division by zero "
                                             r"\(at helpers\.py:\d+\)"):
             run_episodes(ConstantPolicy(0.0, 0.0), "highway", [0, 1], None, workers, progress=False, pool=pool)
@@ -185,16 +186,55 @@ def test_the_probe_blames_only_values_the_user_gave(monkeypatch):
         envpool.probe_env("highway", None, env={"lanes_count": 3})
 
 
-def test_a_dead_environment_worker_is_one_user_error():
+@pytest.mark.parametrize("per_worker", [1, 2])
+def test_a_dead_environment_worker_is_one_user_error(per_worker):
     """A worker killed mid-evaluation (out of memory, say): one UserError naming it, not EOFError."""
     from driving.envpool import EnvPool, SleepingEnv
 
     kwargs = {"factory": SleepingEnv, "obs_shape": (2, 32, 16), "step_s": [0.001], "reset_s": [0.0],
               "length": 50}
-    with EnvPool(2, kwargs) as pool:
-        pool.envs[1].proc.kill()
+    with EnvPool(2 * per_worker, kwargs, per_worker) as pool:
+        pool.envs[1].remote.proc.kill()
         with pytest.raises(UserError, match=r"a simulation worker process died \(it was killed by SIGKILL"):
             run_episodes(ConstantPolicy(0.0, 0.0), "highway", [1, 2, 3], None, 2, progress=False, pool=pool)
+
+
+def test_envs_share_worker_processes_and_every_answer_reaches_its_env():
+    """envs_per_worker: n envs in ceil(n / k) processes, the first ones in different processes; while one
+    env of a process waits for its action the other steps, and every answer reaches its own env."""
+    from driving.envpool import EnvPool
+    from tests.helpers import SeedEchoEnv
+
+    kwargs = {"factory": SeedEchoEnv, "obs_shape": (2, 32, 16), "step_s": 0.002}
+    seeds = list(range(3, 23))
+    with EnvPool(5, kwargs, 2) as pool:
+        assert pool.workers == 3
+        assert [pool.remotes.index(e.remote) for e in pool.envs] == [0, 1, 2, 0, 1]
+        records = run_episodes(ConstantPolicy(0.0, 0.0), "highway", seeds, None, 3, progress=False, pool=pool,
+                               keep_frames=True)
+    assert [r["seed"] for r in records] == seeds
+    assert [len(r["actions"]) for r in records] == [3 + s % 5 for s in seeds]
+    assert all((r["frames"] == r["seed"]).all() for r in records)
+
+
+def test_open_pool_puts_no_more_envs_than_episodes():
+    from driving.evaluate import open_pool
+
+    with open_pool("highway", CAM, 2, 3, 5, envs_per_worker=2) as pool:
+        assert (len(pool), pool.workers) == (3, 2)
+    with open_pool("highway", CAM, 2, 8, 5, envs_per_worker=3) as pool:
+        assert (len(pool), pool.workers) == (6, 2)
+
+
+@pytest.mark.parametrize("per_worker", ["1", "3"])
+def test_a_learned_policy_evaluates_the_same_whatever_the_envs_per_worker(tmp_path, per_worker):
+    """Two envs of one process step in turns set by timing; the rows do not depend on it."""
+    run = tiny_run(tmp_path)
+    ckpt = str(run / "checkpoints" / "last")
+    base = evaluate(ckpt, cfg(tmp_path / "base", "episodes=5", "workers=2"), progress=False)["result"]
+    other = evaluate(ckpt, cfg(tmp_path / "other", "episodes=5", "workers=2", f"envs_per_worker={per_worker}"),
+                     progress=False)["result"]
+    assert base["scenarios"] == other["scenarios"]
 
 
 def test_a_learned_policy_evaluates_the_same_whatever_the_workers(tmp_path):

@@ -376,16 +376,16 @@ def test_training_time_evaluation_starts_its_workers_once_and_films_the_scored_e
     opened = []
     real = envpool.EnvPool.__init__
 
-    def counting(self, n, env_kwargs):
+    def counting(self, n, env_kwargs, per_worker=1):
         opened.append(n)
-        real(self, n, env_kwargs)
+        real(self, n, env_kwargs, per_worker)
 
     monkeypatch.setattr(envpool.EnvPool, "__init__", counting)
     ds = synthetic_dataset(tmp_path / "ds", height=32, width=16)
     out = tmp_path / "run"
     train(cfg_for(ds, out, "steps=6", "eval.every=2", "eval.episodes=2", "eval.max_steps=4", "eval.workers=2",
                   "eval.video=true"), progress=False)
-    assert opened == [2]  # three evaluations, one pool of two workers
+    assert opened == [2]  # three evaluations, one pool of two envs
     videos = sorted((out / "eval").glob("train_*/*.mp4"))
     assert [v.parent.name for v in videos] == ["train_00000002", "train_00000004", "train_00000006"]
 
