@@ -89,21 +89,24 @@ def test_bench_collect():
 
 def test_bench_eval():
     out = run_script("bench_eval.py", "--episodes", "3", "--max-steps", "5", "--workers", "1,2", "--repeats", "1",
-                     "--breakdown")
-    assert figure(out, r"pilotnet +2 env\(s\):") > 0 and figure(out, r"expert +2 env\(s\):") > 0
+                     "--breakdown", "--envs-per-worker", "1,2")
+    for who in ("pilotnet", "expert"):
+        assert figure(out, who + r" +2 worker\(s\) x 2 env\(s\):") > 0
+        assert figure(out, who + r" +2 worker\(s\) x 1 env\(s\):") > 0
     rows = {}
     for line in out.splitlines():
-        m = re.match(r"(pilotnet|expert) +([12]) +([0-9.]+) \| +([0-9.]+)% +([0-9.]+)% \| +([0-9.]+)% +([0-9.]+)% +"
-                     r"([0-9.]+)% +(-?[0-9.]+)% \| +([0-9.]+) +([0-9.]+) +([0-9.]+)$", line)
+        m = re.match(r"(pilotnet|expert) +([12]) x ([12]) +([0-9.]+) \| +([0-9.]+)% +([0-9.]+)% \| +([0-9.]+)% +"
+                     r"([0-9.]+)% +([0-9.]+)% +(-?[0-9.]+)% \| +([0-9.]+) +([0-9.]+) +([0-9.]+)$", line)
         if m:
-            rows[m.group(1), int(m.group(2))] = [float(x) for x in m.groups()[2:]]
-    assert sorted(rows) == [("expert", 1), ("expert", 2), ("pilotnet", 1), ("pilotnet", 2)], out
-    for (name, n), (sps, in_flight, waits, p_wait, p_fwd, p_send, rest, fwd_ms, rows_per, rtt) in rows.items():
+            rows[m.group(1), int(m.group(2)), int(m.group(3))] = [float(x) for x in m.groups()[3:]]
+    shapes = [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert sorted(rows) == [(who, *n) for who in ("expert", "pilotnet") for n in shapes], out
+    for (name, n, k), (sps, in_flight, waits, p_wait, p_fwd, p_send, rest, fwd_ms, rows_per, rtt) in rows.items():
         assert sps > 0 and rtt > 0 and 0 < in_flight <= 100
         assert rest >= -0.5  # the parent's parts fit in the wall time
-        assert 1 <= rows_per <= n
-    for n in (1, 2):  # the expert's actions come with the step: no network to run
-        assert rows["pilotnet", n][7] > 0.1 and rows["expert", n][7] < rows["pilotnet", n][7] / 10
+        assert 1 <= rows_per <= min(n * k, 3)
+    for n in shapes:  # the expert's actions come with the step: no network to run
+        assert rows[("pilotnet", *n)][7] > 0.1 and rows[("expert", *n)][7] < rows[("pilotnet", *n)][7] / 10
 
 
 def test_bench_eval_compares_the_parents_torch_threads():
@@ -112,16 +115,16 @@ def test_bench_eval_compares_the_parents_torch_threads():
     out = run_script("bench_eval.py", "--episodes", "2", "--max-steps", "5", "--workers", "1,2", "--repeats", "1",
                      "--torch-threads", "--busy", "1")
     assert "1 other process(es) spinning" in out
-    m = re.search(r"pilotnet-([0-9]+)thr +2 env\(s\): +([0-9.]+) steps/s", out)
+    m = re.search(r"pilotnet-([0-9]+)thr +2 worker\(s\) x 2 env\(s\): +([0-9.]+) steps/s", out)
     if (os.cpu_count() or 1) > 1 and "OMP_NUM_THREADS" not in os.environ:  # else torch has one thread anyway
         assert m and int(m.group(1)) > 1 and float(m.group(2)) > 0, out
-        assert figure(out, rf"against torch's default {m.group(1)}: 1 env\(s\)") > 0
+        assert figure(out, rf"against torch's default {m.group(1)}: +1 worker\(s\) x 2 env\(s\)") > 0
 
 
 def test_bench_engine():
     out = run_script("bench_engine.py", "--workers", "2", "--episodes-per-env", "1", "--max-steps", "5",
                      "--startup-workers", "2")
-    assert figure(out, r"engine efficiency: expert 2:") > 0
+    assert figure(out, r"engine efficiency: expert 2x1:") > 0 and figure(out, r"; expert 2x2:") > 0
     assert figure(out, r"fork server") > 0
 
 
