@@ -126,16 +126,23 @@ def _worker(conn, env_kwargs: dict, slots: int) -> None:
     envs = [_Inline(env_kwargs) for _ in range(slots)]
     try:
         while True:
-            cmd, slot, arg = conn.recv()  # commands of all its envs, in the order they were sent
+            try:
+                cmd, slot, arg = conn.recv()  # commands of all its envs, in the order they were sent
+            except (EOFError, OSError):  # the command stopped (Ctrl-C) without closing the pool: go quietly
+                break
             if cmd == "close":
                 break
             if cmd == "step":  # sent as floats: a third of the pickling cost of an array, both ways
                 arg = np.asarray(arg, dtype=np.float64)
             try:
                 envs[slot].send((cmd, arg))
-                conn.send((slot, "ok", envs[slot].recv()))
+                answer = (slot, "ok", envs[slot].recv())
             except Exception as e:  # report, don't hang the parent
-                conn.send((slot, "error", f"{type(e).__name__}: {e}{where_raised(e.__traceback__)}"))
+                answer = (slot, "error", f"{type(e).__name__}: {e}{where_raised(e.__traceback__)}")
+            try:
+                conn.send(answer)
+            except OSError:  # the parent is gone (BrokenPipeError): nobody to answer
+                break
     finally:
         for env in envs:
             env.close()

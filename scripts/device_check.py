@@ -56,10 +56,11 @@ def bench_steps(work: Path, workers: int) -> list[Step]:
     return [
         Step("collect", ["scripts/bench_collect.py", "--workers", counts, "--per-worker", str(per_worker),
                          "--repeats", "1", "--no-baseline", "--breakdown"], 150),
-        # three policies (PilotNet graphed and eager, the expert) x (1 env, all) x (timed, breakdown): at
-        # 2 x workers episodes of 50 steps about 75 s on 16 cores (3 x workers of 100 steps: ~190 s)
+        # three policies (PilotNet graphed and eager, the expert) x (1 worker, all) x (1, 2 envs a worker) x
+        # (timed, breakdown): at 2 x workers episodes of 40 steps about 120 s on 16 cores (one env a worker,
+        # 50 steps: ~75 s)
         Step("eval", ["scripts/bench_eval.py", "--workers", counts, "--episodes", str(2 * workers),
-                      "--max-steps", "50", "--repeats", "1", "--breakdown", "--envs-per-worker", "1,2"], 240),
+                      "--max-steps", "40", "--repeats", "1", "--breakdown", "--envs-per-worker", "1,2"], 190),
         Step("train_data", ["-m", "driving.cli", "collect", "scenario=highway", "episodes=64",
                             f"workers={workers}", f"out={data}", "-q"], 40),
         Step("train_pilotnet_256", ["scripts/bench_train.py", "--dataset", data, "--batch-size", "256"], 60),
