@@ -5,6 +5,7 @@ OmegaConf does the merging and type checking; this module turns its errors into 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -85,17 +86,24 @@ def _load_config(schema: type[T], path: str | Path | None, overrides: list[str])
                     raise UserError(f"{group} in {path} is a group of keys, not one value: give its keys "
                                     f"indented under it, e.g. `{group}:` then `  KEY: VALUE` (--print-config "
                                     "lists them)")
-            layers.append(layer)
+            layers.append(_home_expanded(layer))
         bad = [o for o in overrides if "=" not in o]
+        if bad and bad[0].endswith((".yaml", ".yml")):
+            raise UserError(f"{bad[0]}: a CONFIG.yaml comes first, before the key=value overrides, and a command takes "
+                            f"one: driving COMMAND {bad[0]} KEY=VALUE ...")
         if bad:
-            raise UserError(f"override {bad[0]!r} is not key=value (e.g. episodes=20)")
+            raise UserError(f"override {bad[0]!r} is not key=value (e.g. steps=20)")
+        empty = [o for o in overrides if o.endswith("=") and o.count("=") == 1]
+        if empty:  # an unset shell variable ($DATA): would have quietly meant null (collect anew, train from scratch)
+            raise UserError(f"override {empty[0]!r} has no value: give one, or drop it to keep the default "
+                            f"({empty[0]}null where you mean none)")
         for o in overrides:  # one at a time, so a value that is not YAML is named
             try:
                 OmegaConf.from_dotlist([o])
             except yaml.YAMLError as e:
                 raise UserError(f"override {o!r}: its value is not valid YAML ({_yaml_problem(e, mark=False)}); "
                                 "quote it, or close its brackets, e.g. seeds=[0,1]") from None
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        layers.append(_home_expanded(OmegaConf.from_dotlist(list(overrides))))
         cfg = OmegaConf.merge(base, *layers)
         scenario_defaults = getattr(schema, "scenario_defaults", None)
         if scenario_defaults is not None:
@@ -115,6 +123,24 @@ def _load_config(schema: type[T], path: str | Path | None, overrides: list[str])
     except (TypeError, ValueError) as e:  # raised by a dataclass's own validation
         raise UserError(f"bad config: {e}") from None
     return obj
+
+
+def _home_expanded(layer: DictConfig) -> DictConfig:
+    """The layer with `~` at the start of a value expanded to the home folder, as a shell would (YAML, a
+    quoted override and zsh's `key=~/x` pass it on as it is: `out=~/ds` wrote a folder named `~`). A
+    path is the only value that starts with one."""
+    def expand(value):
+        if isinstance(value, str) and value.startswith("~"):
+            return os.path.expanduser(value)
+        if isinstance(value, dict):
+            return {k: expand(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [expand(v) for v in value]
+        return value
+
+    plain = OmegaConf.to_container(layer, resolve=False)
+    expanded = expand(plain)
+    return layer if expanded == plain else OmegaConf.create(expanded)
 
 
 def _groups(schema, prefix: str = "") -> set[str]:

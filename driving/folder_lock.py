@@ -51,14 +51,29 @@ OUTPUTS = {
 }
 
 
+# Everything a command writes into its output folder (hidden files aside), where a user may point out= at
+# a folder of their own: anything else there is theirs, and the command would write among (or over) it.
+OWN_ENTRIES = {
+    "a training run": {"checkpoints", "config.yaml", "metrics.jsonl", "wandb", "eval"},
+    "an evaluation": {"eval.json", "report.md", "report.html", "actions.npz", "videos"},
+}
+
+
 def refuse_other_output(folder: Path, holds: str) -> None:
     """One line when `folder` holds another command's kind of output than `holds` (an OUTPUTS key) and
-    none of its own (a folder written by both before this check existed stays usable)."""
+    none of its own (a folder written by both before this check existed stays usable), or files this
+    command never writes."""
     if not folder.is_dir() or OUTPUTS[holds](folder):
         return
     for kind, marks in OUTPUTS.items():
         if kind != holds and marks(folder):
             raise UserError(f"{folder} holds {kind}, and this command writes {holds}: give it another out= folder")
+    own = OWN_ENTRIES.get(holds)
+    foreign = sorted(n for n in os.listdir(folder) if not n.startswith(".") and own is not None and n not in own)
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise UserError(f"{folder} holds files that are not {holds}'s ({', '.join(foreign[:3])}{more}): give a new or "
+                        "empty out= folder")
 
 
 @contextlib.contextmanager

@@ -417,8 +417,29 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     would, leaving a checkpoint to resume from. Returns a summary dict."""
     if _dist_info()[0] != 0:  # rank 0 writes the run folder and holds its lock
         return _train(cfg, progress, stop_at)
+    _refuse_a_config_of_the_users(Path(cfg.out))
     with writing(cfg.out, "driving train", holds="a training run"):
         return _train(cfg, progress, stop_at)
+
+
+_CONFIG_MARK = "# driving train: this run's resolved config, written by the command (edit a copy)\n"
+
+
+def _refuse_a_config_of_the_users(run_dir: Path) -> None:
+    """The run writes OUT/config.yaml: one that is there before any checkpoint and was not written by a
+    run is the user's (`driving train config.yaml out=.` replaced the very file it read)."""
+    config = run_dir / "config.yaml"
+    if not config.is_file() or (run_dir / "checkpoints").is_dir():
+        return
+    try:
+        with open(config, encoding="utf-8", errors="replace") as f:
+            first = f.readline()
+    except OSError:
+        return  # unreadable: the lock's own checks name the folder
+    if first != _CONFIG_MARK:
+        raise UserError(f"{config} was not written by `driving train` (the run would replace it with its resolved "
+                        "config): give another out= folder (a run an older version left before its first checkpoint: "
+                        "delete that folder and re-run)")
 
 
 def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> dict:
@@ -627,7 +648,7 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
 
     if rank == 0:  # written once every key is checked (a refused run leaves no folder that looks like a run)
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(run_dir / "config.yaml", _yaml(cfg).encode())
+        atomic.write_bytes(run_dir / "config.yaml", (_CONFIG_MARK + _yaml(cfg)).encode())
     log = MetricsLog(run_dir, cfg, rank == 0, start, run_id)
 
     # -- loop --------------------------------------------------------------------------------

@@ -510,3 +510,12 @@ def test_results_of_other_metrics_are_scored_again_not_mixed(tmp_path):
     assert finished_evaluation(ckpt, c) is None
     with pytest.raises(UserError, match=r"scored by other metrics \(version 1, now"):
         evaluate(ckpt, cfg(tmp_path / "ev2", "episodes=1", f"expert_from={tmp_path / 'ev'}"), progress=False)
+
+
+def test_an_evaluation_into_a_folder_of_the_users_is_refused(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("mine")
+    with pytest.raises(UserError, match=r"holds files that are not an evaluation's \(thesis.tex\)"):
+        evaluate("expert", cfg(out), progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]

@@ -485,3 +485,30 @@ def test_a_lane_threshold_is_carried_by_the_checkpoint_and_can_be_replaced_when_
     train(cfg_for(ds, plain), progress=False)
     with pytest.raises(UserError, match="plan_threshold applies to a policy with a plan head"):
         load_policy(plain, device="cpu", plan_threshold=0.7)
+
+
+def test_a_folder_of_the_users_is_refused_before_anything_is_written(ds, tmp_path):
+    """`driving train config.yaml out=.` in a project folder replaced the user's config.yaml with the
+    resolved config and put checkpoints among their files; now refused, the folder as it was."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"holds files that are not a training run's \(notes.txt\)"):
+        train(cfg_for(ds, proj), progress=False)
+    assert sorted(p.name for p in proj.iterdir()) == ["notes.txt"]
+    (proj / "notes.txt").unlink()
+    (proj / "config.yaml").write_text("# my settings\nsteps: 3\n")
+    with pytest.raises(UserError, match=r"config.yaml was not written by `driving train`"):
+        train(cfg_for(ds, proj), progress=False)
+    assert (proj / "config.yaml").read_text() == "# my settings\nsteps: 3\n"
+    assert sorted(p.name for p in proj.iterdir()) == ["config.yaml"]
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_in_its_folder(ds, tmp_path):
+    """Its own config.yaml (and metrics) are there, no checkpoint yet: not someone else's folder."""
+    run = tmp_path / "run"
+    train(cfg_for(ds, run), progress=False, stop_at=1)
+    shutil.rmtree(run / "checkpoints")  # as if stopped before checkpoint_every
+    assert (run / "config.yaml").is_file()
+    summary = train(cfg_for(ds, run), progress=False)
+    assert (run / "checkpoints" / "last").exists() and summary

@@ -1,0 +1,31 @@
+"""Config loading: what a user types becomes the value they meant, or one line naming the problem."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from driving.config import load_config
+from driving.errors import UserError
+
+
+def test_a_path_that_starts_with_the_home_tilde_is_expanded(tmp_path):
+    """YAML, a quoted override and zsh pass `~` on as it is: `out=~/ds` made a folder named `~`."""
+    from driving.data.collect import CollectConfig
+
+    cfg = load_config(CollectConfig, None, ["out=~/ds"])
+    assert cfg.out == os.path.expanduser("~/ds") and not cfg.out.startswith("~")
+    path = tmp_path / "c.yaml"
+    path.write_text("out: ~/data/x\nscenario: highway\n")
+    assert load_config(CollectConfig, path, []).out == os.path.expanduser("~/data/x")
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("dataset=", "override 'dataset=' has no value: give one, or drop it"),
+    ("configs/train/pilotnet.yaml", "a CONFIG.yaml comes first, before the key=value overrides"),
+])
+def test_an_empty_value_or_a_late_config_file_is_named(override, needle):
+    from driving.train import TrainConfig
+
+    with pytest.raises(UserError, match=needle):
+        load_config(TrainConfig, None, ["steps=3", override])
