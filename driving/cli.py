@@ -5,6 +5,7 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -446,7 +447,9 @@ def _os_error_line(e: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse(argv)
-    previous = stop_on_signals()  # SIGTERM takes Ctrl-C's path below
+    # SIGTERM takes Ctrl-C's path below; a second of either stops the command at once (a traceback from
+    # the tidy-up it interrupted, or a tidy-up that waits on a worker, was what a second Ctrl-C gave)
+    previous = stop_on_signals((signal.SIGINT, signal.SIGTERM), again="exit")
     try:
         return _run(ns)
     finally:

@@ -14,12 +14,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt."""
 
 
-def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM,)) -> dict:
+def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM,), again: str = "ignore") -> dict:
     """Raise an interrupt in this process's main thread on the first of `signals` (SIGTERM's default
-    ends Python on the spot, without a message or its pools stopped), and nothing on the ones after:
-    a second would interrupt the tidy-up. A process forked from this one (a DataLoader worker)
-    inherits the handler and dies as the default would have it. Returns the handlers it replaced, for
-    restore_signals."""
+    ends Python on the spot, without a message or its pools stopped). On the ones after, `again`:
+    "ignore" (a pool's job process: a second would interrupt the tidy-up), or "exit" (a command: the
+    user who presses Ctrl-C twice wants out now, also where the tidy-up waits on something; writes are
+    atomic, locks die with the process and so do its workers, so a re-run resumes as after the first).
+    A process forked from this one (a DataLoader worker) inherits the handler and dies as the default
+    would have it. Returns the handlers it replaced, for restore_signals."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         return {}
     pid, stopping = os.getpid(), []
@@ -30,6 +32,9 @@ def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM,)) -> dict:
             os.kill(os.getpid(), signum)
             return
         if stopping:  # a no-op rather than SIG_IGN: a signal caught before the switch raises OSError
+            if again == "exit":
+                os.write(2, b"interrupted again: stopped at once (re-run the same command)\n")
+                os._exit(143 if signum == signal.SIGTERM else 130)
             return
         stopping.append(signum)
         raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt

@@ -37,12 +37,41 @@ def test_the_first_signal_is_an_interrupt_and_the_next_ones_do_not_interrupt_its
     assert done.stderr == ""
 
 
+_TIDY_UP_THAT_WAITS = """
+import signal, time
+from driving.interrupts import stop_on_signals
+
+stop_on_signals((signal.SIGINT, signal.SIGTERM), again="exit")  # as the command does
+print("ready", flush=True)
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    print("tidying", flush=True)
+    time.sleep(60)  # a tidy-up that waits on something (a worker that does not answer)
+"""
+
+
+def test_a_second_ctrl_c_stops_a_command_at_once_without_a_traceback():
+    """Ctrl-C twice: the first stops the command tidily, the second stops it now, in one line (it was a
+    KeyboardInterrupt traceback out of the tidy-up, or a wait that only SIGKILL ended)."""
+    p = subprocess.Popen([sys.executable, "-c", _TIDY_UP_THAT_WAITS], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGINT)
+    assert p.stdout.readline().strip() == "tidying"
+    t = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130 and time.monotonic() - t < 10
+    assert err == "interrupted again: stopped at once (re-run the same command)\n"
+
+
 def test_main_in_process_leaves_the_callers_signal_handlers_as_they_were():
     from driving.cli import main
 
-    before = signal.getsignal(signal.SIGTERM)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     assert main(["scenarios"]) == 0
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
 _STOP_LATER = """
