@@ -114,6 +114,8 @@ def resolve(path: str | Path) -> Path:
     if not p.exists():
         raise UserError(f"checkpoint {path} not found: pass runs/NAME/checkpoints/last (or a step folder)")
     p = p.resolve()
+    if p.is_file() and p.name in ("policy.json", "weights.pt") and (p.parent / "policy.json").is_file():
+        raise UserError(f"{path} is a file of a checkpoint: pass the folder that holds it, {p.parent}")
     if not (p / "policy.json").is_file() or not (p / "weights.pt").is_file():
         raise UserError(f"{path} is not a checkpoint (no policy.json/weights.pt): pass "
                         "runs/NAME/checkpoints/last or a step folder")

@@ -172,8 +172,9 @@ def cmd_train(ns) -> int:
     if cfg is None:
         return 0
     result = train(cfg, progress=not ns.quiet)
-    print(f"trained {result['run_dir']} to step {result['step']}: "
-          + "  ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith(("loss", "val_loss"))))
+    if not result.get("already"):  # (else train said so)
+        print(f"trained {result['run_dir']} to step {result['step']}: "
+              + "  ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith(("loss", "val_loss"))))
     print(f"checkpoint: {result['run_dir']}/checkpoints/last")
     return 0 if result["ranks_agree"] else 1
 
@@ -193,6 +194,9 @@ def cmd_eval(ns) -> int:
     from driving.evaluate import EvalConfig, evaluate
     from driving.report import text_table
 
+    if ns.checkpoint is None:
+        raise UserError("driving eval takes what to evaluate first: driving eval CHECKPOINT|expert [CONFIG.yaml] "
+                        "[key=value ...], e.g. driving eval runs/NAME/checkpoints/last")
     if ns.checkpoint == "merge":
         return cmd_eval_merge(ns)
     if "=" in ns.checkpoint and not Path(ns.checkpoint).exists():
@@ -322,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "expert_perception, plan_threshold, expert_from, shard (K/N), executor (process|ray), ray_address, env.*; "
                                    "configs/eval/ has examples). driving eval merge OUT SHARD_FOLDER...: the "
                                    "shards of one evaluation as one.")
-    e.add_argument("checkpoint", help="runs/NAME/checkpoints/last, a step folder, a run folder, or 'expert'")
+    # optional to argparse, so that its own message (which called the optional keys required) is not the one given
+    e.add_argument("checkpoint", nargs="?", help="runs/NAME/checkpoints/last, a step folder, a run folder, or 'expert'")
     e.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value")
     e.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -475,10 +480,11 @@ def _run(ns: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:
         # an evaluation (and a video) does not resume: run again, it starts over (a kill while filming
         # leaves eval.json marked videos_done: false, which dagger and scoreboard evaluate again)
-        again = ns.func in (cmd_eval, cmd_video)
-        print("interrupted: " + ("re-run the same command to start it again (an evaluation does not resume; "
-                                 "what it wrote so far is replaced)" if again
-                                 else "re-run the same command to resume"), file=sys.stderr)
+        how = {cmd_eval: "re-run the same command to start it again (an evaluation does not resume; what it "
+                         "wrote so far is replaced)",
+               cmd_video: "re-run the same command to film it again",
+               cmd_gap: "re-run the same command to measure again (it had written nothing)"}
+        print("interrupted: " + how.get(ns.func, "re-run the same command to resume"), file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130  # 128 + the signal, as a shell reports it
 
 

@@ -89,6 +89,10 @@ class WandbConfig:
     project: str = "driving"
     entity: str | None = None
 
+    def __post_init__(self):
+        if self.mode not in ("online", "offline", "disabled"):  # wandb itself warned and logged nothing
+            raise ValueError(f"wandb.mode must be online, offline or disabled, got {self.mode!r}")
+
 
 @dataclass
 class TrainConfig:
@@ -505,8 +509,11 @@ def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) 
         spec = InputSpec(**ckpt_meta["input"])
         if start >= cfg.steps and stop_at is None:  # nothing left: no need to load the data
             if rank == 0:
-                print(f"{run_dir} already trained to step {start}")
-            return {"run_dir": run_dir, "step": start, "param_digest": None, "ranks_agree": True}
+                more = (f" (steps={cfg.steps} asks for fewer: nothing to do; steps above {start} train on, another "
+                        "out= folder trains a shorter run)") if start > cfg.steps else ""
+                print(f"{run_dir} already trained to step {start}{more}")
+            return {"run_dir": run_dir, "step": start, "param_digest": None, "ranks_agree": True,
+                    "already": True}
     elif cfg.init_from:
         init_ckpt, init_meta = warm_start_meta(cfg, cam)
     seeds = split_seeds(cfg, datasets, ckpt_meta if resume else None, init_meta, rank == 0)

@@ -105,6 +105,8 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["eval", "expert", "workers=-1", "out=/tmp/never"], "workers and videos must be >= 0"),
     (["eval", "expert", "videos=-1", "out=/tmp/never"], "workers and videos must be >= 0"),
     (["eval", "expert", "envs_per_worker=0", "out=/tmp/never"], "envs_per_worker must be in 1..16, got 0"),
+    (["train", "dataset=/tmp/never", "wandb.mode=offlin"], "wandb.mode must be online, offline or disabled"),
+    (["eval"], "driving eval takes what to evaluate first: driving eval CHECKPOINT|expert"),
     (["dagger", "envs_per_worker=17", "out=/tmp/never"], "envs_per_worker must be in 1..16, got 17"),
     (["train", "dataset=/tmp/never", "eval.envs_per_worker=0"], "eval.envs_per_worker must be in 1..16"),
     # a value YAML cannot parse is named, whichever command it was given to
@@ -643,8 +645,7 @@ def test_a_command_line_mistake_is_one_line_with_the_help_to_read(capsys):
     for argv, words in (([], "give a command: collect, train,"),
                         (["data"], "driving data: error: give a command: info, show,"),
                         (["nosuch"], "invalid choice: 'nosuch'"),
-                        (["collect", "--bogus"], "driving collect: error: unrecognized arguments: --bogus"),
-                        (["eval"], "driving eval: error: the following arguments are required: checkpoint")):
+                        (["collect", "--bogus"], "driving collect: error: unrecognized arguments: --bogus")):
         with pytest.raises(SystemExit) as stop:
             main(argv)
         err = capsys.readouterr().err

@@ -29,3 +29,27 @@ def test_an_empty_value_or_a_late_config_file_is_named(override, needle):
 
     with pytest.raises(UserError, match=needle):
         load_config(TrainConfig, None, ["steps=3", override])
+
+
+def test_paths_given_one_level_off_are_named_with_the_fix(tmp_path):
+    """A checkpoint's file for its folder, a comma list for a dataset list, a dataset that lost only
+    its meta.json: each message says what to pass or run instead."""
+    import shutil
+
+    from driving.checkpoint import resolve
+    from driving.data.format import Dataset, DatasetError
+    from tests.helpers import synthetic_dataset
+
+    a, b = synthetic_dataset(tmp_path / "a"), synthetic_dataset(tmp_path / "b", seed=1)
+    with pytest.raises(DatasetError, match=r"several datasets are a list: dataset=\[a,b\]"):
+        Dataset.open(f"{a},{b}")
+    (b / "meta.json").unlink()
+    with pytest.raises(DatasetError, match="driving data rebuild"):
+        Dataset.open(b)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "policy.json").write_text("{}")
+    (ckpt / "weights.pt").write_bytes(b"")
+    with pytest.raises(UserError, match=r"is a file of a checkpoint: pass the folder that holds it, .*ckpt$"):
+        resolve(ckpt / "weights.pt")
+    shutil.rmtree(ckpt)

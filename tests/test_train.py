@@ -512,3 +512,14 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_in_its_folder(ds, tmp
     assert (run / "config.yaml").is_file()
     summary = train(cfg_for(ds, run), progress=False)
     assert (run / "checkpoints" / "last").exists() and summary
+
+
+def test_asking_a_trained_run_for_fewer_steps_says_nothing_was_done(ds, tmp_path, capsys):
+    from driving.cli import main
+
+    run = tmp_path / "run"
+    train(cfg_for(ds, run), progress=False)
+    capsys.readouterr()
+    assert main(["train", f"dataset={ds}", f"out={run}", *BASE, "steps=2", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "steps=2 asks for fewer: nothing to do" in out and "\ntrained " not in "\n" + out

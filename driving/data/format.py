@@ -187,9 +187,14 @@ class Dataset:
     def open(cls, root: str | Path, check_files: bool = True) -> "Dataset":
         root = Path(root)
         if not root.is_dir():
-            raise DatasetError(f"dataset {root} not found: pass a folder made by `driving collect`")
+            several = (" (several datasets are a list: dataset=[a,b])"
+                       if "," in str(root) and all(Path(p).is_dir() for p in str(root).split(",")) else "")
+            raise DatasetError(f"dataset {root} not found: pass a folder made by `driving collect`{several}")
         meta_path = root / "meta.json"
         if not meta_path.is_file():
+            if (root / "episodes").is_dir():  # its episodes are there: their files say what meta.json said
+                raise DatasetError(f"{meta_path} is missing, though {root} holds episodes: `driving data rebuild "
+                                   f"{root}` writes it again from them")
             raise DatasetError(f"{meta_path} is missing: {root} is not a dataset made by `driving collect`")
         meta = read_json(meta_path, dict, "re-run `driving collect`", DatasetError)
         missing = [k for k in META_KEYS if k not in meta]
