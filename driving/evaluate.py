@@ -7,6 +7,7 @@ expert), report.md and report.html (metric table, videos worst first), videos/*.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import zipfile
 import zlib
@@ -214,6 +215,32 @@ def load_eval_policy(checkpoint: str, device: str, plan_threshold: float | None 
     return policy, camera, policy.meta
 
 
+def training_seeds_among(datasets, seeds: list[int]) -> tuple[str, list[int]] | None:
+    """(a dataset, the evaluation seeds among its episodes' seeds) for the first of `datasets` (folders a
+    policy was trained on; those no longer there are passed over) that has any, else None."""
+    from driving.data.collect import load_index
+
+    wanted = set(seeds)
+    for root in datasets or []:
+        found = sorted(wanted & {r["seed"] for r in load_index(Path(root))})
+        if found:
+            return str(root), found
+    return None
+
+
+def note_training_seeds(meta: dict | None, seeds: list[int], key: str = "seed") -> None:
+    """A note where the seeds evaluated are episodes the policy was trained on (a `seed=` below
+    collection's range's end): its score would be on its own training episodes."""
+    paths = ((meta or {}).get("dataset") or {}).get("path")
+    hit = training_seeds_among([paths] if isinstance(paths, str) else paths, seeds)
+    if hit:
+        root, found = hit
+        shown = ", ".join(map(str, found[:3])) + (", ..." if len(found) > 3 else "")
+        print(f"note: {len(found)} of the {len(seeds)} evaluation seeds ({shown}) are episodes of the training data "
+              f"{root}: these scores are on episodes the policy learned from; the default {key} "
+              f"({EVAL_SEED:,}...) never overlaps collection", file=sys.stderr)
+
+
 def default_out(checkpoint: str, cfg: EvalConfig) -> Path:
     tag = "+".join(cfg.scenarios)
     shard = parse_shard(cfg.shard)
@@ -254,6 +281,8 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
                   expert_key="expert_")
         if not is_expert:
             policy.for_scenario(get_scenario(name))  # action ranges it cannot drive are refused
+    if not is_expert:
+        note_training_seeds(meta, seeds)
     reused = reused_expert(cfg, camera, seeds)
     keep_other_evaluation(out, "expert" if is_expert else str(policy.path), cfg)
     if cfg.executor == "ray":  # a missing Ray or a cluster that does not answer: refused before any output

@@ -54,6 +54,7 @@ OUTPUTS = {
 # Everything a command writes into its output folder (hidden files aside), where a user may point out= at
 # a folder of their own: anything else there is theirs, and the command would write among (or over) it.
 OWN_ENTRIES = {
+    "a dataset": {"meta.json", "index.json", "episodes", "contact_sheet.png"},  # (the sheet: `driving data show`)
     "a training run": {"checkpoints", "config.yaml", "metrics.jsonl", "wandb", "eval"},
     "an evaluation": {"eval.json", "report.md", "report.html", "actions.npz", "videos"},
 }

@@ -846,6 +846,9 @@ class ClosedLoopMonitor:
         except UnknownScenarioError as e:
             raise UserError(f"eval.scenario: {e}") from None
         self.seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
+        from driving.evaluate import note_training_seeds
+
+        note_training_seeds({"dataset": {"path": cfg.datasets}}, self.seeds, "eval.seed")  # `best` would be picked on them
         self.camera = dict(ds.meta["camera"])
         self.camera["stack"] = max(self.camera.get("stack", 1), cfg.net.stack)
         from driving.evaluate import EvalConfig

@@ -876,3 +876,13 @@ def test_video_of_a_damaged_evaluation_or_an_empty_dataset_is_one_line(cli_datas
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err, err
     assert not (tmp_path / "v").exists()
+
+
+def test_collect_into_a_folder_of_the_users_leaves_it_as_it_was(tmp_path, capsys):
+    """Refused before the lock is taken: no .lock left among the user's files."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert main(["collect", "episodes=1", "max_steps=3", f"out={mine}", "-q"]) == 2
+    assert "holds files that are not a dataset's (notes.txt)" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]

@@ -519,3 +519,15 @@ def test_an_evaluation_into_a_folder_of_the_users_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"holds files that are not an evaluation's \(thesis.tex\)"):
         evaluate("expert", cfg(out), progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+
+
+def test_evaluating_on_the_training_episodes_seeds_is_noted(tmp_path, capsys):
+    """seed=100 scores the episodes the policy learned from (the synthetic dataset's seeds are 100...):
+    said once, with the dataset; the default evaluation seeds say nothing."""
+    run = tiny_run(tmp_path)
+    ckpt = str(run / "checkpoints" / "last")
+    evaluate(ckpt, cfg(tmp_path / "own", "episodes=2", "seed=100"), progress=False)
+    err = capsys.readouterr().err
+    assert "note: 2 of the 2 evaluation seeds (100, 101) are episodes of the training data" in err, err
+    evaluate(ckpt, cfg(tmp_path / "held_out", "episodes=2"), progress=False)
+    assert "training data" not in capsys.readouterr().err
