@@ -356,14 +356,17 @@ def reused_expert(cfg: EvalConfig, camera: dict | None, seeds: list[int]) -> dic
         theirs = {"camera": (old.get("scenario_cameras") or {}).get(name),
                   "max_steps": then.get("max_steps"), "env": then.get("env"),
                   "expert_perception": old.get("expert_perception")}
-        differ = [k for k in mine if mine[k] != theirs[k]]
         scenarios = old.get("scenarios") if isinstance(old.get("scenarios"), dict) else {}
+        if name not in scenarios:
+            raise UserError(f"expert_from={cfg.expert_from}: its expert did not drive {name} (it drove "
+                            f"{', '.join(scenarios) or 'nothing'}): {fix}")
+        differ = [k for k in mine if mine[k] != theirs[k]]
         by_seed = {r.get("seed"): r for r in ((scenarios.get(name) or {}).get("episodes") or {}).get("expert") or []}
         if not differ and any(s not in by_seed for s in seeds):
             differ = ["seeds"]
-        if differ or name not in scenarios:
+        if differ:
             raise UserError(f"expert_from={cfg.expert_from}: its expert drove {name} with other "
-                            f"{differ[0] if differ else 'scenarios'} than this evaluation: {fix}")
+                            f"{differ[0]} than this evaluation: {fix}")
         rows = [{**by_seed[s], "episode": k} for k, s in zip(episodes, seeds)]
         keys = [actions_key(name, r["seed"], "expert") for r in rows]
         if any(k not in recorded for k in keys):

@@ -379,6 +379,8 @@ def test_the_expert_taken_from_an_earlier_evaluation_gives_the_same_result_witho
                         (["expert_perception=privileged"], "expert_perception")):
         with pytest.raises(UserError, match=f"its expert drove highway with other {what} than this evaluation"):
             evaluate(ckpt, cfg(tmp_path / "x", *extra, f"expert_from={tmp_path / 'full'}"), progress=False)
+    with pytest.raises(UserError, match="its expert did not drive merge \\(it drove highway\\)"):
+        evaluate(ckpt, cfg(tmp_path / "x", "scenario=merge", f"expert_from={tmp_path / 'full'}"), progress=False)
     (tmp_path / "full" / "actions.npz").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="expert_from=.*: cannot read its actions.npz .*: drop expert_from"):
         evaluate(ckpt, cfg(tmp_path / "x", f"expert_from={tmp_path / 'full'}"), progress=False)
