@@ -452,9 +452,13 @@ def _os_error_line(e: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse(argv)
-    # SIGTERM takes Ctrl-C's path below; a second of either stops the command at once (a traceback from
-    # the tidy-up it interrupted, or a tidy-up that waits on a worker, was what a second Ctrl-C gave)
-    previous = stop_on_signals((signal.SIGINT, signal.SIGTERM), again="exit")
+    # SIGTERM takes Ctrl-C's path below. As the `driving` command (argv from the command line), a second
+    # of either stops it at once (a traceback out of the tidy-up it interrupted, or a tidy-up that waits
+    # on a worker, was what a second Ctrl-C gave); called in-process (tests, a notebook), SIGINT stays
+    # the caller's and nothing exits their process.
+    console = argv is None
+    previous = stop_on_signals((signal.SIGINT, signal.SIGTERM) if console else (signal.SIGTERM,),
+                               again="exit" if console else "ignore")
     try:
         return _run(ns)
     finally:

@@ -257,5 +257,6 @@ def as_overrides(d: dict, prefix: str = "") -> list[str]:
         if isinstance(v, dict):
             out += as_overrides(v, f"{prefix}{k}.")
         else:
-            out.append(f"{prefix}{k}={json.dumps(v) if isinstance(v, (list, bool)) or v is None else v}")
+            quoted = isinstance(v, (list, bool)) or v is None or v == ""  # (an empty string is not an empty key=)
+            out.append(f"{prefix}{k}={json.dumps(v) if quoted else v}")
     return out

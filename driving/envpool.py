@@ -364,13 +364,15 @@ class EnvPool:
     `recv_ready(ids)` waits until at least one of those envs has answered and returns every answer
     there is, {i: (obs, terminated, truncated, info)}."""
 
-    def __init__(self, n: int, env_kwargs: dict, per_worker: int = 1):
+    def __init__(self, n: int, env_kwargs: dict, per_worker: int = 1, processes: int | None = None):
+        """`n` envs, `per_worker` to a process (or spread over `processes` where given: an open_pool with
+        fewer episodes than workers x per_worker keeps one env a process on as many cores as it can)."""
         self.remotes: list[_Remote] = []
         if n <= 1:
             self.envs = [_Inline(env_kwargs)]
         else:
             ctx = worker_context()
-            procs = -(-n // max(1, per_worker))
+            procs = min(n, processes) if processes else -(-n // max(1, per_worker))
             with single_threaded_children(ctx):
                 self.remotes = [_Remote(ctx, env_kwargs, len(range(p, n, procs))) for p in range(procs)]
             # env i in process i % procs: the first envs the engine starts are in different processes

@@ -27,7 +27,7 @@ from driving.executors import check_executor
 from driving.folder_lock import writing
 from driving.errors import UserError
 from driving.jsonfile import read_json
-from driving.rollout import FIXED_BATCH, EpisodeRecorder, as_actor, batch_of, closed_loop, finished, worst
+from driving.rollout import FIXED_BATCH, FIXED_ROWS, EpisodeRecorder, as_actor, batch_of, closed_loop, finished, worst
 from driving.shards import episodes_of, parse_shard
 from sim import UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
@@ -100,7 +100,8 @@ def open_pool(scenario: str, camera: dict, workers: int, n_episodes: int,
 
         return RayEnvPool(max(1, min(workers or cluster_cpus(ray_address), n_episodes)), kwargs, ray_address)
     workers = workers or os.cpu_count() or 1
-    return EnvPool(max(1, min(workers * envs_per_worker, n_episodes)), kwargs, envs_per_worker)
+    envs = max(1, min(workers * envs_per_worker, n_episodes))
+    return EnvPool(envs, kwargs, envs_per_worker, processes=min(workers, envs))
 
 
 def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers: int,
@@ -162,7 +163,8 @@ def run_episodes(policy, scenario: str, seeds: list[int], camera: dict, workers:
             if ready:
                 recs = [active[i][1] for i in ready]
                 batch = batch_of([r.obs for r in recs], [r.info for r in recs])
-                batch[FIXED_BATCH] = n  # a row's action never depends on which envs answered with it
+                # a row's action never depends on which envs answered with it, nor on how many envs there are
+                batch[FIXED_BATCH] = FIXED_ROWS
                 actions = actor.act(batch, [active[i][2] for i in ready])
                 check_finite(actions, scenario, [active[i][1] for i in ready])
                 pool.send_steps(dict(zip(ready, actions)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -33,6 +34,11 @@ def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM,), again: str = "
             return
         if stopping:  # a no-op rather than SIG_IGN: a signal caught before the switch raises OSError
             if again == "exit":
+                for stream in (sys.stdout, sys.stderr):  # what is buffered (a `| tee log`'s tables) still goes out
+                    try:
+                        stream.flush()
+                    except Exception:  # noqa: BLE001 - e.g. interrupted inside a write: reentrant flush
+                        pass
                 os.write(2, b"interrupted again: stopped at once (re-run the same command)\n")
                 os._exit(143 if signum == signal.SIGTERM else 130)
             return

@@ -260,6 +260,10 @@ class EpisodeRecorder:
 # at one fixed shape (driving.policy), so that a row's action never depends on how many envs, or
 # which, answered at the same moment: an evaluation is the same whatever the envs' timing.
 FIXED_BATCH = "fixed_batch"
+# The one batch shape a learned policy computes its rows at on a GPU (padded; more rows go in chunks of
+# it): one shape whatever the number of workers and envs, so the kernels chosen by shape are the same
+# and so are the actions (a GPU forward costs about the same for 1 row or 32: launch-bound).
+FIXED_ROWS = 32
 
 _NO_EXPERT = np.full(2, np.nan, np.float32)  # an env built without its expert
 

@@ -83,6 +83,9 @@ class TrainEvalConfig:
         check_envs_per_worker("eval.", self.envs_per_worker)
 
 
+_WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")  # what wandb's settings accept
+
+
 @dataclass
 class WandbConfig:
     mode: str = "offline"  # online | offline | disabled ; offline works with no network
@@ -90,8 +93,8 @@ class WandbConfig:
     entity: str | None = None
 
     def __post_init__(self):
-        if self.mode not in ("online", "offline", "disabled"):  # wandb itself warned and logged nothing
-            raise ValueError(f"wandb.mode must be online, offline or disabled, got {self.mode!r}")
+        if self.mode not in _WANDB_MODES:  # a typo: wandb itself warned in four lines and logged nothing
+            raise ValueError(f"wandb.mode must be one of {', '.join(_WANDB_MODES)}, got {self.mode!r}")
 
 
 @dataclass
@@ -433,8 +436,8 @@ def _refuse_a_config_of_the_users(run_dir: Path) -> None:
     """The run writes OUT/config.yaml: one that is there before any checkpoint and was not written by a
     run is the user's (`driving train config.yaml out=.` replaced the very file it read)."""
     config = run_dir / "config.yaml"
-    if not config.is_file() or (run_dir / "checkpoints").is_dir():
-        return
+    if not config.is_file() or (run_dir / "checkpoints").is_dir() or (run_dir / "metrics.jsonl").is_file():
+        return  # (a run an older version stopped before its first checkpoint has its metrics there)
     try:
         with open(config, encoding="utf-8", errors="replace") as f:
             first = f.readline()
@@ -442,8 +445,7 @@ def _refuse_a_config_of_the_users(run_dir: Path) -> None:
         return  # unreadable: the lock's own checks name the folder
     if first != _CONFIG_MARK:
         raise UserError(f"{config} was not written by `driving train` (the run would replace it with its resolved "
-                        "config): give another out= folder (a run an older version left before its first checkpoint: "
-                        "delete that folder and re-run)")
+                        "config): give another out= folder")
 
 
 def _train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> dict:

@@ -105,7 +105,7 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["eval", "expert", "workers=-1", "out=/tmp/never"], "workers and videos must be >= 0"),
     (["eval", "expert", "videos=-1", "out=/tmp/never"], "workers and videos must be >= 0"),
     (["eval", "expert", "envs_per_worker=0", "out=/tmp/never"], "envs_per_worker must be in 1..16, got 0"),
-    (["train", "dataset=/tmp/never", "wandb.mode=offlin"], "wandb.mode must be online, offline or disabled"),
+    (["train", "dataset=/tmp/never", "wandb.mode=offlin"], "wandb.mode must be one of online, offline, disabled"),
     (["eval"], "driving eval takes what to evaluate first: driving eval CHECKPOINT|expert"),
     (["dagger", "envs_per_worker=17", "out=/tmp/never"], "envs_per_worker must be in 1..16, got 17"),
     (["train", "dataset=/tmp/never", "eval.envs_per_worker=0"], "eval.envs_per_worker must be in 1..16"),

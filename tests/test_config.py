@@ -53,3 +53,14 @@ def test_paths_given_one_level_off_are_named_with_the_fix(tmp_path):
     with pytest.raises(UserError, match=r"is a file of a checkpoint: pass the folder that holds it, .*ckpt$"):
         resolve(ckpt / "weights.pt")
     shutil.rmtree(ckpt)
+
+
+def test_a_stage_key_set_to_an_empty_string_is_a_value_not_an_empty_override():
+    """A recipe's `train: {wandb: {entity: ""}}` goes to the stage as an override: an empty string, not
+    the empty `key=` a user is told to fill in."""
+    from driving.config import as_overrides
+    from driving.train import TrainConfig
+
+    overrides = as_overrides({"wandb": {"entity": "", "mode": "dryrun"}})
+    cfg = load_config(TrainConfig, None, overrides)
+    assert cfg.wandb.entity == "" and cfg.wandb.mode == "dryrun"

@@ -217,13 +217,35 @@ def test_envs_share_worker_processes_and_every_answer_reaches_its_env():
     assert all((r["frames"] == r["seed"]).all() for r in records)
 
 
-def test_open_pool_puts_no_more_envs_than_episodes():
+def test_open_pool_puts_no_more_envs_than_episodes_and_uses_every_worker_it_may():
+    """Fewer episodes than workers x envs_per_worker: one env a process on as many processes as there
+    are envs (two envs packed in one process while another core idles would halve its speed)."""
     from driving.evaluate import open_pool
 
     with open_pool("highway", CAM, 2, 3, 5, envs_per_worker=2) as pool:
         assert (len(pool), pool.workers) == (3, 2)
     with open_pool("highway", CAM, 2, 8, 5, envs_per_worker=3) as pool:
         assert (len(pool), pool.workers) == (6, 2)
+    with open_pool("highway", CAM, 4, 4, 5, envs_per_worker=2) as pool:
+        assert (len(pool), pool.workers) == (4, 4)
+
+
+@pytest.mark.parametrize("workers, per_worker", [(1, 1), (2, 1), (2, 3)])
+def test_a_learned_policy_is_asked_for_one_batch_shape_whatever_the_envs(workers, per_worker):
+    """On a GPU the rows are padded to this shape: the same kernels, so the same actions, with any
+    number of workers and envs."""
+    from driving.rollout import FIXED_BATCH, FIXED_ROWS
+
+    shapes = set()
+
+    class Shapes(ConstantPolicy):
+        def act(self, obs):
+            shapes.add(obs[FIXED_BATCH])
+            return super().act(obs)
+
+    run_episodes(Shapes(0.0, 0.0), "highway", [1, 2, 3, 4, 5], None, workers, max_steps=3, progress=False)
+    assert shapes == {FIXED_ROWS}
+
 
 
 @pytest.mark.parametrize("per_worker", ["1", "3"])

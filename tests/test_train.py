@@ -376,9 +376,9 @@ def test_training_time_evaluation_starts_its_workers_once_and_films_the_scored_e
     opened = []
     real = envpool.EnvPool.__init__
 
-    def counting(self, n, env_kwargs, per_worker=1):
+    def counting(self, n, env_kwargs, *args, **kwargs):
         opened.append(n)
-        real(self, n, env_kwargs, per_worker)
+        real(self, n, env_kwargs, *args, **kwargs)
 
     monkeypatch.setattr(envpool.EnvPool, "__init__", counting)
     ds = synthetic_dataset(tmp_path / "ds", height=32, width=16)
