@@ -231,8 +231,8 @@ def training_seeds_among(datasets, seeds: list[int]) -> tuple[str, list[int]] | 
 
 
 def note_training_seeds(meta: dict | None, seeds: list[int], key: str = "seed") -> None:
-    """A note where the seeds evaluated are episodes the policy was trained on (a `seed=` below
-    collection's range's end): its score would be on its own training episodes."""
+    """A note where the seeds evaluated are episodes of the datasets the policy was trained on (its
+    checkpoint `meta` names them): its score would be on its own training episodes."""
     paths = ((meta or {}).get("dataset") or {}).get("path")
     hit = training_seeds_among([paths] if isinstance(paths, str) else paths, seeds)
     if hit:

@@ -850,7 +850,8 @@ class ClosedLoopMonitor:
         self.seeds = [cfg.eval.seed + i for i in range(cfg.eval.episodes)]
         from driving.evaluate import note_training_seeds
 
-        note_training_seeds({"dataset": {"path": cfg.datasets}}, self.seeds, "eval.seed")  # `best` would be picked on them
+        # `best` would be picked on episodes the run learned from
+        note_training_seeds({"dataset": {"path": cfg.datasets}}, self.seeds, "eval.seed")
         self.camera = dict(ds.meta["camera"])
         self.camera["stack"] = max(self.camera.get("stack", 1), cfg.net.stack)
         from driving.evaluate import EvalConfig

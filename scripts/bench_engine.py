@@ -8,8 +8,8 @@ a stand-in for a GPU forward pass: a fixed time per call, whatever the batch (la
 Efficiency = steps/s / (workers x the ideal per worker: 1 / (mean step + mean reset / steps per
 episode)): 1.0 is what the simulation allows. Each worker process holds 1 or more envs
 (--envs-per-worker, the product's default 2): with one, a worker idles while its env's answer goes to
-the parent and its action comes back; with two it steps the other meanwhile. Also the seconds to start a pool of real workers, spawned or
-forked from the fork server (driving.envpool.worker_context).
+the parent and its action comes back; with two it steps the other meanwhile. Also the seconds to
+start a pool of real workers, spawned or forked from the fork server (driving.envpool.worker_context).
 
     python scripts/bench_engine.py [--scenario highway] [--workers 1,4,16,32] [--episodes-per-env 3]
                                    [--max-steps 100] [--forward-ms 1.5] [--envs-per-worker 1,2]

@@ -164,11 +164,14 @@ def engine_breakdown(policy, pool, scenario: str, seeds: list[int], camera: dict
 
 def print_breakdown(rows: dict) -> None:
     print("\nwhere the time goes (one instrumented run per policy and env count; shares of the wall time):")
-    print(f"{'policy':<14} {'workers x envs':>14} {'steps/s':>8} | {'env: in flight':>14} {'waits':>6} | {'parent: waits':>13} "
+    print(f"{'policy':<14} {'workers x envs':>14} {'steps/s':>8} | {'env: in flight':>14} {'waits':>6} | "
+          f"{'parent: waits':>13} "
           f"{'forward':>8} {'sends':>6} {'rest':>6} | {'forward ms':>10} {'rows':>5} {'round trip ms':>13}")
     for (name, n), r in rows.items():
         rest = 1 - r["parent_waiting"] - r["parent_forward"] - r["parent_sending"]
-        print(f"{name:<14} {f'{n[0]} x {n[1]}':>14} {r['steps_per_s']:>8.1f} | {r['env_in_flight']:>14.1%} {1 - r['env_in_flight']:>6.1%} | "
+        shape = f"{n[0]} x {n[1]}"
+        print(f"{name:<14} {shape:>14} {r['steps_per_s']:>8.1f} | {r['env_in_flight']:>14.1%} "
+              f"{1 - r['env_in_flight']:>6.1%} | "
               f"{r['parent_waiting']:>13.1%} {r['parent_forward']:>8.1%} {r['parent_sending']:>6.1%} {rest:>6.1%} | "
               f"{r['forward_ms']:>10.2f} {r['rows_per_forward']:>5.1f} {r['round_trip_ms']:>13.2f}")
     print("in flight: a command sent and not yet answered (the step, its reset, the pipe both ways; with two envs "
