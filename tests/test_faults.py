@@ -176,6 +176,30 @@ def test_a_run_whose_last_checkpoint_is_corrupt_resumes_from_the_one_before_once
     assert os.readlink(run / "checkpoints" / "last") == "00000006"
 
 
+def test_a_run_whose_last_checkpoint_lost_a_file_resumes_from_the_one_before(tmp_path, capsys):
+    # a file deleted by hand from the newest step folder: as with the whole folder gone, the run goes on
+    # from the newest complete checkpoint (before, it stopped: "is not a checkpoint")
+    ds = synthetic_dataset(tmp_path / "syn")
+    run = tmp_path / "run"
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=4", "checkpoint_every=2"]) == 0
+    (run / "checkpoints" / "00000004" / "weights.pt").unlink()
+    capsys.readouterr()
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=6", "checkpoint_every=2"]) == 0
+    out = capsys.readouterr().out
+    assert "pointed at 00000004, which lacks weights.pt: resuming from 00000002" in out
+    assert os.readlink(run / "checkpoints" / "last") == "00000006"
+    # the step it redid is whole again, and the run's rows go on from step 2
+    assert (run / "checkpoints" / "00000004" / "weights.pt").is_file()
+    for f in ("weights.pt", "train_state.pt"):
+        (run / "checkpoints" / "00000002" / f).unlink()
+    (run / "checkpoints" / "00000004" / "weights.pt").unlink()
+    (run / "checkpoints" / "00000006" / "train_state.pt").unlink()
+    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=6", "checkpoint_every=2"]) == 0
+    out = capsys.readouterr().out
+    assert "which lacks train_state.pt, and no complete checkpoint is left: starting from step 0" in out
+    assert os.readlink(run / "checkpoints" / "last") == "00000006"
+
+
 def test_a_best_pointer_whose_step_folder_was_deleted_is_named_not_silently_replaced(tmp_path, capsys):
     from driving import checkpoint
 
