@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from driving import atomic
 from driving.baselines import ExpertPolicy
-from driving.config import ENVS_PER_WORKER, EVAL_SEED, check_envs_per_worker, check_episodes, to_dict
+from driving.config import ENVS_PER_WORKER, EVAL_SEED, check_envs_per_worker, check_episodes, config_diff, to_dict
 from driving.envpool import EnvPool, probe_env
 from driving.executors import check_executor
 from driving.folder_lock import writing
@@ -313,6 +313,28 @@ def keep_other_evaluation(out: Path, checkpoint: str, cfg: EvalConfig) -> None:
     if shard and shard != new:
         raise UserError(f"{out} holds shard {shard['index']}/{shard['count']} of an evaluation: give this run "
                         "another out= (each shard its own folder, then `driving eval merge`)")
+    note_replaced(out, old, checkpoint, cfg)
+
+
+_HOW_IT_RUNS = ("workers", "envs_per_worker", "executor", "ray_address", "expert_from", "out")
+
+
+def note_replaced(out: Path, old: dict, checkpoint: str, cfg: EvalConfig) -> None:
+    """A finished evaluation that this one writes over, with another checkpoint of the run, config or
+    metrics version, is named with what differs: its scores are otherwise gone without a word (the default
+    folder, RUN/eval/STEP_SCENARIOS, is the same for `episodes=10` and a later `episodes=50`). Keys that
+    change how it runs, not what it scores, are no difference."""
+    if not old.get("videos_done", True) or not isinstance(old.get("config"), dict):
+        return  # an unfinished one is this evaluation's own earlier try
+    what = [f"checkpoint: {old.get('checkpoint')} there, {checkpoint} now"] if old.get("checkpoint") != checkpoint else []
+    diff = config_diff(*({k: v for k, v in c.items() if k not in _HOW_IT_RUNS} for c in (old["config"], to_dict(cfg))))
+    if diff:
+        what.append(diff)
+    if old.get("metrics_version") != METRICS_VERSION:
+        what.append(f"metrics version: {old.get('metrics_version')} there, {METRICS_VERSION} now")
+    if what:
+        print(f"note: {out} held a finished evaluation that this one replaces ({'; '.join(what)}): give out= to "
+              "keep both", file=sys.stderr)
 
 
 def _run_of(checkpoint: str) -> str | None:

@@ -490,12 +490,16 @@ def test_an_evaluation_can_drive_a_plan_head_with_another_lane_threshold(tmp_pat
         evaluate("expert", cfg(tmp_path / "ex", "plan_threshold=0.5"), progress=False)
 
 
-def test_another_runs_evaluation_is_not_written_over(tmp_path):
+def test_another_runs_evaluation_is_not_written_over(tmp_path, capsys):
     """`driving eval B out=X` where X holds A's evaluation lost A's results without a word; the same run
-    again (a re-run, `last` after more training) writes over its own."""
+    again (a re-run, `last` after more training) writes over its own, and says what the one it replaces had."""
     run = tiny_run(tmp_path)
     out = tmp_path / "ev"
     evaluate(str(run / "checkpoints" / "last"), cfg(out, "episodes=1"), progress=False)
+    capsys.readouterr()
+    # the same result again, however it runs: nothing to say
+    evaluate(str(run / "checkpoints" / "last"), cfg(out, "episodes=1", "envs_per_worker=1"), progress=False)
+    assert "replaces" not in capsys.readouterr().err
     before = (out / "eval.json").read_text()
     ds = synthetic_dataset(tmp_path / "ds2")
     other = tmp_path / "other"
@@ -508,8 +512,12 @@ def test_another_runs_evaluation_is_not_written_over(tmp_path):
     assert (out / "eval.json").read_text() == before
     train(load_config(TrainConfig, None, [f"dataset={tmp_path / 'ds'}", f"out={run}", "steps=4", "batch_size=4",
                                           "device=cpu", "wandb.mode=disabled"]), progress=False)  # resumed
+    capsys.readouterr()
     r = evaluate(str(run / "checkpoints" / "last"), cfg(out, "episodes=2"), progress=False)["result"]
     assert len(r["scenarios"]["highway"]["episodes"]["policy"]) == 2
+    err = capsys.readouterr().err
+    assert f"note: {out} held a finished evaluation that this one replaces (" in err and "give out= to keep both" in err
+    assert "checkpoints/00000002 there" in err and "checkpoints/00000004 now" in err and "episodes: 1 there, 2 now" in err
     # a run moved since: the folder's old checkpoint path is gone, so it cannot be told from another run's
     moved = tmp_path / "moved"
     run.rename(moved)
