@@ -254,6 +254,8 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
         collect_cfg = load_config(CollectConfig, None, [f"scenario={scenario}", f"out={data0}", *sizes["collect"],
                                                         *as_overrides(cfg.collect)], group="collect")
         collected = collect_cfg.episodes
+    if collect_cfg is None:
+        note_unused_collect_keys(cfg, base.meta, data0, scenario)
     train_over = ["wandb.mode=offline", *sizes["train"], *as_overrides(cfg.train)]
     if run0 is not None:
         # the rounds fine-tune with the run's own keys; the machine's (device, threads) are this command's
@@ -294,6 +296,31 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
         found = f"round 0 from {cfg.round0}; {found}"
     return {"found": found, "scenario": scenario, "collect": collect_cfg, "data0": data0, "rounds": rounds,
             "episodes": episodes, "round_steps": steps}
+
+
+def note_unused_collect_keys(cfg: DaggerConfig, meta: dict, data0: Path, scenario: str) -> None:
+    """collect.* keys apply only where round 0 collects. With dataset= or round0= they are unused (a recipe
+    file carries them, so they are not refused): each that the given demonstrations were not collected
+    with is named, since round 0 trains on those as they are."""
+    from driving.data.collect import CollectConfig, identity
+
+    given = identity(load_config(CollectConfig, None, [f"scenario={scenario}", "out=unused",
+                                                       *as_overrides(cfg.collect)], group="collect"))
+    had = meta.get("config") or {}
+    differ = []
+    for key in (o.split("=", 1)[0] for o in as_overrides(cfg.collect)):
+        a, b = had, given
+        for part in key.split("."):
+            a = a.get(part, _MISSING) if isinstance(a, dict) else _MISSING
+            b = b.get(part, _MISSING) if isinstance(b, dict) else _MISSING
+        if _MISSING not in (a, b) and a != b:  # (keys of how it runs, e.g. workers, are in neither)
+            differ.append(f"collect.{key}={b} where they had {a}")
+    if differ:
+        print(f"note: round 0 trains on {data0} as collected: {', '.join(differ)} (collect.* keys apply only "
+              "where round 0 collects; drop dataset= and round0= to collect with them)", file=sys.stderr)
+
+
+_MISSING = object()
 
 
 def _refuse_other_model(cfg: DaggerConfig, train0) -> None:
