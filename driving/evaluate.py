@@ -326,7 +326,9 @@ def note_replaced(out: Path, old: dict, checkpoint: str, cfg: EvalConfig) -> Non
     change how it runs, not what it scores, are no difference."""
     if not old.get("videos_done", True) or not isinstance(old.get("config"), dict):
         return  # an unfinished one is this evaluation's own earlier try
-    what = [f"checkpoint: {old.get('checkpoint')} there, {checkpoint} now"] if old.get("checkpoint") != checkpoint else []
+    what = []
+    if old.get("checkpoint") != checkpoint:
+        what.append(f"checkpoint: {old.get('checkpoint')} there, {checkpoint} now")
     diff = config_diff(*({k: v for k, v in c.items() if k not in _HOW_IT_RUNS} for c in (old["config"], to_dict(cfg))))
     if diff:
         what.append(diff)
