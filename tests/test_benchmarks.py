@@ -60,6 +60,15 @@ def test_bench_pixels():
     assert figure(out, r"32x16 +1\.000x pixels") > 0 and figure(out, r"16x16 +0\.500x pixels") > 0
 
 
+def test_bench_threads():
+    out = run_script("bench_threads.py", "--seconds", "0.2", "--repeats", "1")
+    for row in ("idle", "beside 1 busy process"):
+        line = next(x for x in out.splitlines() if x.startswith(row))
+        rates = [float(v) for v in line[len(row):].split()]
+        assert len(rates) == 4 and all(r > 0 for r in rates)  # spin, passive, 1 thread, passive / spin
+        assert abs(rates[3] - rates[1] / rates[0]) < 0.02 * rates[3] + 0.01
+
+
 def test_bench_sim():
     out = run_script("bench_sim.py", "--scenarios", "highway", "--steps", "5", "--rounds", "1")
     assert figure(out, r"ratio fast/stock \(sim\+camera\): highway") > 0
