@@ -52,6 +52,14 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         raise
 
 
+def _names_scenarios(schema, word: str) -> bool:
+    """Whether `word` is a scenario name (or a comma list of them) and `schema` has a scenario key."""
+    from sim.scenarios import SCENARIOS
+
+    names = [n.strip() for n in word.split(",")]
+    return "scenario" in {f.name for f in fields(schema)} and all(n in SCENARIOS for n in names)
+
+
 def _load_config(schema: type[T], path: str | Path | None, overrides: list[str]) -> T:
     try:
         base = OmegaConf.structured(schema)
@@ -62,6 +70,10 @@ def _load_config(schema: type[T], path: str | Path | None, overrides: list[str])
                 raise UserError(f"config file {path} is a folder, not a YAML file: pass a YAML file or none "
                                 "(a command's folder argument, such as `driving eval`'s checkpoint, comes first)")
             if not path.is_file():
+                if _names_scenarios(schema, str(path)):  # `driving collect highway`: a natural first try
+                    what = "are scenarios" if "," in str(path) else "is a scenario"
+                    raise UserError(f"{path} {what}, not a config file: use scenario={path} (a CONFIG.yaml "
+                                    "comes first, key=value after)")
                 raise UserError(f"config file {path} not found: pass an existing YAML file or none")
             try:
                 layer = OmegaConf.load(path)
