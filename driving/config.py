@@ -137,6 +137,23 @@ def _load_config(schema: type[T], path: str | Path | None, overrides: list[str])
     return obj
 
 
+def typed_overrides(schema, values: dict, prefix: str) -> dict:
+    """`values`, overrides of some of `schema`'s fields kept as a free dict (each scenario's own defaults go
+    under them), checked and converted as the schema types them: '48' -> 48, while 'abc' for an int, 'maybe'
+    for a bool or an unknown key is one UserError naming `prefix.key`."""
+    known = [f.name for f in fields(schema)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UserError(f"unknown config key '{prefix}.{unknown[0]}'; known {prefix} keys: {prefix}."
+                        + f", {prefix}.".join(known))
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), dict(values))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or getattr(e, "key", None)
+        raise UserError(f"bad config value for '{prefix}.{key}': {str(e).splitlines()[0]}") from None
+    return {k: typed[k] for k in values}
+
+
 def _home_expanded(layer: DictConfig) -> DictConfig:
     """The layer with `~` at the start of a value expanded to the home folder, as a shell would (YAML, a
     quoted override and zsh's `key=~/x` pass it on as it is: `out=~/ds` wrote a folder named `~`). A

@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 from tqdm import tqdm
 
-from driving.config import check_episodes
+from driving.config import check_episodes, typed_overrides
 from driving.envpool import build_env, probe_env, run_in_workers, worker_setup
 from driving.errors import UserError
 from driving.evaluate import EVAL_SEED, check_scenarios
@@ -41,6 +41,10 @@ class GapConfig:
 
     def __post_init__(self):
         check_episodes("", self.episodes, self.seed, self.workers, self.max_steps)
+        self.camera = typed_overrides(CameraConfig, self.camera, "camera")  # a free dict: typed here
+        if "perception" in self.expert:
+            raise UserError("expert.perception is gap's own: it drives the privileged expert and queries the camera "
+                            "one beside it; drop expert.perception")
         if not (self.accel_threshold > 0 and self.steer_threshold > 0
                 and math.isfinite(self.accel_threshold) and math.isfinite(self.steer_threshold)):
             raise ValueError("accel_threshold and steer_threshold must be numbers > 0 (normalised units), got "
@@ -56,11 +60,10 @@ class GapConfig:
 
 def _experts(cfg: GapConfig, scenario: str) -> tuple[DrivingEnv, Expert]:
     """The env driven by the privileged expert, and the camera-limited expert queried beside it."""
-    overrides = {k: v for k, v in cfg.expert.items() if k != "perception"}
     camera = cfg.camera_for(scenario)
     env = build_env(scenario, camera, cfg.max_steps, env=cfg.env,
-                    expert={**overrides, "perception": "privileged"})
-    fair = Expert(ExpertConfig.from_dict({**env.scenario.expert, **overrides, "perception": "camera"}),
+                    expert={**cfg.expert, "perception": "privileged"})
+    fair = Expert(ExpertConfig.from_dict({**env.scenario.expert, **cfg.expert, "perception": "camera"}),
                   env.scenario.action, camera=camera)
     return env, fair
 
@@ -114,11 +117,6 @@ def validate(cfg: GapConfig) -> None:
     check_scenarios(cfg.scenarios)  # none, unknown, or one listed twice
     for name in cfg.scenarios:
         sc = get_scenario(name)
-        known = [f.name for f in fields(CameraConfig)]
-        unknown = sorted(set(cfg.camera) - set(known))
-        if unknown:
-            raise UserError(f"unknown config key 'camera.{unknown[0]}'; known camera keys: camera."
-                            + ", camera.".join(known))
         try:
             ExpertConfig.from_dict({**sc.expert, **cfg.expert})
             sc.highway_config(cfg.env)

@@ -93,6 +93,11 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["train", "dataset=/tmp/never", "augment.brightness=-1"], "augment.brightness must be a number in [0, 1]"),
     (["train", "dataset=/tmp/never", "augment.contrast=nan"], "augment.contrast must be a number in [0, 1]"),
     (["gap", "steer_threshold=nan"], "steer_threshold must be numbers > 0"),
+    # gap's camera keys are a free dict (over each scenario's own camera): typed as collect types them
+    (["gap", "camera.height=abc"], "bad config value for 'camera.height': Value 'abc'"),
+    (["gap", "camera.metres_per_pixel=nan"], "camera.metres_per_pixel must be a number > 0"),
+    (["gap", "camera.rgb=maybe"], "bad config value for 'camera.rgb'"),
+    (["gap", "expert.perception=privileged"], "expert.perception is gap's own"),
     (["dagger", "workers=-1", "out=/tmp/never"], "workers must be >= 0"),
     # simulator keys are checked in this process before any worker starts, whatever the workers
     (["collect", "env.bogus=1", "workers=2", "out=/tmp/never"], "unknown highway-env config key 'bogus'"),

@@ -64,3 +64,17 @@ def test_a_stage_key_set_to_an_empty_string_is_a_value_not_an_empty_override():
     overrides = as_overrides({"wandb": {"entity": "", "mode": "dryrun"}})
     cfg = load_config(TrainConfig, None, overrides)
     assert cfg.wandb.entity == "" and cfg.wandb.mode == "dryrun"
+
+
+def test_gaps_free_camera_keys_are_typed_as_the_camera_types_them(tmp_path):
+    # gap keeps camera.* as a dict laid over each scenario's own camera: a YAML "48" was a str that
+    # reached the camera (a traceback); it is converted, and what cannot be is one line naming the key
+    from driving.gap import GapConfig
+
+    f = tmp_path / "gap.yaml"
+    f.write_text('camera:\n  height: "48"\n  rgb: true\n')
+    cfg = load_config(GapConfig, f, ["camera.metres_per_pixel=2"])
+    assert cfg.camera == {"height": 48, "rgb": True, "metres_per_pixel": 2.0}
+    assert type(cfg.camera["height"]) is int and type(cfg.camera["metres_per_pixel"]) is float
+    with pytest.raises(UserError, match=r"bad config value for 'camera.stack': Value 'two'"):
+        load_config(GapConfig, None, ["camera.stack=two"])
