@@ -1,8 +1,10 @@
 """`driving video SOURCE [key=value ...]`: rollouts of an evaluation, or episodes of a dataset."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 from driving.config import load_config
@@ -89,15 +91,26 @@ def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
         rows = [r for r in rows if r["seed"] in cfg.seeds]
     else:
         rows = worst(rows, cfg.count)
-    if cfg.who == "expert" or result["checkpoint"] == "expert":
-        policy, camera = ExpertPolicy(), result["camera"]
-    else:
-        # the rule the evaluation drove with (a replay of its actions, and the policy's saliency)
-        policy, camera, _ = load_eval_policy(result["checkpoint"], "auto",
-                                             (result.get("config") or {}).get("plan_threshold"))
     recorded = {}
     if (src / ACTIONS_FILE).is_file():
         recorded = load_actions(src, again)
+    ckpt = result["checkpoint"]
+    if cfg.who == "expert" or ckpt == "expert":
+        policy, camera = ExpertPolicy(), result["camera"]
+    elif not Path(ckpt).exists():  # the run moved or its step folder was deleted (eval.json holds the path)
+        lacking = [r["seed"] for r in rows if actions_key(r["scenario"], r["seed"], cfg.who) not in recorded]
+        if lacking:
+            raise UserError(f"{ckpt}, the checkpoint {src} evaluated, is gone (moved or deleted) and seed "
+                            f"{lacking[0]} has no recorded actions to replay: put the checkpoint back there, or "
+                            "film the expert with who=expert")
+        print(f"note: {ckpt}, the checkpoint {src} evaluated, is gone (moved or deleted): filming its recorded "
+              "actions without the saliency overlay (put the checkpoint back there for it)", file=sys.stderr)
+        # the replay needs no policy (only the saliency does): a stand-in that titles the video
+        policy = SimpleNamespace(name=f"{'/'.join(Path(ckpt).parts[-3:])} (recorded actions; checkpoint gone)")
+        camera = result["camera"]
+    else:
+        # the rule the evaluation drove with (a replay of its actions, and the policy's saliency)
+        policy, camera, _ = load_eval_policy(ckpt, "auto", (result.get("config") or {}).get("plan_threshold"))
     out = Path(cfg.out) if cfg.out else src / "videos"
     conf = result["config"]
     saliency = None if cfg.saliency == "none" else cfg.saliency

@@ -564,3 +564,31 @@ def test_evaluating_on_the_training_episodes_seeds_is_noted(tmp_path, capsys):
     assert "note: 2 of the 2 evaluation seeds (100, 101) are episodes of the training data" in err, err
     evaluate(ckpt, cfg(tmp_path / "held_out", "episodes=2"), progress=False)
     assert "training data" not in capsys.readouterr().err
+
+
+def test_an_evaluation_whose_checkpoint_moved_is_filmed_from_its_recorded_actions(tmp_path, capsys):
+    """`driving video EVAL` after the run was moved (or its step folder deleted) stopped on 'checkpoint not
+    found' and named a key video does not have; the recorded actions replay without the policy."""
+    from driving.video_cli import video_command
+
+    run = tiny_run(tmp_path)
+    out = tmp_path / "ev"
+    evaluate(str(run / "checkpoints" / "last"), cfg(out, "episodes=2"), progress=False)
+    before = video_command(str(out), ["count=1", "saliency=none", f"out={tmp_path / 'a'}"])
+    run.rename(tmp_path / "moved")
+    capsys.readouterr()
+    after = video_command(str(out), ["count=1", "saliency=none", f"out={tmp_path / 'b'}"])
+    assert "is gone (moved or deleted): filming its recorded actions without the saliency overlay" \
+        in capsys.readouterr().err
+    assert [p.name for p in after] == [p.name for p in before]
+    from driving.video import probe_video
+
+    a, b = (probe_video(v[0], decode=True)["data"] for v in (before, after))
+    assert a.shape == b.shape  # the same episode, step for step; only the title's second line differs
+    a[:, :100, :320] = b[:, :100, :320] = 0  # ("run/checkpoints/00000002" against "... (recorded actions; ...")
+    diff = np.abs(a.astype(int) - b)
+    # H.264 noise only (one step later in the same episode differs by ~3.6 on average, 3.5% of pixels by > 40)
+    assert diff.mean() < 0.5 and (diff.max(axis=-1) > 40).mean() < 1e-4
+    (out / "actions.npz").unlink()
+    with pytest.raises(UserError, match=r"is gone \(moved or deleted\) and seed \d+ has no recorded actions"):
+        video_command(str(out), ["count=1"])
