@@ -29,6 +29,9 @@ class VideoConfig:
             raise ValueError(f"who must be policy or expert, got {self.who!r}")
         if self.count < 1:
             raise ValueError(f"count must be >= 1 (how many of the worst episodes to film), got {self.count}")
+        if self.out is not None and Path(self.out).suffix.lower() in (".mp4", ".mov", ".avi", ".webm", ".mkv"):
+            raise ValueError(f"out= is the folder the videos go to (one file per episode, named by it), not a "
+                             f"file: e.g. out={Path(self.out).with_suffix('')}")
 
 
 EVAL_ONLY = {"seeds", "count", "scenario", "who", "saliency"}  # keys that pick or draw an evaluation's episodes
