@@ -253,12 +253,29 @@ def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str |
             for k, v in times.items():
                 spent[k] += v
     board = summarise(cfg, stages, found, command, time.perf_counter() - t0)
+    note_dropped_rows(out, board)
     board["parallel"] = parallel
     kinds = ("collect", "dagger") if cfg.rounds else ("collect", "train", "eval")
     board["stage_s"] = {k: round(spent[k], 1) for k in kinds}
     atomic.write_json(out / "scoreboard.json", board)
     atomic.write_bytes(out / "scoreboard.md", markdown(board).encode())
     return board
+
+
+def note_dropped_rows(out: Path, board: dict) -> None:
+    """The table is this run's scenarios: rows an earlier run into the same folder had for others are named
+    as they leave it (one scenario at a time into one out= kept only the last; their stages stay on disk)."""
+    from driving.jsonfile import read_json
+
+    try:
+        old = read_json(out / "scoreboard.json", dict)
+    except UserError:  # none, or damaged: nothing to name
+        return
+    gone = [n for n in (old.get("scenarios") or {}) if n not in board["scenarios"]]
+    if gone:
+        print(f"note: {out / 'scoreboard.md'} had rows for {', '.join(gone)}, which this run does not list: the "
+              f"table now holds {', '.join(board['scenarios'])} only (their stages stay in {out}; list every "
+              "scenario in scenario= to table them together)", file=sys.stderr)
 
 
 # Relative wall time of a scenario's pipeline (measured on 16 cores + H100, docs/FIGURES.md): the

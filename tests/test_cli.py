@@ -427,7 +427,8 @@ def test_scoreboard_runs_every_stage_per_seed_and_resumes_without_redoing_work(t
     evals = {s: (out / "highway" / f"seed{s}" / "eval" / "eval.json").stat().st_mtime_ns for s in (0, 1)}
     assert main(args) == 0  # a second run finds everything done
     assert {s: (out / "highway" / f"seed{s}" / "eval" / "eval.json").stat().st_mtime_ns for s in (0, 1)} == evals
-    assert "scoreboard.md" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "scoreboard.md" in said.out and "had rows for" not in said.err
     # asking the same folder for less than it holds: refused (the table would state sizes not run)
     table = (out / "scoreboard.md").read_text()
     for smaller, needle in [("collect.episodes=1", f"{out / 'highway' / 'data'} already holds episodes up to "
@@ -438,6 +439,12 @@ def test_scoreboard_runs_every_stage_per_seed_and_resumes_without_redoing_work(t
         err = capsys.readouterr().err.strip()
         assert needle in err and "\n" not in err
     assert (out / "scoreboard.md").read_text() == table
+    # another scenario alone into the same folder: the table is its own, and the row it drops is named
+    alone = {"scenario": "scenario=merge", "seeds": "seeds=[0]"}
+    assert main([alone.get(a.split("=")[0], a) for a in args]) == 0
+    assert (f"note: {out / 'scoreboard.md'} had rows for highway, which this run does not list: the table now "
+            "holds merge only") in capsys.readouterr().err
+    assert list(json.loads((out / "scoreboard.json").read_text())["scenarios"]) == ["merge"]
 
 
 def test_scoreboard_with_dagger_rounds_puts_bc_beside_the_last_round_with_the_gain(tmp_path, capsys):
