@@ -235,7 +235,11 @@ def _run_scoreboard(cfg: ScoreboardConfig, progress: bool = True, command: str |
                          for _, runs in stages.values() for _, t, _, d in runs])
     out = Path(cfg.out)
     parallel = min(len(stages), cfg.parallel or auto_parallel(found))
-    print(f"scoreboard sizes for {found}: " + "; ".join(f"{k} " + " ".join(v) for k, v in sizes.items())
+    # the machine's sizes, with the stage keys given on top (the line said episodes=100 where 3 ran)
+    given = {k: dict(o.split("=", 1) for o in as_overrides(getattr(cfg, k))) for k in sizes}
+    shown = {k: [f"{key}={given[k].get(key, v)}" for key, v in (i.split("=", 1) for i in items)]
+             for k, items in sizes.items()}
+    print(f"scoreboard sizes for {found}: " + "; ".join(f"{k} " + " ".join(v) for k, v in shown.items())
           + (f"; {parallel} scenarios at once" if parallel > 1 else ""))
     t0 = time.perf_counter()
     # seconds per kind of stage, summed over scenarios (dagger: training, driving and evaluating its rounds)

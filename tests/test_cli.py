@@ -429,6 +429,9 @@ def test_scoreboard_runs_every_stage_per_seed_and_resumes_without_redoing_work(t
     assert {s: (out / "highway" / f"seed{s}" / "eval" / "eval.json").stat().st_mtime_ns for s in (0, 1)} == evals
     said = capsys.readouterr()
     assert "scoreboard.md" in said.out and "had rows for" not in said.err
+    # the sizes line states what runs: the machine's sizes with the stage keys given on top
+    assert "collect episodes=2; train steps=2 batch_size=4 net.stack=4 val_every=1 checkpoint_every=1; " \
+           "eval episodes=2" in said.out
     # asking the same folder for less than it holds: refused (the table would state sizes not run)
     table = (out / "scoreboard.md").read_text()
     for smaller, needle in [("collect.episodes=1", f"{out / 'highway' / 'data'} already holds episodes up to "
