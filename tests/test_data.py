@@ -177,6 +177,16 @@ def test_stock_road_collects_the_same_dataset_and_may_extend_it(dataset, tmp_pat
     assert len(Dataset.open(root)) == 4
 
 
+def test_fewer_episodes_than_a_dataset_holds_keep_them_all_and_say_so(tmp_path, capsys):
+    root = tmp_path / "ds"
+    collect(small_cfg(root, "episodes=3"), progress=False)
+    assert "beyond" not in capsys.readouterr().err
+    collect(small_cfg(root, "episodes=1"), progress=False)
+    assert (f"note: {root} holds 3 episodes, 2 of them beyond episodes=1: it keeps them all"
+            in capsys.readouterr().err)
+    assert len(Dataset.open(root)) == 3
+
+
 def test_collect_needs_at_least_one_episode(tmp_path):
     with pytest.raises(UserError, match="episodes must be in 1..1,000,000"):
         small_cfg(tmp_path / "x", "episodes=0")

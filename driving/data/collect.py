@@ -316,9 +316,15 @@ def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
     root, meta, jobs = plan_collection(cfg)
     rows = finished_episodes(root, jobs)
     # Rows of episodes beyond this run's count (an earlier, larger run) stay in the index.
+    beyond = 0
     for row in load_index(root):
         if row["episode"] >= cfg.episodes:
+            beyond += row["episode"] not in rows
             rows.setdefault(row["episode"], row)
+    if beyond:
+        print(f"note: {root} holds {len(rows)} episodes, {beyond} of them beyond episodes={cfg.episodes}: it keeps "
+              f"them all (training reads every one); another out= folder holds a {cfg.episodes}-episode dataset",
+              file=sys.stderr)
     todo = [(i, s) for i, s in jobs if i not in rows]
     workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(todo)))
     # until every episode asked for is on disk, the dataset says so (an interrupted collection must not
