@@ -38,8 +38,29 @@ EVAL_ONLY = {"seeds", "count", "scenario", "who", "saliency"}  # keys that pick 
 
 
 def video_command(source: str, overrides: list[str]) -> list[Path]:
+    """Films while holding the lock of the folder it writes into: SOURCE itself where the videos go under it
+    (an evaluation or collection into SOURCE meanwhile is refused, and refuses it), else `out`."""
+    from driving.folder_lock import LOCK, being_written, writing
+
     cfg = load_config(VideoConfig, None, overrides)
     src = Path(source)
+    if src.is_dir() and being_written(src):  # (its eval.json or meta.json may not be there yet)
+        try:
+            holder = (src / LOCK).read_text().strip() or "another process"
+        except OSError:
+            holder = "another process"
+        raise UserError(f"{src} is being written by {holder}: wait for it to finish, then film it")
+    if not (src / "eval.json").is_file() and not (src / "meta.json").is_file():
+        raise UserError(f"{source} is neither an evaluation folder (eval.json) nor a dataset (meta.json): "
+                        "pass the output of `driving eval` or `driving collect`")
+    out = Path(cfg.out) if cfg.out else src / "videos"
+    inside = out.resolve().is_relative_to(src.resolve())
+    with writing(src if inside else out, "driving video", sweep=False):
+        return _films(src, cfg, overrides)
+
+
+def _films(src: Path, cfg: VideoConfig, overrides: list[str]) -> list[Path]:
+    source = str(src)
     given = {o.split("=", 1)[0] for o in overrides}
     if (src / "eval.json").is_file():
         if "episodes" in given:
@@ -60,8 +81,7 @@ def video_command(source: str, overrides: list[str]) -> list[Path]:
             raise UserError(f"{source} has no finished episode: nothing to film (collect some with "
                             "`driving collect`)")
         return video.video_for_dataset(src, Path(cfg.out) if cfg.out else src / "videos", episodes)
-    raise UserError(f"{source} is neither an evaluation folder (eval.json) nor a dataset (meta.json): "
-                    "pass the output of `driving eval` or `driving collect`")
+    raise UserError(f"{source} is neither an evaluation folder (eval.json) nor a dataset (meta.json)")
 
 
 def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:

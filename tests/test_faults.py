@@ -80,6 +80,35 @@ def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_pa
     assert len(Dataset.open(out)) == 4
 
 
+def test_video_neither_films_a_folder_being_written_nor_lets_a_writer_in_while_it_films(clean, tmp_path, capsys,
+                                                                                        monkeypatch):
+    # `driving video` of an evaluation still being written said it was "neither an evaluation nor a
+    # dataset" (no eval.json yet), or filmed the old one into the folder the new one was replacing
+    ev = tmp_path / "ev"
+    holder = hold_lock(ev)
+    try:
+        assert main(["video", str(ev)]) == 2
+        err = capsys.readouterr().err
+        assert f"{ev} is being written by pid {holder.pid} (a test holder" in err and "then film it" in err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # while it films into the source, the source is held: a collection into it is refused meanwhile
+    from driving import video
+    from driving.folder_lock import being_written
+
+    held = []
+    real = video.video_for_dataset
+    monkeypatch.setattr(video, "video_for_dataset", lambda src, out, eps: held.append(being_written(src))
+                        or real(src, out, eps))
+    copy = tmp_path / "copy"
+    shutil.copytree(clean, copy)
+    assert main(["video", str(copy), "episodes=[0]"]) == 0
+    assert held == [True] and not being_written(copy)
+    assert main(["video", str(copy), "episodes=[0]", f"out={tmp_path / 'elsewhere'}"]) == 0
+    assert held == [True, False]  # out= elsewhere: that folder is held, the source only read
+
+
 def test_temp_files_of_killed_writes_are_swept_at_start(clean, tmp_path):
     ds = tmp_path / "ds"
     assert main(["collect", f"out={ds}", *TINY]) == 0
