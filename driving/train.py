@@ -58,6 +58,8 @@ class OptimConfig:
     def __post_init__(self):
         for name in ("lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip"):
             check_number(f"optim.{name}", getattr(self, name))
+        if self.lr == 0:  # every step would leave the weights as they were (AdamW's decay is scaled by lr)
+            raise ValueError("optim.lr must be > 0: at 0 training saves the initial weights as a trained policy")
         if self.min_lr_ratio > 1:  # the schedule would rise to it after the warm-up
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1] (the share of lr the cosine ends at), "
                              f"got {self.min_lr_ratio}")
@@ -163,6 +165,8 @@ class TrainConfig:
                 check_number("dataset_weights", w, what="shares >= 0")
         for w in self.loss_weights:
             check_number("loss_weights", w, what="weights >= 0")
+        if not any(self.loss_weights):
+            raise ValueError("loss_weights are both 0: the action would learn nothing; give steer or accel a weight > 0")
         check_number("disagree_weight", self.disagree_weight, what="a number > 0")
         check_number("disagree_threshold", self.disagree_threshold)
         check_number("plan_weight", self.plan_weight)

@@ -12,6 +12,7 @@ config sets `fast_road: false`.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -73,6 +74,13 @@ class Scenario:
             if key in _COUNTS and not (isinstance(value, int) and not isinstance(value, bool)
                                        and value >= _COUNTS[key]):
                 raise ValueError(f"env.{key}={value!r} must be a whole number >= {_COUNTS[key]}")
+            if key in _COUNTS and value > _MAX_COUNT:
+                raise ValueError(f"env.{key}={value} is more than {_MAX_COUNT}: every step is quadratic in the "
+                                 "vehicles (50 run at ~22 steps/s), and 100,000 never finished placing them")
+            if key == "vehicles_density" and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                                  and math.isfinite(value) and value > 0):
+                raise ValueError(f"env.vehicles_density={value!r} must be a number > 0 (1 is highway-env's "
+                                 "spacing; smaller spreads the traffic out)")
             cfg[key] = value
         return cfg
 
@@ -229,6 +237,7 @@ _FIXED = {
 # highway-env's counts, least values it builds a world with: with fewer lanes than one its road
 # generator fails deep in numpy, and a negative count behaves as zero without saying so.
 _COUNTS = {"lanes_count": 1, "vehicles_count": 0, "initial_vehicle_count": 0, "other_vehicles": 0}
+_MAX_COUNT = 1000
 
 
 @lru_cache(maxsize=None)

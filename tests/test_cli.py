@@ -89,6 +89,12 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["data", "show", "/nonexistent/ds", "seed=-1"], "seed must be in 0.."),
     # values torch would take without a word (a negative loss, a rising schedule, negative images)
     (["train", "dataset=/tmp/never", "plan_weight=-1"], "plan_weight must be a number >= 0"),
+    # values that run and learn or collect nothing worth having
+    (["train", "dataset=/tmp/never", "optim.lr=0"], "optim.lr must be > 0"),
+    (["train", "dataset=/tmp/never", "loss_weights=[0,0]"], "loss_weights are both 0"),
+    (["collect", "noise.steer=1e9", "out=/tmp/never"], "use values <= 1 (got 1e+09 and 0.3"),
+    (["collect", "env.vehicles_density=-1", "out=/tmp/never"], "env.vehicles_density=-1 must be a number > 0"),
+    (["collect", "env.vehicles_count=100000", "out=/tmp/never"], "env.vehicles_count=100000 is more than 1000"),
     (["train", "dataset=/tmp/never", "optim.min_lr_ratio=5"], "optim.min_lr_ratio must be in [0, 1]"),
     (["train", "dataset=/tmp/never", "augment.brightness=-1"], "augment.brightness must be a number in [0, 1]"),
     (["train", "dataset=/tmp/never", "augment.contrast=nan"], "augment.contrast must be a number in [0, 1]"),

@@ -70,10 +70,10 @@ def test_training_on_two_datasets_resumes_exactly(two, tmp_path):
 def test_warm_start_begins_from_the_checkpoint_and_refuses_another_model(two, tmp_path):
     first = tmp_path / "first"
     train(load_config(TrainConfig, None, [f"dataset={two[0]}", f"out={first}", "steps=8", *BASE]), progress=False)
-    # with a zero learning rate, the warm-started run's parameters are the checkpoint's (BatchNorm's
-    # running statistics move in any case)
+    # with a learning rate far below float32's resolution (0 is refused), the warm-started run's parameters
+    # are the checkpoint's (BatchNorm's running statistics move in any case)
     warm = load_config(TrainConfig, None, [f"dataset=[{two[0]},{two[1]}]", f"out={tmp_path / 'warm'}", "steps=2",
-                                           f"init_from={first / 'checkpoints' / 'last'}", "optim.lr=0", *BASE])
+                                           f"init_from={first / 'checkpoints' / 'last'}", "optim.lr=1e-30", *BASE])
     train(warm, progress=False)
     a = torch.load(first / "checkpoints" / "last" / "weights.pt", weights_only=True)
     b = torch.load(tmp_path / "warm" / "checkpoints" / "last" / "weights.pt", weights_only=True)
@@ -82,7 +82,7 @@ def test_warm_start_begins_from_the_checkpoint_and_refuses_another_model(two, tm
     meta = json.loads((tmp_path / "warm" / "checkpoints" / "last" / "policy.json").read_text())
     assert meta["init_from"].endswith("00000008")
     cold = load_config(TrainConfig, None, [f"dataset={two[0]}", f"out={tmp_path / 'cold'}", "steps=2",
-                                           "optim.lr=0", *BASE])
+                                           "optim.lr=1e-30", *BASE])
     train(cold, progress=False)
     c = torch.load(tmp_path / "cold" / "checkpoints" / "last" / "weights.pt", weights_only=True)
     assert not any(torch.equal(a[k], c[k]) for k in params if k.endswith("weight") and a[k].dim() > 1)  # fresh

@@ -57,6 +57,10 @@ class NoiseConfig(NoiseSpec):
     def __post_init__(self):
         if not (math.isfinite(self.steer) and math.isfinite(self.accel) and self.steer >= 0 and self.accel >= 0):
             raise ValueError("noise.steer and noise.accel are standard deviations: use finite values >= 0")
+        if self.steer > 1 or self.accel > 1:  # in units of the action range [-1, 1]: beyond, it only saturates
+            raise ValueError(f"noise.steer and noise.accel are standard deviations in units of the action range "
+                             f"[-1, 1]: use values <= 1 (got {self.steer:g} and {self.accel:g}; steer 0.2 already "
+                             "crashes the expert in about half the episodes)")
         if not 0.0 <= self.correlation < 1.0:
             raise ValueError("noise.correlation must be in [0, 1)")
         if not self.burst >= 1.0:
