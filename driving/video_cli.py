@@ -62,11 +62,15 @@ def video_command(source: str, overrides: list[str]) -> list[Path]:
 def _films(src: Path, cfg: VideoConfig, overrides: list[str]) -> list[Path]:
     source = str(src)
     given = {o.split("=", 1)[0] for o in overrides}
+    for key in ("seeds", "episodes"):  # an empty list read as "the defaults" without a word
+        if key in given and not getattr(cfg, key):
+            raise UserError(f"{key}=[] lists none: give {key}=[...], or drop it for the default")
+    cfg.episodes = list(dict.fromkeys(cfg.episodes))  # each once, as seeds are
     if (src / "eval.json").is_file():
         if "episodes" in given:
             raise UserError(f"{source} is an evaluation: episodes= picks a dataset's episodes; pick the evaluation's "
                             "with seeds=[...] or count=N (its worst)")
-        return eval_videos(src, cfg)
+        return eval_videos(src, cfg, given)
     if (src / "meta.json").is_file():
         wrong = sorted(given & EVAL_ONLY)
         if wrong:
@@ -84,7 +88,7 @@ def _films(src: Path, cfg: VideoConfig, overrides: list[str]) -> list[Path]:
     raise UserError(f"{source} is neither an evaluation folder (eval.json) nor a dataset (meta.json)")
 
 
-def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
+def eval_videos(src: Path, cfg: VideoConfig, given: frozenset | set = frozenset()) -> list[Path]:
     """Film episodes of an evaluation exactly as they were scored: the same env and expert settings,
     the actions recorded in actions.npz (older evaluations: the policy drives again), and the
     re-simulation checked against the scored row."""
@@ -113,12 +117,18 @@ def eval_videos(src: Path, cfg: VideoConfig) -> list[Path]:
             raise UserError(f"seeds {missing} are not in {src}/eval.json; its seeds: {sorted(known)}")
         rows = [r for r in rows if r["seed"] in cfg.seeds]
     else:
+        if cfg.count > len(rows):
+            print(f"note: count={cfg.count}, and {src} holds {len(rows)} episodes of the {cfg.who}"
+                  f"{' in ' + cfg.scenario if cfg.scenario else ''}: filming all {len(rows)}", file=sys.stderr)
         rows = worst(rows, cfg.count)
     recorded = {}
     if (src / ACTIONS_FILE).is_file():
         recorded = load_actions(src, again)
     ckpt = result["checkpoint"]
     if cfg.who == "expert" or ckpt == "expert":
+        if cfg.saliency != "none" and "saliency" in given:
+            print(f"note: saliency={cfg.saliency} needs a network; the expert has none: its videos have no overlay",
+                  file=sys.stderr)
         policy, camera = ExpertPolicy(), result["camera"]
     elif not Path(ckpt).exists():  # the run moved or its step folder was deleted (eval.json holds the path)
         lacking = [r["seed"] for r in rows if actions_key(r["scenario"], r["seed"], cfg.who) not in recorded]

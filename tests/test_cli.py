@@ -850,12 +850,16 @@ def test_a_command_refuses_a_folder_that_holds_another_commands_output(cli_datas
     assert sorted(p.name for p in cli_dataset.iterdir()) == before
 
 
-def test_video_refuses_keys_that_do_not_apply_to_its_source(cli_dataset, capsys):
+def test_video_refuses_keys_that_do_not_apply_to_its_source(cli_dataset, tmp_path, capsys):
     assert main(["video", str(cli_dataset), "count=5"]) == 2
     assert "is a dataset: count= applies to an evaluation" in capsys.readouterr().err
     # out= names a folder: `out=clip.mp4` made a folder of that name
     assert main(["video", str(cli_dataset), "out=clips/run.MP4"]) == 2
     assert "out= is the folder the videos go to" in capsys.readouterr().err and not Path("clips").exists()
+    assert main(["video", str(cli_dataset), "episodes=[]"]) == 2
+    assert "episodes=[] lists none" in capsys.readouterr().err
+    assert main(["video", str(cli_dataset), "episodes=[0,0]", f"out={tmp_path / 'v'}"]) == 0  # filmed once
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "v" / "episode_000000.mp4")]
 
 
 def test_output_into_a_closed_pipe_ends_in_one_line(cli_dataset, monkeypatch, capsys):

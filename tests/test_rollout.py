@@ -94,7 +94,7 @@ def test_replay_reproduces_an_episode_and_a_changed_row_is_refused():
         env.close()
 
 
-def test_eval_keeps_the_executed_actions_and_films_exactly_the_scored_episode(tmp_path):
+def test_eval_keeps_the_executed_actions_and_films_exactly_the_scored_episode(tmp_path, capsys):
     from driving.video_cli import video_command
 
     out = tmp_path / "ev"
@@ -107,6 +107,13 @@ def test_eval_keeps_the_executed_actions_and_films_exactly_the_scored_episode(tm
         assert z["highway__1000000__policy"].shape == (6, 2)
     made = video_command(str(out), ["count=1", "saliency=none"])  # uses the evaluation's env overrides
     assert len(made) == 1 and made[0].stat().st_size > 0
+    # keys that would be dropped without a word: each is named
+    assert len(video_command(str(out), ["count=5", "saliency=gradcam", f"out={out / 'more'}"])) == 2
+    err = capsys.readouterr().err
+    assert f"count=5, and {out} holds 2 episodes of the policy: filming all 2" in err
+    assert "saliency=gradcam needs a network; the expert has none" in err
+    with pytest.raises(UserError, match=r"seeds=\[\] lists none"):
+        video_command(str(out), ["seeds=[]"])
     # bad keys are one line each, before anything is filmed
     for bad, words in ((["saliency=bogus"], "saliency must be vbp, gradcam or none"), (["count=-1"], "count must be >= 1"),
                        (["scenario=nope"], "scenario 'nope' is not in"), (["who=driver"], "who must be policy or expert")):
