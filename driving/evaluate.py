@@ -28,7 +28,7 @@ from driving.folder_lock import writing
 from driving.errors import UserError
 from driving.jsonfile import read_json
 from driving.rollout import FIXED_BATCH, FIXED_ROWS, EpisodeRecorder, as_actor, batch_of, closed_loop, finished, worst
-from driving.shards import episodes_of, parse_shard
+from driving.shards import episodes_of, note_empty_shard, parse_shard
 from sim import UnknownScenarioError, get_scenario
 from sim.expert import PERCEPTIONS
 from sim.metrics import METRICS_VERSION, aggregate, episode_metrics, paired_differences
@@ -277,6 +277,7 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
     out = Path(cfg.out) if cfg.out else default_out(checkpoint, cfg)
     all_seeds = seeds_for(cfg)
     seeds = [all_seeds[k] for k in shard_episodes(cfg)]
+    note_empty_shard(cfg.shard, cfg.episodes, "evaluation")
     is_expert = checkpoint == "expert"
     for name in cfg.scenarios:  # every user error before any work starts
         probe_env(name, camera, cfg.max_steps, cfg.env, {"perception": cfg.expert_perception},

@@ -47,6 +47,17 @@ def episodes_of(spec, n: int) -> list[int]:
     return shard.take(n) if shard else list(range(n))
 
 
+def note_empty_shard(spec, n: int, what: str) -> None:
+    """A shard past the episodes (shard=3/4 of 2) runs none: said, since it still writes an empty part
+    (a job array with a fixed shard count gets one; the merge takes it)."""
+    shard = parse_shard(spec)
+    if shard and not shard.take(n):
+        import sys
+
+        print(f"note: shard {shard.index}/{shard.count} of {n} episode{'s' if n != 1 else ''} holds none: this "
+              f"{what} writes an empty part (fewer shards give every one episodes)", file=sys.stderr)
+
+
 def shard_of(meta: dict) -> Shard | None:
     """The shard an output's meta (dataset meta.json or eval.json) records, if any; a ValueError where
     the record is not one (a hand-edited file)."""

@@ -34,6 +34,18 @@ def test_shard_specs_split_the_episodes_exactly_once():
     assert parse_shard(" 2 / 4 ") == Shard(2, 4)
 
 
+def test_a_shard_past_the_episodes_says_it_writes_an_empty_part(tmp_path, capsys):
+    collect(collect_cfg(tmp_path / "c", "episodes=2", "shard=2/3"), progress=False)
+    assert "note: shard 2/3 of 2 episodes holds none: this collection writes an empty part" in capsys.readouterr().err
+    assert len(Dataset.open(tmp_path / "c")) == 0
+    collect(collect_cfg(tmp_path / "d", "episodes=2", "shard=1/3"), progress=False)
+    assert "holds none" not in capsys.readouterr().err
+    ev = load_config(EvalConfig, None, [f"out={tmp_path / 'e'}", "episodes=1", "shard=1/2", "max_steps=3",
+                                        "videos=0", "workers=1"])
+    evaluate("expert", ev, progress=False)
+    assert "note: shard 1/2 of 1 episode holds none: this evaluation writes an empty part" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("spec, words", [("3/2", "0..N-1"), ("a/b", "not K/N"), ("1", "not K/N"),
                                          ("0/0", "0..N-1"), ("-1/2", "not K/N")])
 def test_bad_shard_specs_are_one_line_naming_the_key(tmp_path, capsys, spec, words):

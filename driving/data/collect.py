@@ -34,7 +34,7 @@ from driving.executors import check_executor
 from driving.folder_lock import LOCK, writing
 from driving.jsonfile import read_json
 from driving.rollout import ExpertActor, NoiseSpec, play_episode
-from driving.shards import episodes_of, parse_shard
+from driving.shards import episodes_of, note_empty_shard, parse_shard
 from sim import SCENARIOS, CameraConfig, DrivingEnv, UnknownScenarioError, get_scenario
 
 # The state facts a dataset keeps per step (besides frames and actions).
@@ -318,6 +318,7 @@ def plan_collection(cfg: CollectConfig) -> tuple[Path, dict, list]:
 
 def _collect(cfg: CollectConfig, progress: bool = True) -> Path:
     root, meta, jobs = plan_collection(cfg)
+    note_empty_shard(cfg.shard, cfg.episodes, "collection")
     rows = finished_episodes(root, jobs)
     # Rows of episodes beyond this run's count (an earlier, larger run) stay in the index.
     beyond = 0
