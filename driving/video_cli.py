@@ -117,8 +117,9 @@ def eval_videos(src: Path, cfg: VideoConfig, given: frozenset | set = frozenset(
             raise UserError(f"seeds {missing} are not in {src}/eval.json; its seeds: {sorted(known)}")
         rows = [r for r in rows if r["seed"] in cfg.seeds]
     else:
-        if cfg.count > len(rows):
-            print(f"note: count={cfg.count}, and {src} holds {len(rows)} episodes of the {cfg.who}"
+        if "count" in given and cfg.count > len(rows):  # (the default 2 of a 1-episode evaluation: no news)
+            print(f"note: count={cfg.count}, and {src} holds {len(rows)} episode{'s' if len(rows) != 1 else ''} "
+                  f"of the {cfg.who}"
                   f"{' in ' + cfg.scenario if cfg.scenario else ''}: filming all {len(rows)}", file=sys.stderr)
         rows = worst(rows, cfg.count)
     recorded = {}
