@@ -156,34 +156,33 @@ def resume_fix(ckpt: Path) -> str:
     return f"delete {ckpt} and run the same command again ({then})"
 
 
-_RUN_FILES = ("policy.json", "weights.pt", "train_state.pt")
-
-
 def _complete_steps(ckpt_root: Path) -> list[Path]:
     """The step folders that hold every file of a checkpoint, oldest first."""
     return sorted(p for p in Path(ckpt_root).iterdir() if p.name.isdigit() and p.is_dir()
-                  and all((p / f).is_file() for f in _RUN_FILES))
+                  and all((p / f).is_file() for f in ("policy.json", "weights.pt", "train_state.pt")))
 
 
 def repair_last(ckpt_root: Path) -> str | None:
-    """A `last` pointer whose target is gone, or lacks one of a checkpoint's files (deleted by hand: a save
-    never leaves one so), is pointed at the newest complete step folder (or removed where there is none),
-    so a run never silently starts again over its own checkpoints nor stops on a folder it can redo.
-    Returns a note saying what was done, or None where `last` was fine."""
+    """A `last` pointer whose target is gone is pointed at the newest complete step folder (or removed
+    where there is none), so a run never silently starts again over its own checkpoints. One whose target
+    lost its weights or policy.json (deleted by hand: a save never leaves one so) is pointed at the newest
+    complete step folder where there is one, else left for resume to refuse (other step folders may hold
+    weights worth keeping). A target without train_state.pt stays: a finished run needs none, and a
+    resume names it. Returns a note saying what was done, or None where `last` was left as it was."""
     link = Path(ckpt_root) / "last"
     if not link.is_symlink():
         return None
     target = os.readlink(link)
-    if link.exists():
-        lacking = [f for f in _RUN_FILES if not (link / f).is_file()]
-        if not lacking:
-            return None
-        what = f"{target}, which lacks {' and '.join(lacking)}"
-    else:
-        what = f"missing {target}"
     complete = [p.name for p in _complete_steps(ckpt_root)]
+    if link.exists():
+        lacking = [f for f in ("policy.json", "weights.pt") if not (link / f).is_file()]
+        if not lacking or not complete:
+            return None
+        point(ckpt_root, "last", complete[-1])
+        return (f"{link} pointed at {target}, which lacks {' and '.join(lacking)}: resuming from {complete[-1]}, "
+                "the newest complete checkpoint")
     if not complete:
         link.unlink()
-        return f"{link} pointed at {what}, and no complete checkpoint is left: starting from step 0"
+        return f"{link} pointed at missing {target} and no complete checkpoint is left: starting from step 0"
     point(ckpt_root, "last", complete[-1])
-    return f"{link} pointed at {what}: resuming from {complete[-1]}, the newest complete checkpoint"
+    return f"{link} pointed at missing {target}: resuming from {complete[-1]}, the newest complete checkpoint"

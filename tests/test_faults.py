@@ -205,27 +205,31 @@ def test_a_run_whose_last_checkpoint_is_corrupt_resumes_from_the_one_before_once
     assert os.readlink(run / "checkpoints" / "last") == "00000006"
 
 
-def test_a_run_whose_last_checkpoint_lost_a_file_resumes_from_the_one_before(tmp_path, capsys):
-    # a file deleted by hand from the newest step folder: as with the whole folder gone, the run goes on
+def test_a_run_whose_last_checkpoint_lost_its_weights_resumes_from_the_one_before(tmp_path, capsys):
+    # weights.pt deleted by hand from the newest step folder: as with the whole folder gone, the run goes on
     # from the newest complete checkpoint (before, it stopped: "is not a checkpoint")
     ds = synthetic_dataset(tmp_path / "syn")
     run = tmp_path / "run"
-    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=4", "checkpoint_every=2"]) == 0
+    args = ["train", f"dataset={ds}", f"out={run}", *TRAIN, "checkpoint_every=2"]
+    assert main([*args, "steps=4"]) == 0
     (run / "checkpoints" / "00000004" / "weights.pt").unlink()
     capsys.readouterr()
-    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=6", "checkpoint_every=2"]) == 0
-    out = capsys.readouterr().out
-    assert "pointed at 00000004, which lacks weights.pt: resuming from 00000002" in out
+    assert main([*args, "steps=6"]) == 0
+    assert "pointed at 00000004, which lacks weights.pt: resuming from 00000002" in capsys.readouterr().out
     assert os.readlink(run / "checkpoints" / "last") == "00000006"
-    # the step it redid is whole again, and the run's rows go on from step 2
-    assert (run / "checkpoints" / "00000004" / "weights.pt").is_file()
-    for f in ("weights.pt", "train_state.pt"):
-        (run / "checkpoints" / "00000002" / f).unlink()
-    (run / "checkpoints" / "00000004" / "weights.pt").unlink()
+    assert (run / "checkpoints" / "00000004" / "weights.pt").is_file()  # the step it redid is whole again
+    # a finished run without train_state.pt (e.g. removed to save space) is finished: nothing is redone
     (run / "checkpoints" / "00000006" / "train_state.pt").unlink()
-    assert main(["train", f"dataset={ds}", f"out={run}", *TRAIN, "steps=6", "checkpoint_every=2"]) == 0
-    out = capsys.readouterr().out
-    assert "which lacks train_state.pt, and no complete checkpoint is left: starting from step 0" in out
+    weights = (run / "checkpoints" / "00000006" / "weights.pt").read_bytes()
+    assert main([*args, "steps=6"]) == 0
+    assert "already trained to step 6" in capsys.readouterr().out
+    assert (run / "checkpoints" / "00000006" / "weights.pt").read_bytes() == weights
+    # no complete checkpoint to go on from: refused as before, not started again over the other folders
+    for step in ("00000002", "00000004"):
+        (run / "checkpoints" / step / "train_state.pt").unlink()
+    (run / "checkpoints" / "00000006" / "weights.pt").unlink()
+    assert main([*args, "steps=8"]) == 2
+    assert "is not a checkpoint" in capsys.readouterr().err
     assert os.readlink(run / "checkpoints" / "last") == "00000006"
 
 
