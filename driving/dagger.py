@@ -477,7 +477,7 @@ def _run_dagger(cfg: DaggerConfig, progress: bool = True, command: str | None = 
         result = finished_evaluation(ckpt, x["eval"])
         if result is None:
             print(f"== round {r}: evaluate on {x['eval'].episodes} fixed seeds beside the expert")
-            result = evaluate(str(ckpt), x["eval"], progress=progress)["result"]
+            result = evaluate(str(ckpt), x["eval"], progress=progress, note_replaced=False)["result"]
         table.append(round_row(x, result, [Dataset.open(d) for d in (t.datasets if t else [plan["data0"]])]))
         board = summary(cfg, plan, table, command, time.perf_counter() - t0)
         atomic.write_json(out / "rounds.json", board)

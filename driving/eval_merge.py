@@ -113,7 +113,9 @@ def merge_evaluations(out: str | Path, paths: list[str | Path], device: str = "a
     checkpoint = first["checkpoint"]
     # it films the worst episodes
     policy = ev.load_eval_policy(checkpoint, device, cfg.plan_threshold)[0] if cfg.videos else None
-    ev.keep_other_evaluation(out, checkpoint, cfg)
+    earlier = ev.keep_other_evaluation(out, checkpoint, cfg)
     with writing(out, "driving eval merge", holds="an evaluation"):
+        if earlier is not None:
+            ev.note_replaced_evaluation(out, earlier, checkpoint, cfg)
         ev.write_result(result, out, actions, checkpoint, policy, first["camera"], cfg)
     return {"out": out, "result": result}

@@ -270,8 +270,9 @@ def check_scenarios(names: list[str]) -> None:
         raise UserError(f"scenario {twice[0]} is listed twice: list each scenario once")
 
 
-def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
-    """Evaluate a checkpoint (or `expert`) closed loop; writes OUT/eval.json and the reports."""
+def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True, note_replaced: bool = True) -> dict:
+    """Evaluate a checkpoint (or `expert`) closed loop; writes OUT/eval.json and the reports. `note_replaced`:
+    name what a finished evaluation it writes over had (off where a pipeline owns the folder)."""
     check_scenarios(cfg.scenarios)
     policy, camera, meta = load_eval_policy(checkpoint, cfg.device, cfg.plan_threshold)
     out = Path(cfg.out) if cfg.out else default_out(checkpoint, cfg)
@@ -287,24 +288,27 @@ def evaluate(checkpoint: str, cfg: EvalConfig, progress: bool = True) -> dict:
     if not is_expert:
         note_training_seeds(meta, seeds)
     reused = reused_expert(cfg, camera, seeds)
-    keep_other_evaluation(out, "expert" if is_expert else str(policy.path), cfg)
+    earlier = keep_other_evaluation(out, "expert" if is_expert else str(policy.path), cfg)
     if cfg.executor == "ray":  # a missing Ray or a cluster that does not answer: refused before any output
         from driving.executors import connect
 
         connect(cfg.ray_address)
     with writing(out, "driving eval", holds="an evaluation"):
+        if earlier is not None and note_replaced:
+            note_replaced_evaluation(out, earlier, "expert" if is_expert else str(policy.path), cfg)
         return _evaluate(checkpoint, cfg, progress, policy, camera, meta, out, seeds, is_expert, reused)
 
 
-def keep_other_evaluation(out: Path, checkpoint: str, cfg: EvalConfig) -> None:
+def keep_other_evaluation(out: Path, checkpoint: str, cfg: EvalConfig) -> dict | None:
     """Refuses to write over another checkpoint's evaluation (its results would be lost without a word),
     and over a shard of an evaluation with anything but that shard again (its episodes are one part of
     a merge, and another shard's would silently take their place). A checkpoint of the same run (a
-    re-run, `last` after more training or a resumed DAgger round) writes over its run's."""
+    re-run, `last` after more training or a resumed DAgger round) writes over its run's. Returns the
+    earlier result (None where there is none)."""
     try:
         old = read_json(out / "eval.json", dict)
     except UserError:  # none, or damaged: nothing to keep
-        return
+        return None
     then = old.get("checkpoint")
     if then and _run_of(then) is not None and _run_of(then) != _run_of(checkpoint):
         raise UserError(f"{out} holds the evaluation of {then}: give this run (of {checkpoint}) another out=, "
@@ -314,13 +318,15 @@ def keep_other_evaluation(out: Path, checkpoint: str, cfg: EvalConfig) -> None:
     if shard and shard != new:
         raise UserError(f"{out} holds shard {shard['index']}/{shard['count']} of an evaluation: give this run "
                         "another out= (each shard its own folder, then `driving eval merge`)")
-    note_replaced(out, old, checkpoint, cfg)
+    return old
 
 
-_HOW_IT_RUNS = ("workers", "envs_per_worker", "executor", "ray_address", "expert_from", "out")
+# keys that change how an evaluation runs or what it films, not its scores
+_HOW_IT_RUNS = ("workers", "envs_per_worker", "executor", "ray_address", "expert_from", "out", "videos", "saliency",
+                "device")
 
 
-def note_replaced(out: Path, old: dict, checkpoint: str, cfg: EvalConfig) -> None:
+def note_replaced_evaluation(out: Path, old: dict, checkpoint: str, cfg: EvalConfig) -> None:
     """A finished evaluation that this one writes over, with another checkpoint of the run, config or
     metrics version, is named with what differs: its scores are otherwise gone without a word (the default
     folder, RUN/eval/STEP_SCENARIOS, is the same for `episodes=10` and a later `episodes=50`). Keys that

@@ -326,7 +326,7 @@ def run_scenario(name: str, c, runs: list, progress: bool) -> dict:
         result = timed("train", train, t, progress=progress)
         ckpt = chosen(result["run_dir"])
         if not finished_evaluation(ckpt, e):
-            timed("eval", evaluate, str(ckpt), e, progress=progress)
+            timed("eval", evaluate, str(ckpt), e, progress=progress, note_replaced=False)
     print(f"== {name}: done ({', '.join(f'{k} {v:.0f} s' for k, v in spent.items() if v)})", flush=True)
     return spent
 

@@ -185,11 +185,11 @@ def test_dagger_rounds_label_the_students_states_and_resume_after_a_kill(tmp_pat
     real = evaluate_mod.evaluate
     calls = []
 
-    def killed_in_round_1(ckpt, cfg, progress=True):
+    def killed_in_round_1(ckpt, cfg, progress=True, **kw):
         calls.append(cfg.out)
         if "round1" in str(cfg.out):
             raise KeyboardInterrupt
-        return real(ckpt, cfg, progress)
+        return real(ckpt, cfg, progress, **kw)
 
     monkeypatch.setattr(evaluate_mod, "evaluate", killed_in_round_1)
     assert main(args) == 130  # killed while scoring round 1

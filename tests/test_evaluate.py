@@ -498,8 +498,14 @@ def test_another_runs_evaluation_is_not_written_over(tmp_path, capsys):
     evaluate(str(run / "checkpoints" / "last"), cfg(out, "episodes=1"), progress=False)
     capsys.readouterr()
     # the same result again, however it runs: nothing to say
-    evaluate(str(run / "checkpoints" / "last"), cfg(out, "episodes=1", "envs_per_worker=1"), progress=False)
+    evaluate(str(run / "checkpoints" / "last"), cfg(out, "episodes=1", "envs_per_worker=1", "saliency=none",
+                                                    "device=cpu"), progress=False)
     assert "replaces" not in capsys.readouterr().err
+    # nor where a pipeline owns the folder (a DAgger round's or a scoreboard's evaluation)
+    evaluate(str(run / "checkpoints" / "last"), cfg(out, "episodes=2"), progress=False, note_replaced=False)
+    assert "replaces" not in capsys.readouterr().err
+    evaluate(str(run / "checkpoints" / "last"), cfg(out, "episodes=1"), progress=False)
+    capsys.readouterr()
     before = (out / "eval.json").read_text()
     ds = synthetic_dataset(tmp_path / "ds2")
     other = tmp_path / "other"
