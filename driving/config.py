@@ -71,7 +71,11 @@ def _load_config(schema: type[T], path: str | Path | None, overrides: list[str])
                                 "(a command's folder argument, such as `driving eval`'s checkpoint, comes first)")
             if not path.is_file():
                 if _names_scenarios(schema, str(path)):  # `driving collect highway`: a natural first try
-                    what = "are scenarios" if "," in str(path) else "is a scenario"
+                    names = str(path).split(",")
+                    if len(names) > 1 and not hasattr(schema, "scenarios"):  # collect, dagger: one scenario
+                        raise UserError(f"{path} are scenarios, not a config file: this command takes one, e.g. "
+                                        f"scenario={names[0].strip()} (a CONFIG.yaml comes first, key=value after)")
+                    what = "are scenarios" if len(names) > 1 else "is a scenario"
                     raise UserError(f"{path} {what}, not a config file: use scenario={path} (a CONFIG.yaml "
                                     "comes first, key=value after)")
                 raise UserError(f"config file {path} not found: pass an existing YAML file or none")

@@ -255,7 +255,7 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
                                                         *as_overrides(cfg.collect)], group="collect")
         collected = collect_cfg.episodes
     if collect_cfg is None:
-        note_unused_collect_keys(cfg, base.meta, data0, scenario)
+        note_unused_collect_keys(cfg, base.meta, len(base), data0, scenario)
     train_over = ["wandb.mode=offline", *sizes["train"], *as_overrides(cfg.train)]
     if run0 is not None:
         # the rounds fine-tune with the run's own keys; the machine's (device, threads) are this command's
@@ -298,7 +298,7 @@ def resolve_stages(cfg: DaggerConfig) -> dict:
             "episodes": episodes, "round_steps": steps}
 
 
-def note_unused_collect_keys(cfg: DaggerConfig, meta: dict, data0: Path, scenario: str) -> None:
+def note_unused_collect_keys(cfg: DaggerConfig, meta: dict, episodes: int, data0: Path, scenario: str) -> None:
     """collect.* keys apply only where round 0 collects. With dataset= or round0= they are unused (a recipe
     file carries them, so they are not refused): each that the given demonstrations were not collected
     with is named, since round 0 trains on those as they are."""
@@ -309,11 +309,17 @@ def note_unused_collect_keys(cfg: DaggerConfig, meta: dict, data0: Path, scenari
     had = meta.get("config") or {}
     differ = []
     for key in (o.split("=", 1)[0] for o in as_overrides(cfg.collect)):
+        if key == "episodes":  # (how many: not in the config it recorded)
+            if cfg.collect["episodes"] != episodes:
+                differ.append(f"collect.episodes={cfg.collect['episodes']} where they are {episodes}")
+            continue
         a, b = had, given
         for part in key.split("."):
             a = a.get(part, _MISSING) if isinstance(a, dict) else _MISSING
             b = b.get(part, _MISSING) if isinstance(b, dict) else _MISSING
-        if _MISSING not in (a, b) and a != b:  # (keys of how it runs, e.g. workers, are in neither)
+        if a is _MISSING and key.split(".")[0] in ("env", "expert") and b is not _MISSING:
+            differ.append(f"collect.{key}={b} where they had the scenario's own")  # (those dicts hold only what was set)
+        elif _MISSING not in (a, b) and a != b:  # (keys of how it runs, e.g. workers, are in neither)
             differ.append(f"collect.{key}={b} where they had {a}")
     if differ:
         print(f"note: round 0 trains on {data0} as collected: {', '.join(differ)} (collect.* keys apply only "

@@ -62,20 +62,24 @@ def video_command(source: str, overrides: list[str]) -> list[Path]:
 def _films(src: Path, cfg: VideoConfig, overrides: list[str]) -> list[Path]:
     source = str(src)
     given = {o.split("=", 1)[0] for o in overrides}
-    for key in ("seeds", "episodes"):  # an empty list read as "the defaults" without a word
+
+    def listed(key: str) -> None:  # an empty list was read as "the defaults" without a word
         if key in given and not getattr(cfg, key):
             raise UserError(f"{key}=[] lists none: give {key}=[...], or drop it for the default")
-    cfg.episodes = list(dict.fromkeys(cfg.episodes))  # each once, as seeds are
+
     if (src / "eval.json").is_file():
         if "episodes" in given:
             raise UserError(f"{source} is an evaluation: episodes= picks a dataset's episodes; pick the evaluation's "
                             "with seeds=[...] or count=N (its worst)")
+        listed("seeds")
         return eval_videos(src, cfg, given)
     if (src / "meta.json").is_file():
         wrong = sorted(given & EVAL_ONLY)
         if wrong:
             raise UserError(f"{source} is a dataset: {wrong[0]}= applies to an evaluation; pick a dataset's "
                             "episodes with episodes=[...]")
+        listed("episodes")
+        cfg.episodes = list(dict.fromkeys(cfg.episodes))  # each once, as seeds are
         from driving import video
         from driving.data.format import Dataset
 

@@ -85,6 +85,8 @@ def test_data_show_never_writes_over_what_is_not_a_png(cli_dataset, tmp_path, ca
     (["collect", "highway"], "highway is a scenario, not a config file: use scenario=highway"),
     (["gap", "roundabout,merge"], "roundabout,merge are scenarios, not a config file: use scenario=roundabout,merge"),
     (["train", "highway"], "config file highway not found"),  # train has no scenario key
+    (["collect", "highway,merge"], "highway,merge are scenarios, not a config file: this command takes one, e.g. "
+                                   "scenario=highway"),
     (["data", "info", "/nonexistent/ds"], "not found"),
     (["data", "show", "/nonexistent/ds", "seed=-1"], "seed must be in 0.."),
     # values torch would take without a word (a negative loss, a rising schedule, negative images)

@@ -335,12 +335,14 @@ def test_a_bc_run_trained_before_is_round_0(tmp_path, capsys):
     assert f"went on from round0={run0}" in capsys.readouterr().err
     assert not (reuse / "round0" / "data").exists()
     # collect.* keys its demonstrations were not collected with are unused, and named (a recipe carries them)
-    other = ["collect.noise.steer=0.05", "collect.camera.height=64", "collect.workers=2"]
+    other = ["collect.noise.steer=0.05", "collect.camera.height=64", "collect.workers=2", "collect.episodes=5",
+             "collect.env.vehicles_count=7"]
     assert main(["dagger", f"out={tmp_path / 'noted'}", f"round0={run0}", "rounds=0", *TINY, *other]) == 0
     err = capsys.readouterr().err
-    assert (f"note: round 0 trains on {whole / 'round0' / 'data'} as collected: collect.camera.height=64 where they "
-            "had 48, collect.noise.steer=0.05 where they had 0.15 (collect.* keys apply only where round 0 "
-            "collects") in err and "collect.workers" not in err
+    assert (f"note: round 0 trains on {whole / 'round0' / 'data'} as collected: collect.episodes=5 where they are "
+            "3, collect.camera.height=64 where they had 48, collect.noise.steer=0.05 where they had 0.15, "
+            "collect.env.vehicles_count=7 where they had the scenario's own (collect.* keys apply only where "
+            "round 0 collects") in err and "collect.workers" not in err
 
 
 def test_a_round0_run_that_cannot_be_round_0_is_one_line(tmp_path, capsys):
