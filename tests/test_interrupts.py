@@ -42,8 +42,8 @@ import signal, time
 from driving.interrupts import stop_on_signals
 
 stop_on_signals((signal.SIGINT, signal.SIGTERM), again="exit")  # as the command does
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: a signal right after it is still the command's first
     time.sleep(60)
 except KeyboardInterrupt:
     print("tidying", flush=True)
