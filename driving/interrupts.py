@@ -55,12 +55,15 @@ def restore_signals(previous: dict) -> None:
         signal.signal(s, h)
 
 
-def stop_pool(pool, grace_s: float = 60.0) -> None:
+def stop_pool(pool, grace_s: float = 60.0, running=(), idle_s: float = 5.0) -> None:
     """On an interrupt: cancel a ProcessPoolExecutor's jobs not started (leaving it would start them,
     and wait for all of them), and stop the running ones. SIGTERM reaches each process, which runs
     its jobs under stop_on_signals((SIGINT, SIGTERM)) and ignores both while idle: a job stops once,
     as on Ctrl-C, whether or not the signal that stopped this process reached it too; a process still
-    running after `grace_s` is killed."""
+    running after `grace_s` is killed. Once the `running` futures are done, every process is idle: one
+    the pool has not ended `idle_s` later is killed (seen once: an idle one held on to the whole grace)."""
+    from concurrent.futures import wait
+
     procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:
@@ -68,6 +71,9 @@ def stop_pool(pool, grace_s: float = 60.0) -> None:
             p.terminate()
     deadline = time.monotonic() + grace_s
     try:
+        if running:
+            wait(running, timeout=grace_s)
+            deadline = min(deadline, time.monotonic() + idle_s)
         for p in procs:
             p.join(max(0.0, deadline - time.monotonic()))
     finally:  # also on a second Ctrl-C while waiting: nothing is left to run on unbounded
@@ -103,7 +109,7 @@ def run_stoppable(func, jobs: list[tuple], parallel: int) -> list:
             raise
         pool.shutdown(wait=True)
     except KeyboardInterrupt:
-        stop_pool(pool)
+        stop_pool(pool, running=running)
         raise
     return results
 
