@@ -150,6 +150,14 @@ def sweep_temp(folder: Path) -> list[Path]:
     return gone
 
 
+def holder(folder: Path) -> str:
+    """Who holds (or last held) `folder`'s lock, as its stamp says: "pid N (driving eval, since HH:MM:SS)"."""
+    try:
+        return (Path(folder) / LOCK).read_text(errors="replace").strip() or "another process"
+    except OSError:
+        return "another process"
+
+
 def being_written(folder: Path) -> bool:
     """Does a command (of this process or another) hold `folder`'s lock now?"""
     folder = Path(folder)

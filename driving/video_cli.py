@@ -40,16 +40,12 @@ EVAL_ONLY = {"seeds", "count", "scenario", "who", "saliency"}  # keys that pick 
 def video_command(source: str, overrides: list[str]) -> list[Path]:
     """Films while holding the lock of the folder it writes into: SOURCE itself where the videos go under it
     (an evaluation or collection into SOURCE meanwhile is refused, and refuses it), else `out`."""
-    from driving.folder_lock import LOCK, being_written, writing
+    from driving.folder_lock import being_written, holder, writing
 
     cfg = load_config(VideoConfig, None, overrides)
     src = Path(source)
     if src.is_dir() and being_written(src):  # (its eval.json or meta.json may not be there yet)
-        try:
-            holder = (src / LOCK).read_text().strip() or "another process"
-        except OSError:
-            holder = "another process"
-        raise UserError(f"{src} is being written by {holder}: wait for it to finish, then film it")
+        raise UserError(f"{src} is being written by {holder(src)}: wait for it to finish, then film it")
     if not (src / "eval.json").is_file() and not (src / "meta.json").is_file():
         raise UserError(f"{source} is neither an evaluation folder (eval.json) nor a dataset (meta.json): "
                         "pass the output of `driving eval` or `driving collect`")

@@ -242,14 +242,10 @@ class Dataset:
         c = self.meta.get("collection")
         if not c or c.get("finished", True):
             return None
-        from driving.folder_lock import LOCK, being_written
+        from driving.folder_lock import being_written, holder
 
-        try:
-            stamp = (self.root / LOCK).read_text()
-        except OSError:
-            stamp = ""
         # its collect is still running: not interrupted (another holder, e.g. `driving video` filming it, is not it)
-        if being_written(self.root) and "driving video" not in stamp:
+        if being_written(self.root) and "driving video" not in holder(self.root):
             return (f"dataset {self.root} is still being collected ({len(self)} episodes on disk, "
                     f"{c.get('requested')} asked for): wait for its `driving collect` to finish")
         return (f"dataset {self.root} is an interrupted collection ({len(self)} episodes on disk, "
