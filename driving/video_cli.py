@@ -46,16 +46,18 @@ def video_command(source: str, overrides: list[str]) -> list[Path]:
     src = Path(source)
     if src.is_dir() and being_written(src):  # (its eval.json or meta.json may not be there yet)
         raise UserError(f"{src} is being written by {holder(src)}: wait for it to finish, then film it")
-    if not (src / "eval.json").is_file() and not (src / "meta.json").is_file():
+    is_eval = (src / "eval.json").is_file()
+    if not is_eval and not (src / "meta.json").is_file():
         raise UserError(f"{source} is neither an evaluation folder (eval.json) nor a dataset (meta.json): "
                         "pass the output of `driving eval` or `driving collect`")
     out = Path(cfg.out) if cfg.out else src / "videos"
     inside = out.resolve().is_relative_to(src.resolve())
     with writing(src if inside else out, "driving video", sweep=False):
-        return _films(src, cfg, overrides)
+        return _films(src, is_eval, cfg, overrides)
 
 
-def _films(src: Path, cfg: VideoConfig, overrides: list[str]) -> list[Path]:
+def _films(src: Path, is_eval: bool, cfg: VideoConfig, overrides: list[str]) -> list[Path]:
+    """An evaluation's episodes (`is_eval`), else a dataset's."""
     source = str(src)
     given = {o.split("=", 1)[0] for o in overrides}
 
@@ -63,29 +65,27 @@ def _films(src: Path, cfg: VideoConfig, overrides: list[str]) -> list[Path]:
         if key in given and not getattr(cfg, key):
             raise UserError(f"{key}=[] lists none: give {key}=[...], or drop it for the default")
 
-    if (src / "eval.json").is_file():
+    if is_eval:
         if "episodes" in given:
             raise UserError(f"{source} is an evaluation: episodes= picks a dataset's episodes; pick the evaluation's "
                             "with seeds=[...] or count=N (its worst)")
         listed("seeds")
         return eval_videos(src, cfg, given)
-    if (src / "meta.json").is_file():
-        wrong = sorted(given & EVAL_ONLY)
-        if wrong:
-            raise UserError(f"{source} is a dataset: {wrong[0]}= applies to an evaluation; pick a dataset's "
-                            "episodes with episodes=[...]")
-        listed("episodes")
-        cfg.episodes = list(dict.fromkeys(cfg.episodes))  # each once, as seeds are
-        from driving import video
-        from driving.data.format import Dataset
+    wrong = sorted(given & EVAL_ONLY)
+    if wrong:
+        raise UserError(f"{source} is a dataset: {wrong[0]}= applies to an evaluation; pick a dataset's "
+                        "episodes with episodes=[...]")
+    listed("episodes")
+    cfg.episodes = list(dict.fromkeys(cfg.episodes))  # each once, as seeds are
+    from driving import video
+    from driving.data.format import Dataset
 
-        ds = Dataset.open(src)
-        episodes = cfg.episodes or [r["episode"] for r in ds.index[:2]]
-        if not episodes:
-            raise UserError(f"{source} has no finished episode: nothing to film (collect some with "
-                            "`driving collect`)")
-        return video.video_for_dataset(src, Path(cfg.out) if cfg.out else src / "videos", episodes)
-    raise UserError(f"{source} is neither an evaluation folder (eval.json) nor a dataset (meta.json)")
+    ds = Dataset.open(src)
+    episodes = cfg.episodes or [r["episode"] for r in ds.index[:2]]
+    if not episodes:
+        raise UserError(f"{source} has no finished episode: nothing to film (collect some with "
+                        "`driving collect`)")
+    return video.video_for_dataset(src, Path(cfg.out) if cfg.out else src / "videos", episodes)
 
 
 def eval_videos(src: Path, cfg: VideoConfig, given: frozenset | set = frozenset()) -> list[Path]:
